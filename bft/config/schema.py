@@ -1,0 +1,214 @@
+"""Typed structured configs: the schema every composed Hydra config is validated against.
+
+Each dataclass mirrors one config group under ``conf/`` and one module under ``bft/``.
+Unknown keys and mistyped values fail at composition time, before any work starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    """The base model: a registry name (``smollm2_135m``, ``tiny``), a local folder or a hub id."""
+
+    name: str = "smollm2_135m"
+    revision: str | None = None
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    trust_remote_code: bool = False
+
+
+@dataclass
+class SeedConfig:
+    """Seed (instruction, output) pairs: ``embedded``, ``oasst1`` (hub) or a local JSONL/JSON/Parquet path."""
+
+    source: str = "embedded"
+    size: int | None = None  # subsample to this many pairs with ``run.seed``
+    instruction_field: str = "instruction"
+    output_field: str = "output"
+    hub_dataset: str = "OpenAssistant/oasst1"
+    language: str = "en"
+
+
+@dataclass
+class CorpusConfig:
+    """Unlabelled web documents: ``embedded``, a local file, or a hub dataset streamed with ``datasets``."""
+
+    source: str = "embedded"
+    hub_config: str | None = None
+    split: str = "train"
+    text_field: str = "text"
+    id_field: str = "id"
+    max_documents: int | None = None
+    min_chars: int = 200
+    max_chars: int = 3000
+    segment: bool = True  # split long documents at paragraph boundaries into <= max_chars segments
+    dedup: bool = True
+    minhash_threshold: float = 0.8
+    minhash_num_perm: int = 128
+    max_symbol_ratio: float = 0.3
+    max_caps_line_ratio: float = 0.5
+    min_mean_line_chars: float = 20.0
+
+
+@dataclass
+class RewriterConfig:
+    """The aligned model that rewrites kept documents. ``none`` = filtering only; ``seed_model`` = M0."""
+
+    name: str = "smollm2_135m"
+    mode: str = "rewrite"  # rewrite | distill
+    temperature: float = 1.0
+    top_p: float = 0.9
+    max_new_tokens: int = 256
+    keep_unparsed: bool = False  # if [RES]..[/RES] is missing, drop the pair (False) or keep raw text
+
+
+@dataclass
+class CurationConfig:
+    """Self-curation: the seed model rates each (instruction, document) pair on the 1-5 rubric."""
+
+    enabled: bool = True
+    scoring: str = "generate"  # generate | logprob | generate_n
+    threshold: float | None = 5.0  # keep expected score >= threshold
+    top_k: int | None = None
+    top_fraction: float | None = None
+    iterations: int = 1  # 1 = M0 only; 2 = Humpback's M0 -> M1 re-scoring
+    n_samples: int = 4  # for generate_n
+    temperature: float = 1.0
+    top_p: float = 0.9
+    max_new_tokens: int = 96
+    labels: str | None = None  # JSONL with document id/instruction and a human quality label
+
+
+@dataclass
+class SFTStageConfig:
+    """Hyperparameters of one fine-tuning run (backward, seed/Mi or final model)."""
+
+    lr: float = 2e-4
+    lr_floor_ratio: float = 0.1  # final lr = lr * ratio (Humpback: 9e-6 / 1e-5 = 0.9)
+    schedule: str = "cosine"  # cosine | linear | constant
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.1
+    dropout: float = 0.1
+    batch_size: int = 8  # effective batch (micro_batch_size * accumulation * devices)
+    micro_batch_size: int = 4
+    max_steps: int = 30
+    max_seq_len: int = 512
+    grouping: str = "length"  # length (length-grouped dynamic padding) | packing | none
+
+
+@dataclass
+class SFTConfig:
+    backward: SFTStageConfig = field(default_factory=SFTStageConfig)
+    seed: SFTStageConfig = field(default_factory=SFTStageConfig)
+    final: SFTStageConfig = field(default_factory=SFTStageConfig)
+    seed_tag: str = "Answer in the style of an AI Assistant."
+    web_tag: str = "Answer with knowledge from web search."
+
+
+@dataclass
+class PeftConfig:
+    method: str = "lora"  # lora | full
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+
+
+@dataclass
+class TrainerConfig:
+    """Passed to ``lightning.Trainer``: accelerator, strategy (ddp, fsdp, deepspeed_stage_2, ...)."""
+
+    accelerator: str = "cpu"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "bf16-mixed"
+    gradient_clip_val: float = 1.0
+    log_every_n_steps: int = 5
+    enable_progress_bar: bool = True
+    checkpoint_every_n_steps: int = 10
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = 1.0
+    top_p: float = 0.9
+    max_new_tokens: int = 64
+
+
+@dataclass
+class GenerationConfig:
+    backend: str = "hf"  # hf | vllm
+    batch_size: int = 32
+    dtype: str = "auto"  # auto = bfloat16 where the CPU/GPU supports it
+    shard_size: int = 64  # records per resumable shard
+    augment: SamplingConfig = field(default_factory=SamplingConfig)
+    vllm: dict[str, Any] = field(default_factory=lambda: {"enable_prefix_caching": True, "gpu_memory_utilization": 0.9})
+
+
+@dataclass
+class EvalConfig:
+    set: str = "embedded"  # embedded | ae1 | ae2 | path to alpaca_eval-format JSON/JSONL
+    annotator: str = "local"  # local | alpaca_eval_gpt4 | weighted_alpaca_eval_gpt4_turbo | any alpaca_eval name | test_length_judge
+    judge_model: str = "smollm2_135m"
+    reference: str = "base"  # dataset (the set's own reference outputs) | base | <run folder>
+    max_instances: int | None = None
+    inference_tag: str = "Answer in the style of an AI Assistant."
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_new_tokens: int = 256
+    lc_weights_dir: str | None = None
+
+
+@dataclass
+class LoggerConfig:
+    backend: str = "wandb"
+    mode: str = "offline"  # offline | online | disabled
+    project: str = "bft"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    sample_rows: int = 20
+
+
+@dataclass
+class DataConfig:
+    on_error: str = "raise"  # raise | skip
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    artifacts_dir: str = "artifacts"
+    name: str = "default"
+
+
+@dataclass
+class BftConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    seed: SeedConfig = field(default_factory=SeedConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    rewriter: RewriterConfig = field(default_factory=RewriterConfig)
+    curation: CurationConfig = field(default_factory=CurationConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    peft: PeftConfig = field(default_factory=PeftConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    method: str = MISSING  # name of the method preset (conf/method)
+    tags: list[str] = field(default_factory=list)
+
+
+def register_configs() -> None:
+    """Register the schema so ``conf/config.yaml`` can list it first in its defaults."""
+    cs = ConfigStore.instance()
+    cs.store(name="bft_schema", node=BftConfig)

