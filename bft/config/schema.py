@@ -66,6 +66,7 @@ class RewriterConfig:
     top_p: float = 0.9
     max_new_tokens: int = 256
     keep_unparsed: bool = False  # if [RES]..[/RES] is missing, drop the pair (False) or keep raw text
+    prefill_res_tag: bool = True  # start the assistant turn with "[RES]" so small models answer inside the tags
 
 
 @dataclass
@@ -179,7 +180,9 @@ class LoggerConfig:
 
 @dataclass
 class DataConfig:
-    on_error: str = "raise"  # raise | skip
+    on_error: str = "raise"  # raise | skip: malformed input rows fail with file:line, or are skipped and counted
+    max_generated: int | None = None  # cap on generated pairs in the final training set (the papers' 3.2K..51.2K)
+    baseline_file: str | None = None  # train on this instruction dataset instead of generated data (baselines)
 
 
 @dataclass

@@ -1,0 +1,63 @@
+"""Checks of values that types alone cannot express. Each failure is one line naming the key."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+
+class ConfigError(ValueError):
+    pass
+
+
+_CHOICES = {
+    "curation.scoring": ("generate", "logprob", "generate_n"),
+    "rewriter.mode": ("rewrite", "distill"),
+    "peft.method": ("lora", "full"),
+    "generation.backend": ("hf", "vllm"),
+    "logger.mode": ("offline", "online", "disabled"),
+    "data.on_error": ("raise", "skip"),
+    "model.dtype": ("auto", "float32", "bfloat16", "float16"),
+    "generation.dtype": ("auto", "float32", "bfloat16", "float16"),
+}
+_SFT_CHOICES = {"schedule": ("cosine", "linear", "constant"), "grouping": ("length", "packing", "none")}
+
+
+def _get(cfg: DictConfig, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def validate(cfg: DictConfig) -> None:
+    for key, choices in _CHOICES.items():
+        value = _get(cfg, key)
+        if value not in choices:
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")
+    for stage in ("backward", "seed", "final"):
+        sft = cfg.sft[stage]
+        for field, choices in _SFT_CHOICES.items():
+            if sft[field] not in choices:
+                raise ConfigError(f"sft.{stage}.{field}={sft[field]!r} is not one of {', '.join(choices)}")
+        for field in ("lr", "max_steps", "batch_size", "micro_batch_size", "max_seq_len"):
+            if sft[field] <= 0:
+                raise ConfigError(f"sft.{stage}.{field} must be > 0, got {sft[field]}")
+        if sft.batch_size % sft.micro_batch_size:
+            raise ConfigError(f"sft.{stage}.batch_size must be a multiple of micro_batch_size")
+        if not 0 <= sft.lr_floor_ratio <= 1:
+            raise ConfigError(f"sft.{stage}.lr_floor_ratio is a ratio of the peak lr in [0, 1], got {sft.lr_floor_ratio}")
+    cur = cfg.curation
+    if cur.iterations < 1:
+        raise ConfigError(f"curation.iterations must be >= 1, got {cur.iterations}")
+    if cur.threshold is None and cur.top_k is None and cur.top_fraction is None:
+        raise ConfigError("curation: set one of threshold, top_k or top_fraction")
+    if cur.top_fraction is not None and not 0 < cur.top_fraction <= 1:
+        raise ConfigError(f"curation.top_fraction must be in (0, 1], got {cur.top_fraction}")
+    if cfg.seed.size is not None and cfg.seed.size < 1:
+        raise ConfigError(f"seed.size must be >= 1, got {cfg.seed.size}")
+    if cfg.corpus.min_chars >= cfg.corpus.max_chars:
+        raise ConfigError("corpus.min_chars must be smaller than corpus.max_chars")
+    if cfg.generation.batch_size < 1 or cfg.generation.shard_size < 1:
+        raise ConfigError("generation.batch_size and generation.shard_size must be >= 1")
+    if cfg.rewriter.name == "none" and not cfg.curation.enabled:
+        raise ConfigError("rewriter=none with curation disabled leaves raw, unfiltered text: enable one of them")

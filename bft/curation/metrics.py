@@ -1,0 +1,60 @@
+"""Accounting of one curation iteration, and selection quality against human labels."""
+
+from __future__ import annotations
+
+from collections import Counter
+from statistics import mean, median
+from typing import Any
+
+Record = dict[str, Any]
+
+
+def _length_stats(texts: list[str]) -> dict[str, float]:
+    if not texts:
+        return {"n": 0, "mean_chars": 0.0, "median_chars": 0.0}
+    lengths = [len(t) for t in texts]
+    return {"n": len(lengths), "mean_chars": round(mean(lengths), 1), "median_chars": float(median(lengths))}
+
+
+def curation_accounting(scored: list[Record], keep: list[bool]) -> dict[str, Any]:
+    """Histogram of (rounded) scores, parse failures, kept count/fraction, lengths of kept vs dropped."""
+    total = len(scored)
+    unparsed = sum(1 for r in scored if r.get("score") is None)
+    histogram = Counter(str(round(float(r["score"]))) for r in scored if r.get("score") is not None)
+    kept = sum(keep)
+    return {
+        "candidates": total,
+        "parse_failures": unparsed,
+        "parse_failure_rate": round(unparsed / total, 4) if total else 0.0,
+        "score_histogram": {k: histogram.get(k, 0) for k in ["1", "2", "3", "4", "5"]},
+        "kept": kept,
+        "kept_fraction": round(kept / total, 4) if total else 0.0,
+        "kept_lengths": _length_stats([r["text"] for r, k in zip(scored, keep, strict=True) if k]),
+        "dropped_lengths": _length_stats([r["text"] for r, k in zip(scored, keep, strict=True) if not k]),
+    }
+
+
+def selection_quality(labels: list[int], keep: list[bool], scores: list[float | None]) -> dict[str, float | None]:
+    """Precision and recall of the kept set against binary human labels, and AUC of the scores.
+
+    Unparsed scores count as the lowest possible score for AUC. AUC is None when only one class is present.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    true_pos = sum(1 for y, k in zip(labels, keep, strict=True) if y and k)
+    kept = sum(keep)
+    positives = sum(1 for y in labels if y)
+    precision = true_pos / kept if kept else 0.0
+    recall = true_pos / positives if positives else 0.0
+    auc = None
+    if 0 < positives < len(labels):
+        auc = float(roc_auc_score(labels, [s if s is not None else 0.0 for s in scores]))
+    return {"precision": round(precision, 4), "recall": round(recall, 4), "auc": None if auc is None else round(auc, 4)}
+
+
+def binarize_labels(values: list[Any]) -> list[int]:
+    """Human labels are either all 0/1, or on the 1-5 scale (then >= 4 counts as good)."""
+    numbers = [float(v) for v in values]
+    if any(n > 1 for n in numbers):
+        return [int(n >= 4) for n in numbers]
+    return [int(n >= 1) for n in numbers]

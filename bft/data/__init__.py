@@ -1,0 +1,1 @@
+"""Data loading: validated record IO, seed pairs, and web-corpus loading and cleaning."""

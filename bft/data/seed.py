@@ -1,0 +1,152 @@
+"""Seed (instruction, output) pairs: the embedded set, a local file, or OASST1 first turns from the hub."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from bft.config.schema import SeedConfig
+from bft.data.embedded import embedded_file
+from bft.data.io import DataError, check_on_error, collect_records, read_records
+
+log = logging.getLogger(__name__)
+
+EMBEDDED = "embedded"
+OASST = "oasst1"
+OASST_SPLIT = "train"  # never validation: its English first prompts are AlpacaEval's ``oasst`` subset
+
+
+def stable_id(prefix: str, instruction: str, output: str) -> str:
+    """A content-derived id: ``prefix-<12 hex of sha1(instruction, output)>``."""
+    digest = hashlib.sha1(f"{instruction}\x1f{output}".encode()).hexdigest()[:12]
+    return f"{prefix}-{digest}"
+
+
+def assign_ids(records: list[dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
+    """Give every record without an ``id`` a stable content id (``-2``, ``-3`` suffixes on collisions)."""
+    used = {str(r["id"]) for r in records if r.get("id") is not None}
+    out = []
+    for record in records:
+        record = dict(record)
+        if record.get("id") is None:
+            base = stable_id(prefix, record["instruction"], record["output"])
+            candidate, n = base, 1
+            while candidate in used:
+                n += 1
+                candidate = f"{base}-{n}"
+            record["id"] = candidate
+        record["id"] = str(record["id"])
+        used.add(record["id"])
+        out.append(record)
+    return out
+
+
+def subsample(records: list[dict[str, Any]], size: int | None, seed: int) -> list[dict[str, Any]]:
+    """``size`` records drawn with ``random.Random(seed)``, kept in their original order; all if ``size`` is None."""
+    if size is None:
+        return list(records)
+    if size < 0 or size > len(records):
+        raise DataError("seed", f"size {size} is larger than the {len(records)} available pairs", "too_large")
+    picked = sorted(random.Random(seed).sample(range(len(records)), size))
+    return [records[i] for i in picked]
+
+
+def oasst_first_turn_pairs(rows: Iterable[Mapping[str, Any]], language: str = "en") -> list[dict[str, Any]]:
+    """First-turn pairs from OASST-style message rows: a prompter root (``parent_id`` None) in ``language``
+    and its assistant reply with ``rank == 0``. Deleted or review-rejected messages are ignored.
+    """
+    roots: dict[str, Mapping[str, Any]] = {}
+    best_reply: dict[str, Mapping[str, Any]] = {}
+    replies: list[Mapping[str, Any]] = []
+    for row in rows:
+        if row.get("deleted") or row.get("review_result") is False:
+            continue
+        if row.get("role") == "prompter" and row.get("parent_id") is None and row.get("lang") == language:
+            roots[row["message_id"]] = row
+        elif row.get("role") == "assistant" and row.get("rank") == 0:
+            replies.append(row)
+    for reply in replies:
+        parent = reply.get("parent_id")
+        if parent in roots and parent not in best_reply and reply.get("lang", language) == language:
+            best_reply[parent] = reply
+    pairs = []
+    for root_id, root in roots.items():
+        reply = best_reply.get(root_id)
+        if reply is None or not str(root.get("text", "")).strip() or not str(reply.get("text", "")).strip():
+            continue
+        pairs.append(
+            {
+                "id": f"oasst1-{root_id}",
+                "instruction": root["text"].strip(),
+                "output": reply["text"].strip(),
+                "source": OASST,
+                "message_tree_id": root.get("message_tree_id", root_id),
+            }
+        )
+    return pairs
+
+
+def _normalize(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def remove_overlap(pairs: list[dict[str, Any]], instructions: Iterable[str]) -> tuple[list[dict[str, Any]], int]:
+    """Drop pairs whose instruction equals (case/space-insensitively) one of ``instructions``, e.g. an eval set."""
+    banned = {_normalize(i) for i in instructions}
+    kept = [p for p in pairs if _normalize(p["instruction"]) not in banned]
+    return kept, len(pairs) - len(kept)
+
+
+def _load_oasst(cfg: SeedConfig) -> list[dict[str, Any]]:
+    import datasets
+
+    rows = datasets.load_dataset(cfg.hub_dataset, split=OASST_SPLIT)
+    pairs = oasst_first_turn_pairs(rows, language=cfg.language)
+    log.info("oasst1 %s split: %d first-turn rank-0 %s pairs", OASST_SPLIT, len(pairs), cfg.language)
+    return pairs
+
+
+def _load_file(path: Path, cfg: SeedConfig, on_error: str, source: str) -> list[dict[str, Any]]:
+    required = {cfg.instruction_field: str, cfg.output_field: str}
+    result = read_records(path, required=required, id_field="id", on_error=on_error)
+    if result.skipped:
+        log.warning("%s: skipped %d seed records %s", path, result.n_skipped, result.skipped)
+    records = []
+    for row in result.records:
+        record = {k: v for k, v in row.items() if k not in (cfg.instruction_field, cfg.output_field)}
+        record["instruction"] = row[cfg.instruction_field].strip()
+        record["output"] = row[cfg.output_field].strip()
+        record.setdefault("source", source)
+        records.append(record)
+    return assign_ids(records, prefix=path.stem if source != EMBEDDED else "seed")
+
+
+def load_seed(cfg: SeedConfig, seed: int = 0, on_error: str = "raise") -> list[dict[str, Any]]:
+    """Load seed pairs as ``{"id", "instruction", "output", "source", ...}`` records, subsampled to ``cfg.size``."""
+    check_on_error(on_error)
+    if cfg.source == EMBEDDED:
+        with resources.as_file(embedded_file("seed.jsonl")) as path:
+            embedded_cfg = SeedConfig(source=EMBEDDED)
+            records = _load_file(Path(path), embedded_cfg, on_error, EMBEDDED)
+    elif cfg.source == OASST:
+        pairs = _load_oasst(cfg)
+        records = collect_records(
+            ((f"{cfg.hub_dataset}:{p['id']}", p) for p in pairs),
+            required={"instruction": str, "output": str},
+            id_field="id",
+            on_error=on_error,
+        ).records
+    elif Path(cfg.source).is_file():
+        records = _load_file(Path(cfg.source), cfg, on_error, Path(cfg.source).stem)
+    else:
+        raise DataError(
+            str(cfg.source), f"unknown seed source (use {EMBEDDED!r}, {OASST!r} or an existing file)", "not_found"
+        )
+    if not records:
+        raise DataError(str(cfg.source), "no seed pairs loaded", "empty")
+    return subsample(records, cfg.size, seed)

@@ -1,0 +1,12 @@
+"""AlpacaEval scoring for bft runs, always through the ``alpaca_eval`` package itself.
+
+Modules, one job each:
+- :mod:`bft.eval.sets`: load an eval set (``ae1``, ``ae2``, ``embedded`` or a local alpaca_eval-format file).
+- :mod:`bft.eval.annotators`: resolve an annotator name to an alpaca_eval annotator config; fail fast on missing keys.
+- :mod:`bft.eval.judges`: offline ``fn_completions`` for alpaca_eval (a local HF judge, a deterministic test judge).
+- :mod:`bft.eval.score`: run ``alpaca_eval.evaluate`` into a run folder; metrics from existing judgements.
+- :mod:`bft.eval.stats`: paired bootstrap comparison of two systems on the same instructions.
+- :mod:`bft.eval.decontaminate`: drop training records that overlap the eval instructions.
+- :mod:`bft.eval.paper_rows`: the papers' AlpacaEval figures, printed beside ours.
+- :mod:`bft.eval.cli`: the ``bft-eval`` command.
+"""

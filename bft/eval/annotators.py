@@ -1,0 +1,201 @@
+"""Annotator names -> alpaca_eval annotator configs, and a fail-fast readiness check.
+
+- any alpaca_eval annotator config name (``alpaca_eval_gpt4``, ``weighted_alpaca_eval_gpt4_turbo``, ...) or a path to
+  an annotator config folder / ``configs.yaml``: used as is (API judges need their key in the environment).
+- ``local``: a local Hugging Face model (default ``smollm2_135m``; any registry name, folder, hub id, plus an optional
+  PEFT adapter) judging with the AE2 weighted scheme: alpaca_eval's ``weighted_alpaca_eval_gpt4_turbo`` prompt
+  template and ``logprob_parser`` on the tokens ``m`` / ``M``; the completions come from
+  :func:`bft.eval.judges.hf_logprob_completions`.
+- ``test_length_judge``: FOR TESTS ONLY (prefers the longer output), same scheme, never a default.
+
+Custom judges are wired through alpaca_eval's own hook: a ``configs.yaml`` written into the run folder (prompt
+template, parser, batch size copied from the AE2 config) plus the ``fn_completions`` / ``completions_kwargs`` keyword
+arguments that ``alpaca_eval.evaluate`` forwards to every ``SingleAnnotator``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+LOCAL = "local"
+TEST_JUDGE = "test_length_judge"
+AE2_WEIGHTED = "weighted_alpaca_eval_gpt4_turbo"
+
+# fn_completions of alpaca_eval's decoders -> environment variables of which at least one must be set.
+ENV_KEYS: dict[str, tuple[str, ...]] = {
+    "openai_completions": ("OPENAI_API_KEY", "OPENAI_API_KEYS", "OPENAI_CLIENT_CONFIG_PATH"),
+    "anthropic_completions": ("ANTHROPIC_API_KEY",),
+    "google_completions": ("GOOGLE_API_KEY",),
+    "cohere_completions": ("COHERE_API_KEY",),
+    "huggingface_api_completions": ("HUGGINGFACEHUB_API_TOKEN",),
+    "replicate_completions": ("REPLICATE_API_TOKEN",),
+    "jina_chat_completions": ("JINA_CHAT_API_KEY",),
+    "bedrock_anthropic_completions": ("AWS_ACCESS_KEY_ID", "AWS_PROFILE"),
+}
+
+
+class AnnotatorError(ValueError):
+    """An annotator that cannot be used; the message is one line and says what to do."""
+
+
+class AnnotatorNotReadyError(AnnotatorError):
+    """An API annotator whose key is missing from the environment."""
+
+
+def alpaca_eval_configs_dir() -> Path:
+    """alpaca_eval's ``evaluators_configs`` folder, found without importing the (slow) package."""
+    spec = importlib.util.find_spec("alpaca_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise AnnotatorError("alpaca_eval is not installed: pip install alpaca-eval==0.6.6 'setuptools<81'")
+    return Path(list(spec.submodule_search_locations)[0]) / "evaluators_configs"
+
+
+def list_alpaca_eval_annotators() -> list[str]:
+    root = alpaca_eval_configs_dir()
+    return sorted(p.parent.name for p in root.glob("*/configs.yaml"))
+
+
+def annotator_config_path(name: str) -> Path:
+    """The ``configs.yaml`` of an alpaca_eval annotator name, or of a user folder / file path."""
+    candidate = Path(name).expanduser()
+    if candidate.is_dir() and (candidate / "configs.yaml").is_file():
+        return (candidate / "configs.yaml").resolve()
+    if candidate.is_file() and candidate.suffix in (".yaml", ".yml"):
+        return candidate.resolve()
+    path = alpaca_eval_configs_dir() / name / "configs.yaml"
+    if "/" in name or not path.is_file():
+        raise AnnotatorError(
+            f"unknown annotator '{name}': use '{LOCAL}', an alpaca_eval annotator config name "
+            f"(e.g. alpaca_eval_gpt4, {AE2_WEIGHTED}) or a path to an annotator configs.yaml"
+        )
+    return path
+
+
+def load_annotator_config(name: str) -> dict[str, dict[str, Any]]:
+    configs = yaml.safe_load(annotator_config_path(name).read_text())
+    if not isinstance(configs, dict) or not all(isinstance(v, dict) for v in configs.values()):
+        raise AnnotatorError(f"annotator '{name}': its configs.yaml is not a mapping of annotator -> settings")
+    return configs
+
+
+def missing_env_keys(name: str) -> list[str]:
+    """For each API decoder of the annotator whose keys are all absent, the key to ask for."""
+    missing = []
+    for settings in load_annotator_config(name).values():
+        wanted = ENV_KEYS.get(str(settings.get("fn_completions", "")))
+        if wanted and not any(os.environ.get(k) for k in wanted) and wanted[0] not in missing:
+            missing.append(wanted[0])
+    return missing
+
+
+def check_annotator_ready(name: str) -> None:
+    """Raise a one-line :class:`AnnotatorError` now if ``name`` cannot judge (call before any generation)."""
+    if name in (LOCAL, TEST_JUDGE):
+        return
+    missing = missing_env_keys(name)
+    if missing:
+        raise AnnotatorNotReadyError(f"annotator '{name}' needs {' and '.join(missing)} in the environment")
+
+
+@dataclass
+class ResolvedAnnotator:
+    """What ``alpaca_eval.evaluate`` needs: a config path plus kwargs it forwards to each ``SingleAnnotator``."""
+
+    name: str  # as requested
+    annotators_config: str  # absolute path to a configs.yaml
+    annotator_kwargs: dict[str, Any] = field(default_factory=dict)
+    judge: str = ""  # the judging model, for provenance
+    settings: dict[str, Any] = field(default_factory=dict)  # decoding / scheme settings, for provenance
+
+
+def slug(text: str, max_len: int = 40) -> str:
+    """A filesystem- and cache-key-safe short name; a hash suffix keeps different long names apart."""
+    clean = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_.")
+    if len(clean) <= max_len and clean == text:
+        return clean
+    return f"{clean[: max_len - 9]}_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+
+
+def ae2_weighted_scheme() -> dict[str, Any]:
+    """The AE2 weighted annotator's prompt, parser and batching, minus its (OpenAI) decoder."""
+    (settings,) = load_annotator_config(AE2_WEIGHTED).values()
+    template = alpaca_eval_configs_dir() / settings["prompt_template"]
+    return {
+        "prompt_template": str(template),
+        "fn_completion_parser": settings["fn_completion_parser"],
+        "completion_parser_kwargs": settings["completion_parser_kwargs"],
+        "completion_key": settings["completion_key"],
+        "batch_size": settings.get("batch_size", 1),
+    }
+
+
+def write_annotator_config(config_dir: Path, entry: str, settings: dict[str, Any]) -> Path:
+    folder = Path(config_dir) / entry
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "configs.yaml"
+    header = (
+        "# Written by bft.eval: alpaca_eval's AE2 weighted scheme; fn_completions and completions_kwargs are passed\n"
+        "# to alpaca_eval.evaluate as keyword arguments (see provenance in leaderboard.json).\n"
+    )
+    path.write_text(header + yaml.safe_dump({entry: settings}, sort_keys=False))
+    return path
+
+
+def resolve_annotator(
+    name: str,
+    config_dir: Path,
+    *,
+    judge_model: str = "smollm2_135m",
+    judge_adapter: str | None = None,
+    judge_dtype: str = "auto",
+    judge_batch_size: int = 4,
+) -> ResolvedAnnotator:
+    """Turn an annotator name into an alpaca_eval config; local judges' configs are written under ``config_dir``."""
+    from bft.eval import judges
+
+    if name in (LOCAL, TEST_JUDGE):
+        scheme = ae2_weighted_scheme()
+        if name == LOCAL:
+            judge = judge_model + (f"+{judge_adapter}" if judge_adapter else "")
+            entry = "bft_local_" + slug(judge)
+            fn = judges.hf_logprob_completions
+            completions_kwargs = {
+                "model_name": judge_model,
+                "adapter": judge_adapter,
+                "dtype": judge_dtype,
+                "batch_size": judge_batch_size,
+            }
+        else:
+            judge, entry, completions_kwargs = "length (test only)", "bft_test_length_judge", {}
+            fn = judges.length_judge_completions
+        path = write_annotator_config(config_dir, entry, scheme)
+        settings = {
+            "scheme": f"{AE2_WEIGHTED} prompt + logprob_parser on m/M (preference = 2 - p(m)/(p(m)+p(M)))",
+            "fn_completions": f"{fn.__module__}.{fn.__name__}",
+            "completions_kwargs": completions_kwargs,
+            "alpaca_eval_annotator": entry,
+        }
+        kwargs = {"fn_completions": fn, "completions_kwargs": completions_kwargs}
+        return ResolvedAnnotator(name, str(path), kwargs, judge=judge, settings=settings)
+
+    check_annotator_ready(name)
+    path = annotator_config_path(name)
+    configs = load_annotator_config(name)
+    judges_used = sorted({str((s.get("completions_kwargs") or {}).get("model_name", "?")) for s in configs.values()})
+    settings = {
+        entry: {
+            "fn_completions": s.get("fn_completions"),
+            "completions_kwargs": s.get("completions_kwargs", {}),
+            "fn_completion_parser": s.get("fn_completion_parser"),
+        }
+        for entry, s in configs.items()
+    }
+    return ResolvedAnnotator(name, str(path), {}, judge=",".join(judges_used), settings=settings)

@@ -1,0 +1,150 @@
+"""Offline ``fn_completions`` for alpaca_eval annotators.
+
+alpaca_eval calls ``fn_completions(prompts=[...], **completions_kwargs)`` with prompts already rendered from its
+annotator prompt template (here the AE2 ``weighted_alpaca_eval_gpt4_turbo`` ChatML template), and parses the
+returned ``completions_all`` with its own ``logprob_parser`` (numerator ``m``, denominator ``m``/``M``). Both functions
+below therefore return OpenAI-style logprob records for the two choice tokens, so everything downstream (output
+order randomisation, parsing, caching, metrics) is alpaca_eval's.
+
+- :func:`hf_logprob_completions`: a local Hugging Face causal LM; the probabilities of the tokens ``m`` and ``M`` as
+  the first assistant token.
+- :func:`length_judge_completions`: FOR TESTS ONLY. Prefers the longer output, deterministically, without a model.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from functools import lru_cache
+from typing import Any
+
+CHOICE_TOKENS = ("m", "M")  # "m" = output_1 of the prompt, "M" = output_2
+
+
+def logprob_record(logprob_m: float, logprob_big_m: float) -> dict[str, Any]:
+    """An OpenAI chat-completion choice carrying the two choice tokens, as ``logprob_parser`` reads it."""
+    tops = [{"token": "m", "logprob": logprob_m}, {"token": "M", "logprob": logprob_big_m}]
+    best = max(tops, key=lambda t: t["logprob"])
+    return {
+        "text": best["token"],
+        "logprobs": {"content": [{"token": best["token"], "logprob": best["logprob"], "top_logprobs": tops}]},
+    }
+
+
+def _result(records: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    n = max(len(records), 1)
+    return {
+        "completions": [r["text"] for r in records],
+        "completions_all": records,
+        "price_per_example": [0.0] * len(records),
+        "time_per_example": [seconds / n] * len(records),
+    }
+
+
+# ---------------------------------------------------------------- test judge (never a default)
+
+_OUT1_START = '"model_identifier": "m",\n        "output": """'
+_OUT2_START = '"model_identifier": "M",\n        "output": """'
+_OUT_END = '"""\n    }'
+
+
+def extract_pair(prompt: str) -> tuple[str, str]:
+    """The two outputs of an AE2 ``alpaca_eval_clf`` prompt, in prompt order (``m`` then ``M``)."""
+    try:
+        first = prompt.split(_OUT1_START, 1)[1]
+        out_1, rest = first.rsplit(_OUT2_START, 1)
+        out_1 = out_1.rsplit(_OUT_END, 1)[0]
+        out_2 = rest.rsplit(_OUT_END, 1)[0]
+    except (IndexError, ValueError) as e:
+        raise ValueError("prompt is not an alpaca_eval_clf (AE2 weighted) prompt") from e
+    return out_1, out_2
+
+
+def length_judge_completions(prompts: list[str], **_: Any) -> dict[str, Any]:
+    """FOR TESTS ONLY: prefer the longer output (equal lengths = a draw). Deterministic, no model."""
+    start = time.perf_counter()
+    records = []
+    for prompt in prompts:
+        out_1, out_2 = extract_pair(prompt)
+        if len(out_1) == len(out_2):
+            records.append(logprob_record(math.log(0.5), math.log(0.5)))
+        elif len(out_1) > len(out_2):
+            records.append(logprob_record(0.0, -100.0))
+        else:
+            records.append(logprob_record(-100.0, 0.0))
+    return _result(records, time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------- local HF judge
+
+
+@lru_cache(maxsize=2)
+def _load_judge(model_name: str, dtype: str, adapter: str | None):
+    from bft.models.registry import load_model
+
+    return load_model(model_name, dtype=dtype, adapter=adapter)
+
+
+def choice_token_ids(tokenizer) -> tuple[int, int]:
+    """Vocabulary ids of ``m`` and ``M`` as a first assistant token (each must be a single token)."""
+    ids = []
+    for token in CHOICE_TOKENS:
+        encoded = tokenizer.encode(token, add_special_tokens=False)
+        if len(encoded) != 1:
+            raise ValueError(f"judge tokenizer splits the choice token {token!r} into {len(encoded)} tokens")
+        ids.append(encoded[0])
+    return ids[0], ids[1]
+
+
+def render_judge_prompt(tokenizer, chatml_prompt: str) -> str:
+    """alpaca_eval's ChatML prompt -> messages (its own converter) -> the judge's chat template."""
+    from alpaca_eval.utils import prompt_to_chatml
+
+    messages = prompt_to_chatml(chatml_prompt)
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def hf_logprob_completions(
+    prompts: list[str],
+    model_name: str = "smollm2_135m",
+    dtype: str = "auto",
+    adapter: str | None = None,
+    batch_size: int = 4,
+    max_prompt_tokens: int | None = None,
+    **_: Any,
+) -> dict[str, Any]:
+    """Judge with a local causal LM: log-probabilities of ``m`` / ``M`` as the next token after the prompt.
+
+    Prompts longer than the model's context (or ``max_prompt_tokens``) keep their last tokens: the task statement
+    and the end of ``output_2`` survive, the system turn and the start of the prompt do not (logged in the result).
+    """
+    import torch
+
+    start = time.perf_counter()
+    loaded = _load_judge(model_name, dtype, adapter)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    id_m, id_big_m = choice_token_ids(tokenizer)
+    limit = max_prompt_tokens or getattr(model.config, "max_position_embeddings", 2048)
+    texts = [render_judge_prompt(tokenizer, p) for p in prompts]
+    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"][-limit:] for t in texts]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    records: list[dict[str, Any] | None] = [None] * len(encoded)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        for b in range(0, len(order), batch_size):
+            idx = order[b : b + batch_size]
+            width = max(len(encoded[i]) for i in idx)
+            ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):  # left padding: the next-token position is the last column
+                ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+                mask[row, width - len(encoded[i]) :] = 1
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = model(
+                input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device)
+            ).logits[:, -1, :]
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            for row, i in enumerate(idx):
+                records[i] = logprob_record(float(logprobs[row, id_m]), float(logprobs[row, id_big_m]))
+    return _result([r for r in records if r is not None], time.perf_counter() - start)

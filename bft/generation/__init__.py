@@ -1,0 +1,5 @@
+"""Text generation backends (transformers on CPU/GPU, vLLM on GPU) behind one interface."""
+
+from bft.generation.base import Completion, GenerationBackend, Sampling, make_backend
+
+__all__ = ["Completion", "GenerationBackend", "Sampling", "make_backend"]

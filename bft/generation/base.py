@@ -1,0 +1,64 @@
+"""The generation interface every pipeline step talks to, and the factory that picks a backend.
+
+Backends take fully rendered prompt strings (``bft.prompts.render_chat`` output, special tokens included) and
+tokenise them without adding special tokens. Outputs come back in the order of the prompts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from bft.config.schema import GenerationConfig
+
+
+@dataclass
+class Sampling:
+    """How to decode. ``temperature == 0`` or ``do_sample=False`` means greedy."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    do_sample: bool = True
+    min_new_tokens: int = 0  # EOS is suppressed until this many tokens exist (benchmarks force exact lengths)
+
+    @property
+    def greedy(self) -> bool:
+        return not self.do_sample or self.temperature <= 0.0
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int
+    new_tokens: int  # generated tokens, the EOS token included when it was produced
+    finished: bool  # True when the sequence ended with an end-of-sequence / end-of-turn token
+
+
+@runtime_checkable
+class GenerationBackend(Protocol):
+    def generate(self, prompts: list[str], sampling: Sampling, seed: int) -> list[Completion]:
+        """One completion per prompt, in the order of ``prompts``."""
+        ...
+
+    def next_token_logprobs(self, prompts: list[str], candidates: list[str]) -> list[list[float]]:
+        """``log p(candidate's single token | prompt)`` for each prompt and candidate (one forward pass, no sampling)."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """Cumulative counters: prompt tokens, new tokens, seconds."""
+        ...
+
+
+def make_backend(gen_cfg: GenerationConfig, model_name: str, adapter: str | None = None) -> GenerationBackend:
+    """Build the backend named by ``gen_cfg.backend`` (``hf`` or ``vllm``) for ``model_name`` (+ LoRA adapter)."""
+    if gen_cfg.backend == "hf":
+        from bft.generation.hf import HFBackend
+
+        return HFBackend.from_name(model_name, dtype=gen_cfg.dtype, adapter=adapter, batch_size=gen_cfg.batch_size)
+    if gen_cfg.backend == "vllm":
+        from bft.generation.vllm import VLLMBackend
+
+        return VLLMBackend.from_name(model_name, dtype=gen_cfg.dtype, adapter=adapter, options=dict(gen_cfg.vllm))
+    raise ValueError(f"unknown generation backend '{gen_cfg.backend}' (expected 'hf' or 'vllm')")

@@ -1,0 +1,353 @@
+"""transformers backend, tuned for CPU throughput (also runs on a GPU).
+
+What makes it fast (each measured by ``bft-bench``; numbers in the module docstring of ``bft.bench.cli``):
+
+- **own decode loop** over ``model(...)`` instead of ``model.generate``: no per-step logits-processor stack,
+  logits only for the last position (``logits_to_keep=1``), float32 only for the (B, vocab) logits row.
+- **preallocated KV cache** (:class:`_BufferCache`): keys/values are written into a buffer sized for the batch's
+  longest prompt + ``max_new_tokens``; attention reads a view of the filled part. ``DynamicCache`` instead
+  re-concatenates the whole cache every step, which costs as much as the matmuls at batch 128 x 1k tokens.
+- **finished rows leave the batch**: when a sequence emits EOS its row is removed from the cache, the mask and
+  the inputs, so the batch shrinks instead of decoding padding until the longest sequence ends.
+- **shared-prefix KV reuse**: the longest token prefix common to all prompts of a call (chat system prompt +
+  the 1-5 rating rubric, the back-translation template, ...) is run through the model once; each batch's cache
+  starts with a copy of it and only the per-prompt suffixes are prefilled. Layout per row:
+  ``[shared prefix][left padding][suffix]`` with matching attention mask and explicit position ids, so each row
+  sees exactly the positions and tokens it would see alone.
+- **length-sorted batching** with left padding (order restored on return), bfloat16 where the CPU has bf16
+  matrix units (``pick_dtype("auto")``), SDPA attention, large batches.
+- **nucleus sampling without a full vocabulary sort**: the top 64 probabilities decide the nucleus for rows
+  whose top-64 mass already reaches ``top_p`` (exact); other rows fall back to a full sort.
+
+Seeded sampling: every prompt gets its own ``torch.Generator`` seeded from ``sha256(seed, k, prompt)``, where
+``k`` counts earlier occurrences of the same prompt string in the call (so ``n`` copies of one prompt give ``n``
+different samples). One uniform draw per generated token picks the token by inverse CDF. Hence the random
+stream of a prompt depends only on (seed, prompt, k): the same call gives the same outputs whatever the
+batch size and the order of the prompts, up to floating-point differences of batched matmuls (exact in fp32 in
+our tests; in bf16 a different batch composition can, rarely, flip a near-tie).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from typing import Any
+
+import torch
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+
+from bft.generation.base import Completion, Sampling
+
+NUCLEUS_TOPK = 64
+MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a separate forward pass
+
+
+class _BufferLayer(DynamicLayer):
+    """A KV layer writing into a preallocated buffer and returning views of its filled part (no per-step cat)."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+        self.length = 0
+        self._k: torch.Tensor | None = None
+        self._v: torch.Tensor | None = None
+
+    def _alloc(self, batch: int, like_k: torch.Tensor, like_v: torch.Tensor) -> None:
+        self.dtype, self.device = like_k.dtype, like_k.device
+        heads = like_k.shape[1]
+        self._k = like_k.new_empty(batch, heads, self.capacity, like_k.shape[-1])
+        self._v = like_v.new_empty(batch, heads, self.capacity, like_v.shape[-1])
+        self.is_initialized = True
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self._alloc(key_states.shape[0], key_states, value_states)
+
+    def fill_prefix(self, keys: torch.Tensor, values: torch.Tensor, batch: int) -> None:
+        """Start every row of the batch with the same prefix keys/values (shape [1, heads, P, dim])."""
+        self._alloc(batch, keys, values)
+        n = keys.shape[-2]
+        self._k[:, :, :n] = keys
+        self._v[:, :, :n] = values
+        self.length = n
+        self._views()
+
+    def _views(self) -> None:
+        self.keys = self._k[:, :, : self.length]
+        self.values = self._v[:, :, : self.length]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self.length + key_states.shape[-2]
+        if end > self.capacity:
+            raise RuntimeError(f"KV buffer overflow: {end} > {self.capacity}")
+        self._k[:, :, self.length : end] = key_states
+        self._v[:, :, self.length : end] = value_states
+        self.length = end
+        self._views()
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.is_initialized:
+            self._k = self._k.index_select(0, indices)
+            self._v = self._v.index_select(0, indices)
+            self._views()
+
+
+class _BufferCache(DynamicCache):
+    def __init__(self, num_layers: int, capacity: int) -> None:
+        Cache.__init__(self, layers=[_BufferLayer(capacity) for _ in range(num_layers)])
+
+
+def prompt_seed(seed: int, prompt: str, occurrence: int) -> int:
+    """The documented per-prompt seed: sha256 of (seed, occurrence of this prompt in the call, prompt text)."""
+    digest = hashlib.sha256(f"{seed}\x00{occurrence}\x00{prompt}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def _inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Index i with cdf[i-1] <= u * total < cdf[i] for each row of (unnormalised) ``probs``."""
+    cdf = probs.cumsum(-1)
+    target = (u * cdf[:, -1]).unsqueeze(-1)
+    return torch.searchsorted(cdf, target, right=True).clamp_(max=probs.shape[-1] - 1).squeeze(-1)
+
+
+def _nucleus(sorted_probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Zero the tail of descending-sorted probabilities outside the top-p nucleus (the first token always stays)."""
+    before = sorted_probs.cumsum(-1) - sorted_probs
+    return sorted_probs * (before < top_p)
+
+
+def sample_tokens(logits: torch.Tensor, sampling: Sampling, generators: list[torch.Generator]) -> torch.Tensor:
+    """Pick one token per row of float32 ``logits`` (B, V); row i draws its uniform from ``generators[i]``."""
+    if sampling.greedy:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits / sampling.temperature, dim=-1)
+    u = torch.cat([torch.rand(1, generator=g) for g in generators])
+    if sampling.top_p >= 1.0:
+        return _inverse_cdf(probs, u)
+    k = min(NUCLEUS_TOPK, probs.shape[-1])
+    top_p_vals, top_idx = probs.topk(k, dim=-1)
+    out = torch.empty(probs.shape[0], dtype=torch.long)
+    small = top_p_vals.sum(-1) >= sampling.top_p  # the nucleus lies inside the top k: exact without a full sort
+    if small.any():
+        rows = small.nonzero().squeeze(-1)
+        pick = _inverse_cdf(_nucleus(top_p_vals[rows], sampling.top_p), u[rows])
+        out[rows] = top_idx[rows].gather(1, pick.unsqueeze(-1)).squeeze(-1)
+    if not small.all():
+        rows = (~small).nonzero().squeeze(-1)
+        sorted_probs, sorted_idx = probs[rows].sort(dim=-1, descending=True)
+        pick = _inverse_cdf(_nucleus(sorted_probs, sampling.top_p), u[rows])
+        out[rows] = sorted_idx.gather(1, pick.unsqueeze(-1)).squeeze(-1)
+    return out
+
+
+def stop_token_ids(model, tokenizer) -> set[int]:
+    """EOS ids of the generation config and the tokenizer, plus the chat end-of-turn token when it exists."""
+    ids: set[int] = set()
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    for marker in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>"):
+        tid = tokenizer.convert_tokens_to_ids(marker)
+        if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid >= 0:
+            ids.add(tid)
+    return ids
+
+
+class HFBackend:
+    """Batched generation and next-token scoring with a transformers causal LM."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        batch_size: int = 32,
+        share_prefix: bool = True,
+        drop_finished: bool = True,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.share_prefix = share_prefix
+        self.drop_finished = drop_finished
+        self.device = next(model.parameters()).device
+        self.stop_ids = stop_token_ids(model, tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.stop_ids)
+        self.num_layers = model.config.get_text_config(decoder=True).num_hidden_layers
+        self._stats = Counter()
+
+    @classmethod
+    def from_name(cls, model_name: str, dtype: str = "auto", adapter: str | None = None, batch_size: int = 32):
+        from bft.models.registry import load_model
+
+        loaded = load_model(model_name, dtype=dtype, adapter=adapter)
+        return cls(loaded.model, loaded.tokenizer, batch_size=batch_size)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _tokenize(self, prompts: list[str]) -> list[list[int]]:
+        return self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+
+    def _shared_prefix(self, ids: list[list[int]]) -> list[int]:
+        """Longest common token prefix, leaving each prompt at least one token of its own."""
+        if not self.share_prefix or len(ids) < 2:
+            return []
+        limit = min(len(x) for x in ids) - 1
+        first = ids[0]
+        n = 0
+        while n < limit and all(x[n] == first[n] for x in ids):
+            n += 1
+        return first[:n] if n >= MIN_SHARED_PREFIX else []
+
+    def _prefix_kv(self, prefix: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        if not prefix:
+            return None
+        cache = _BufferCache(self.num_layers, len(prefix))
+        self.model(
+            input_ids=torch.tensor([prefix], device=self.device),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        self._stats["prefill_tokens"] += len(prefix)
+        return [(layer.keys, layer.values) for layer in cache.layers]
+
+    def _batches(self, ids: list[list[int]]) -> list[list[int]]:
+        """Indices grouped into batches of similar length (longest first: memory peaks show up at once)."""
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+
+    def _prefill(self, suffixes: list[list[int]], prefix_kv, plen: int, extra: int):
+        """Run the suffixes after the shared prefix. Returns (last logits fp32, cache, mask buffer, next positions)."""
+        bsz, slen = len(suffixes), max(len(s) for s in suffixes)
+        capacity = plen + slen + extra
+        input_ids = torch.full((bsz, slen), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((bsz, capacity), dtype=torch.long)
+        mask[:, :plen] = 1
+        lens = torch.tensor([len(s) for s in suffixes])
+        for row, s in enumerate(suffixes):
+            input_ids[row, slen - len(s) :] = torch.tensor(s)
+            mask[row, plen + slen - len(s) : plen + slen] = 1
+        positions = (torch.arange(slen).unsqueeze(0) - (slen - lens).unsqueeze(1)).clamp_(min=0) + plen
+        cache = _BufferCache(self.num_layers, capacity)
+        if prefix_kv is not None:
+            for layer, (k, v) in zip(cache.layers, prefix_kv, strict=True):
+                layer.fill_prefix(k, v, bsz)
+        out = self.model(
+            input_ids=input_ids.to(self.device),
+            attention_mask=mask[:, : plen + slen].to(self.device),
+            position_ids=positions.to(self.device),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        self._stats["prefill_tokens"] += int(lens.sum())
+        return out.logits[:, -1].float().cpu(), cache, mask, lens + plen
+
+    # ------------------------------------------------------------------ API
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[str], sampling: Sampling, seed: int) -> list[Completion]:
+        start = time.perf_counter()
+        ids = self._tokenize(prompts)
+        seen: Counter[str] = Counter()
+        generators = []
+        for p in prompts:
+            generators.append(torch.Generator().manual_seed(prompt_seed(seed, p, seen[p])))
+            seen[p] += 1
+        prefix = self._shared_prefix(ids)
+        prefix_kv = self._prefix_kv(prefix)
+        results: list[Completion | None] = [None] * len(prompts)
+        for batch in self._batches(ids):
+            outs = self._decode([ids[i][len(prefix) :] for i in batch], [generators[i] for i in batch], sampling,
+                                prefix_kv, len(prefix))
+            for i, (tokens, finished) in zip(batch, outs, strict=True):
+                body = tokens[:-1] if finished else tokens
+                results[i] = Completion(
+                    text=self.tokenizer.decode(body, skip_special_tokens=True),
+                    prompt_tokens=len(ids[i]),
+                    new_tokens=len(tokens),
+                    finished=finished,
+                )
+        self._stats["prompt_tokens"] += sum(len(x) for x in ids)
+        self._stats["new_tokens"] += sum(c.new_tokens for c in results)
+        self._stats["sequences"] += len(prompts)
+        self._stats["generate_seconds"] += time.perf_counter() - start
+        return results
+
+    def _decode(self, suffixes, generators, sampling: Sampling, prefix_kv, plen: int) -> list[tuple[list[int], bool]]:
+        bsz = len(suffixes)
+        max_new = sampling.max_new_tokens
+        tokens: list[list[int]] = [[] for _ in range(bsz)]
+        finished = [False] * bsz
+        if max_new <= 0:
+            return [(t, False) for t in tokens]
+        logits, cache, mask, positions = self._prefill(suffixes, prefix_kv, plen, max_new)
+        length = plen + max(len(s) for s in suffixes)
+        alive = list(range(bsz))
+        stop = torch.tensor(sorted(self.stop_ids))
+        for step in range(max_new):
+            if step < sampling.min_new_tokens:
+                logits[:, stop] = float("-inf")
+            nxt = sample_tokens(logits, sampling, [generators[r] for r in alive])
+            keep = []
+            for j, (row, tok) in enumerate(zip(alive, nxt.tolist(), strict=True)):
+                if finished[row]:  # only when drop_finished is off: the row rides along, its tokens are ignored
+                    continue
+                tokens[row].append(tok)
+                if tok in self.stop_ids:
+                    finished[row] = True
+                else:
+                    keep.append(j)
+            if not keep or step == max_new - 1:
+                break
+            if self.drop_finished and len(keep) < len(alive):
+                idx = torch.tensor(keep)
+                cache.batch_select_indices(idx.to(self.device))
+                mask, positions, nxt = mask[idx], positions[idx], nxt[idx]
+                alive = [alive[j] for j in keep]
+            mask[:, length] = 1
+            length += 1
+            out = self.model(
+                input_ids=nxt.unsqueeze(-1).to(self.device),
+                attention_mask=mask[:, :length].to(self.device),
+                position_ids=positions.unsqueeze(-1).to(self.device),
+                past_key_values=cache,
+                use_cache=True,
+            )
+            positions = positions + 1
+            logits = out.logits[:, -1].float().cpu()
+        return list(zip(tokens, finished, strict=True))
+
+    @torch.inference_mode()
+    def next_token_logprobs(self, prompts: list[str], candidates: list[str]) -> list[list[float]]:
+        start = time.perf_counter()
+        cand_ids = []
+        for c in candidates:
+            tid = self.tokenizer(c, add_special_tokens=False)["input_ids"]
+            if len(tid) != 1:
+                raise ValueError(f"candidate {c!r} is {len(tid)} tokens; next_token_logprobs needs single tokens")
+            cand_ids.append(tid[0])
+        ids = self._tokenize(prompts)
+        prefix = self._shared_prefix(ids)
+        prefix_kv = self._prefix_kv(prefix)
+        results: list[list[float]] = [[] for _ in prompts]
+        cand = torch.tensor(cand_ids)
+        for batch in self._batches(ids):
+            logits, *_ = self._prefill([ids[i][len(prefix) :] for i in batch], prefix_kv, len(prefix), 0)
+            logp = torch.log_softmax(logits, dim=-1)[:, cand]
+            for i, row in zip(batch, logp.tolist(), strict=True):
+                results[i] = row
+        self._stats["prompt_tokens"] += sum(len(x) for x in ids)
+        self._stats["scored_prompts"] += len(prompts)
+        self._stats["logprob_seconds"] += time.perf_counter() - start
+        return results
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self._stats)

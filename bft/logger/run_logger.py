@@ -1,0 +1,119 @@
+"""One W&B run per pipeline run: config, per-stage metrics, sample tables, artifacts, final win rate.
+
+``logger.mode``: ``offline`` (default; ``wandb sync`` later), ``online``, or ``disabled`` (no W&B at all).
+The run is always finished, also when the pipeline fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from bft.config.schema import LoggerConfig
+
+log = logging.getLogger(__name__)
+
+_SECRET_KEY_RE = re.compile(r"(api[_-]?key|token|secret|password)", re.IGNORECASE)
+
+
+def redact(payload: Any) -> Any:
+    """Drop values whose key names a secret, recursively (configs must never carry keys into logs)."""
+    if isinstance(payload, dict):
+        return {k: ("<redacted>" if _SECRET_KEY_RE.search(str(k)) else redact(v)) for k, v in payload.items()}
+    if isinstance(payload, list):
+        return [redact(v) for v in payload]
+    return payload
+
+
+def _flatten(prefix: str, payload: dict[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in payload.items():
+        name = f"{prefix}/{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            flat.update(_flatten(name, value))
+        elif isinstance(value, int | float | bool) or value is None:
+            flat[name] = value
+    return flat
+
+
+class RunLogger:
+    def __init__(self, cfg: LoggerConfig, run_dir: Path, config: dict[str, Any], name: str):
+        self.cfg = cfg
+        self.run = None
+        self.dir: Path | None = None
+        if cfg.mode == "disabled" or cfg.backend != "wandb":
+            return
+        import wandb
+
+        os.environ.setdefault("WANDB_SILENT", "true")
+        self.run = wandb.init(
+            project=cfg.project,
+            entity=cfg.entity,
+            group=cfg.group,
+            tags=list(cfg.tags),
+            name=name,
+            mode=cfg.mode,
+            dir=str(run_dir),
+            config=redact(config),
+            reinit="finish_previous",
+        )
+        self.dir = Path(self.run.dir).parent
+
+    @property
+    def enabled(self) -> bool:
+        return self.run is not None
+
+    def log_stage(self, stage: str, counts: dict[str, Any], metrics: dict[str, Any], seconds: float, reused: bool):
+        if not self.run:
+            return
+        payload = _flatten(stage, {"counts": counts, "metrics": metrics, "seconds": seconds, "reused": int(reused)})
+        self.run.log(payload)
+
+    def log_table(self, key: str, rows: list[dict[str, Any]], columns: list[str]):
+        if not self.run or not rows:
+            return
+        import wandb
+
+        table = wandb.Table(columns=columns)
+        for row in rows[: self.cfg.sample_rows]:
+            table.add_data(*[str(row.get(c, ""))[:2000] for c in columns])
+        self.run.log({key: table})
+
+    def log_histogram(self, key: str, histogram: dict[str, int]):
+        if not self.run:
+            return
+        import wandb
+
+        table = wandb.Table(data=[[k, v] for k, v in histogram.items()], columns=["score", "count"])
+        self.run.log({key: wandb.plot.bar(table, "score", "count", title=key)})
+
+    def log_artifact(self, name: str, kind: str, path: Path, upstream: list[str] | None = None):
+        """Datasets and adapters as W&B artifacts; lineage through ``use_artifact`` of the upstream ones."""
+        if not self.run:
+            return
+        import wandb
+
+        for ref in upstream or []:
+            try:
+                self.run.use_artifact(ref)
+            except Exception as err:  # offline runs cannot resolve artifacts logged by other runs
+                log.debug("lineage link to %s skipped: %s", ref, err)
+        artifact = wandb.Artifact(name=re.sub(r"[^A-Za-z0-9_.-]", "-", name), type=kind)
+        if path.is_dir():
+            artifact.add_dir(str(path))
+        else:
+            artifact.add_file(str(path))
+        self.run.log_artifact(artifact)
+
+    def summary(self, values: dict[str, Any]):
+        if self.run:
+            for key, value in values.items():
+                self.run.summary[key] = value
+
+    def finish(self, exit_code: int = 0):
+        if self.run:
+            self.run.finish(exit_code=exit_code)
+            self.run = None

@@ -1,0 +1,140 @@
+"""Run a plan: compute or reuse each step's artifact, log it, and print the run summary."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from bft.artifacts.shards import read_jsonl
+from bft.artifacts.store import Artifact, ArtifactStore
+from bft.logger.run_logger import RunLogger
+from bft.pipeline.context import RunContext, StageReport
+from bft.pipeline.plan import Step, build_plan
+
+log = logging.getLogger(__name__)
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) else None
+
+
+def run_step(ctx: RunContext, step: Step) -> Artifact:
+    upstream = {logical: ctx.artifacts[name] for logical, name in step.upstream.items()}
+    started = time.time()
+
+    def compute(work: Path):
+        log.info("%s: computing (%s)", step.name, work.name.removesuffix(".partial"))
+        return step.stage.compute(ctx, upstream, work)
+
+    artifact = ctx.store.get_or_compute(step.stage.name, step.config, upstream, compute)
+    seconds = time.time() - started
+    if artifact.reused:
+        log.info("%s: reused artifact %s", step.name, artifact.path)
+    counts = artifact.manifest.get("counts", {})
+    ctx.reports.append(
+        StageReport(step.name, artifact.key, artifact.reused, _count(counts.get("in")), _count(counts.get("out")),
+                    seconds, artifact.path)
+    )
+    ctx.logger.log_stage(step.name, counts, artifact.manifest.get("metrics", {}), seconds, artifact.reused)
+    ctx.artifacts[step.name] = artifact
+    return artifact
+
+
+def _log_samples(ctx: RunContext) -> None:
+    rewrite = ctx.artifacts.get("rewrite") or ctx.artifacts["baseline_data"]
+    rows = read_jsonl(rewrite.file("generated.jsonl"))
+    columns = ["id", "text", "instruction", "score", "output"]
+    ctx.logger.log_table("samples", rows, columns)
+    last_curate = [name for name in ctx.artifacts if name.startswith("curate_")]
+    for name in last_curate:
+        histogram = ctx.artifacts[name].manifest["metrics"].get("score_histogram")
+        if histogram:
+            ctx.logger.log_histogram(f"{name}/score_histogram", histogram)
+    ctx.logger.log_artifact(f"curated-{rewrite.key}", "dataset", rewrite.file("generated.jsonl"))
+    final = ctx.artifacts.get("final_model")
+    if final is not None:
+        ctx.logger.log_artifact(f"model-{final.key}", "model", final.file("model"))
+
+
+def run_pipeline(cfg: DictConfig, run_dir: Path) -> RunContext:
+    store = ArtifactStore(cfg.run.artifacts_dir)
+    plan = build_plan(cfg)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    logger = RunLogger(cfg.logger, run_dir, config, name=cfg.run.name)
+    ctx = RunContext(cfg=cfg, store=store, run_dir=run_dir, logger=logger)
+    exit_code = 1
+    try:
+        for step in plan:
+            run_step(ctx, step)
+        _log_samples(ctx)
+        ctx.summary = summarize(ctx)
+        logger.summary(ctx.summary)
+        (run_dir / "summary.json").write_text(json.dumps(ctx.summary, indent=2, default=str))
+        exit_code = 0
+    finally:
+        logger.finish(exit_code)
+    return ctx
+
+
+def summarize(ctx: RunContext) -> dict[str, Any]:
+    evaluate = ctx.artifacts["evaluate"].manifest["metrics"]
+    summary: dict[str, Any] = {
+        "win_rate": evaluate.get("win_rate"),
+        "standard_error": evaluate.get("standard_error"),
+        "length_controlled_winrate": evaluate.get("length_controlled_winrate"),
+        "n": evaluate.get("n_total"),
+        "annotator": ctx.cfg.eval.annotator,
+        "reference": ctx.cfg.eval.reference,
+        "curated_dataset": str((ctx.artifacts.get("rewrite") or ctx.artifacts["baseline_data"]).file("generated.jsonl")),
+        "train_dataset": str(ctx.artifacts["train_data"].file("train.jsonl")),
+        "final_model": str(ctx.artifacts["final_model"].file("model")),
+        "leaderboard": str(ctx.artifacts["evaluate"].file("leaderboard.json")),
+        "wandb_dir": str(ctx.logger.dir) if ctx.logger.dir else None,
+        "stages": {
+            r.stage: {"reused": r.reused, "in": r.records_in, "out": r.records_out, "seconds": round(r.seconds, 1),
+                      "key": r.key}
+            for r in ctx.reports
+        },
+    }
+    curations = {n: a.manifest["metrics"] for n, a in ctx.artifacts.items() if n.startswith("curate_")}
+    summary["curation"] = {
+        name: {k: m.get(k) for k in ("kept", "kept_fraction", "parse_failure_rate", "score_histogram", "labels")}
+        for name, m in curations.items()
+    }
+    return summary
+
+
+def print_summary(ctx: RunContext) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"bft run '{ctx.cfg.run.name}'")
+    for column in ("stage", "status", "in", "out", "seconds", "artifact"):
+        table.add_column(column)
+    for r in ctx.reports:
+        table.add_row(
+            r.stage, "reused" if r.reused else "computed", str(r.records_in if r.records_in is not None else "-"),
+            str(r.records_out if r.records_out is not None else "-"), f"{r.seconds:.1f}", f"{r.key}",
+        )
+    console = Console()
+    console.print(table)
+    s = ctx.summary
+    for name, acc in s.get("curation", {}).items():
+        console.print(f"{name}: kept {acc['kept']} ({acc['kept_fraction']:.1%}), parse failures "
+                      f"{acc['parse_failure_rate']:.1%}, histogram {acc['score_histogram']}"
+                      + (f", labels {acc['labels']}" if acc.get("labels") else ""))
+    se = s.get("standard_error")
+    win = s.get("win_rate")
+    console.print(
+        f"AlpacaEval win rate vs {s['reference']} ({s['annotator']} judge, n={s['n']}): "
+        + (f"{win:.2f}" if win is not None else "n/a") + (f" ± {se:.2f}" if se is not None else "")
+    )
+    console.print(f"curated dataset: {s['curated_dataset']}")
+    console.print(f"final model/adapter: {s['final_model']}")
+    console.print(f"W&B run folder: {s['wandb_dir'] or 'disabled'}")
+    console.print(f"summary: {ctx.run_dir / 'summary.json'}")

@@ -1,0 +1,195 @@
+"""The LightningModule of every fine-tuning run: a causal LM, LoRA (PEFT) or full fine-tuning, loss on completions.
+
+Choices:
+- Weights load in float32 (master weights); speed comes from the Trainer's ``bf16-mixed`` autocast. With LoRA the
+  frozen base may be stored in bfloat16 instead (``frozen_dtype``): it is never updated, and autocast computes in
+  bfloat16 anyway, so this only skips re-casting every weight at every step.
+- Dropout: ``stage.dropout`` is written into every dropout field the model config has (:data:`DROPOUT_FIELDS`;
+  for Llama-family models that is ``attention_dropout`` only, which has no residual/hidden dropout). The original
+  values are restored before the model is saved, so inference configs are unchanged. LoRA adds its own
+  ``peft.dropout`` on the adapter input.
+- AdamW with weight decay on matrices only (no decay on biases and norm weights), linear warmup over
+  ``warmup_ratio * max_steps`` optimizer steps, then cosine/linear decay to ``lr * lr_floor_ratio``
+  (:func:`bft.sft.schedule.lr_lambda`).
+- The loss: for Llama-like models (:data:`FAST_LOSS_MODEL_TYPES`, no logit scaling or soft-capping) the output
+  layer is applied only at positions whose next token is a completion token, which skips the vocabulary
+  projection for prompt and padding positions; other models use the model's own ``labels=`` loss. Both are the
+  mean token cross-entropy over completion tokens of the micro-batch.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from bft.config.schema import PeftConfig, SFTStageConfig
+from bft.models.registry import resolve_model_path
+from bft.sft.data import IGNORE_INDEX
+from bft.sft.schedule import lr_lambda, warmup_steps_for
+
+__all__ = ["SFTModule", "lr_lambda", "apply_dropout", "DROPOUT_FIELDS"]
+
+DROPOUT_FIELDS = ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop")
+FAST_LOSS_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "olmo", "olmo2", "smollm3"})
+EMA_BETA = 0.9
+
+
+def apply_dropout(config, dropout: float) -> dict[str, float]:
+    """Set ``dropout`` on every field of :data:`DROPOUT_FIELDS` the config has; return the original values."""
+    original = {}
+    for name in DROPOUT_FIELDS:
+        if isinstance(getattr(config, name, None), int | float):
+            original[name] = getattr(config, name)
+            setattr(config, name, dropout)
+    return original
+
+
+def _lora_targets(target_modules: list[str]) -> str | list[str]:
+    targets = list(target_modules)
+    return "all-linear" if targets == ["all-linear"] else targets
+
+
+class SFTModule(L.LightningModule):
+    """Fine-tunes ``base_model`` (a registry name, folder or hub id) with LoRA or fully."""
+
+    def __init__(
+        self,
+        base_model: str,
+        stage: SFTStageConfig,
+        peft: PeftConfig,
+        *,
+        frozen_dtype: torch.dtype = torch.float32,
+    ):
+        super().__init__()
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        if peft.method not in ("lora", "full"):
+            raise ValueError(f"unknown peft.method {peft.method!r}; expected 'lora' or 'full'")
+        self.stage = stage
+        self.is_adapter = peft.method == "lora"
+        path = resolve_model_path(base_model)
+        config = AutoConfig.from_pretrained(path)
+        self.original_dropout = apply_dropout(config, stage.dropout)
+        config.use_cache = False
+        model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=torch.float32)
+        self.fast_loss = getattr(config, "model_type", "") in FAST_LOSS_MODEL_TYPES
+        if self.is_adapter:
+            from peft import LoraConfig, get_peft_model
+
+            if frozen_dtype != torch.float32:
+                model.to(frozen_dtype)
+            lora = LoraConfig(
+                r=peft.r,
+                lora_alpha=peft.alpha,
+                lora_dropout=peft.dropout,
+                target_modules=_lora_targets(peft.target_modules),
+                task_type="CAUSAL_LM",
+            )
+            model = get_peft_model(model, lora)  # adapter weights stay float32 (autocast_adapter_dtype)
+        model.train()  # from_pretrained returns eval mode, and Lightning keeps submodule modes: enable dropout
+        self.model = model
+        self.trainable_names = {f"model.{n}" for n, p in model.named_parameters() if p.requires_grad}
+        self.trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        # A LoRA checkpoint keeps only the trainable tensors; the frozen base is reloaded from base_model.
+        self.strict_loading = not self.is_adapter
+        self.tokens_seen = 0
+        self.first_loss: float | None = None
+        self._ema: torch.Tensor | None = None
+        self._ema_count = 0
+        self._t0: float | None = None
+        self._tokens_at_start = 0
+        self.fit_seconds = 0.0
+        self.fit_tokens = 0
+
+    # --- loss -------------------------------------------------------------------------------------------------
+    def _causal_lm(self):
+        return self.model.get_base_model() if self.is_adapter else self.model
+
+    def compute_loss(self, batch: dict) -> torch.Tensor:
+        """Mean cross-entropy over completion tokens (labels != -100) of one micro-batch."""
+        labels = batch["labels"]
+        position_ids = batch.get("position_ids")
+        if not self.fast_loss:
+            out = self.model(input_ids=batch["input_ids"], position_ids=position_ids, labels=labels, use_cache=False)
+            return out.loss
+        lm = self._causal_lm()
+        hidden = lm.model(input_ids=batch["input_ids"], position_ids=position_ids, use_cache=False).last_hidden_state
+        targets = labels[:, 1:]
+        keep = targets != IGNORE_INDEX
+        logits = lm.lm_head(hidden[:, :-1][keep])
+        return F.cross_entropy(logits.float(), targets[keep])
+
+    # --- Lightning hooks --------------------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self.compute_loss(batch)
+        n_tokens = batch["n_tokens"]
+        self.tokens_seen += n_tokens
+        detached = loss.detach()
+        if self.first_loss is None:
+            self.first_loss = float(detached)
+        previous = self._ema if self._ema is not None else torch.zeros_like(detached)
+        self._ema = EMA_BETA * previous + (1 - EMA_BETA) * detached
+        self._ema_count += 1
+        bs = batch["input_ids"].shape[0]
+        self.log("train/loss", detached, on_step=True, prog_bar=True, batch_size=bs)
+        self.log("train/tokens", float(n_tokens), on_step=True, reduce_fx="sum", batch_size=bs)
+        self.log("train/lr", self.lr_schedulers().get_last_lr()[0], on_step=True, prog_bar=True, batch_size=bs)
+        return loss
+
+    def smoothed_loss(self) -> float:
+        """Bias-corrected exponential moving average of the micro-batch losses of this run."""
+        if self._ema is None:
+            return float("nan")
+        return float(self._ema) / (1 - EMA_BETA**self._ema_count)
+
+    def on_train_start(self) -> None:
+        self._t0 = time.perf_counter()
+        self._tokens_at_start = self.tokens_seen
+
+    def on_train_end(self) -> None:
+        if self._t0 is not None:
+            self.fit_seconds = time.perf_counter() - self._t0
+        local = torch.tensor(float(self.tokens_seen - self._tokens_at_start))
+        self.fit_tokens = int(self.trainer.strategy.reduce(local, reduce_op="sum"))
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for param in self.model.parameters():
+            if param.requires_grad:
+                (decay if param.ndim >= 2 else no_decay).append(param)
+        groups = [{"params": decay, "weight_decay": self.stage.weight_decay}]
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0})
+        optimizer = torch.optim.AdamW(groups, lr=self.stage.lr)
+        max_steps = self.stage.max_steps
+        schedule = partial(
+            lr_lambda,
+            max_steps=max_steps,
+            warmup_steps=warmup_steps_for(max_steps, self.stage.warmup_ratio),
+            schedule=self.stage.schedule,
+            floor_ratio=self.stage.lr_floor_ratio,
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.is_adapter and "state_dict" in checkpoint:
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in self.trainable_names}
+        checkpoint["bft_tokens_seen"] = self.tokens_seen
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.tokens_seen = int(checkpoint.get("bft_tokens_seen", 0))
+
+    # --- export -----------------------------------------------------------------------------------------------
+    def save_model(self, folder, tokenizer) -> None:
+        """Save the adapter (LoRA) or the full model, plus the tokenizer, into ``folder``."""
+        lm = self._causal_lm()
+        for name, value in self.original_dropout.items():
+            setattr(lm.config, name, value)
+        lm.config.use_cache = True
+        self.model.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)

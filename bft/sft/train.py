@@ -1,0 +1,192 @@
+"""``train_sft``: the one fine-tuning entry point (backward model, seed model M0, Mi and the final model).
+
+Distribution is Lightning's job: ``trainer.strategy`` ("auto", "ddp", "fsdp", "deepspeed_stage_2", ...),
+``accelerator``, ``devices`` and ``num_nodes`` go to ``lightning.Trainer`` unchanged; there is no custom
+distributed code. Each rank reads its own share of the batches (see :class:`bft.sft.data.SFTBatchSampler`) and
+gradient accumulation makes the effective batch ``stage.batch_size`` = micro batch x accumulation x world size.
+Under sharded strategies (FSDP, DeepSpeed stage 3) the final export needs the full weights on rank 0, which this
+module does not gather; use them with LoRA or ZeRO stage 1/2.
+
+Training runs ``stage.max_steps`` optimizer steps, cycling over the data as many epochs as needed (reshuffled
+each epoch). ``out_dir/checkpoints/last.ckpt`` is written every ``trainer.checkpoint_every_n_steps`` steps and at
+the end; a later call with the same ``out_dir`` resumes from it (a larger ``max_steps`` continues the run). The
+result lands atomically in ``out_dir/model``: the LoRA adapter (load with ``load_model(base, adapter=...)``) or
+the full model (``load_model(folder)``), plus the tokenizer and ``train_metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from bft.config.schema import PeftConfig, SFTStageConfig, TrainerConfig
+from bft.models.registry import cpu_has_bf16, load_tokenizer, pick_dtype
+from bft.sft.data import build_dataloader, encode_examples
+from bft.sft.module import SFTModule
+
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
+MODEL_DIR = "model"
+
+
+@dataclass
+class TrainResult:
+    model_dir: str  # LoRA: load_model(base_name, adapter=model_dir); full fine-tuning: load_model(model_dir)
+    is_adapter: bool
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``bf16-mixed`` on a CPU without bfloat16 units would emulate it slowly: fall back to float32 there."""
+    cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if cpu and precision.startswith("bf16") and not cpu_has_bf16():
+        warnings.warn(f"precision {precision!r} on a CPU without bfloat16 support: training in float32", stacklevel=2)
+        return "32-true"
+    return precision
+
+
+def frozen_base_dtype(model_dtype: str, precision: str, peft: PeftConfig) -> torch.dtype:
+    """Storage dtype of LoRA's frozen base weights; full fine-tuning always keeps float32 master weights.
+
+    ``auto`` stores the frozen base in bfloat16 when the step computes in bfloat16 anyway (``bf16-*``); an
+    explicit dtype is taken as given.
+    """
+    if peft.method != "lora":
+        return torch.float32
+    if model_dtype == "auto":
+        return torch.bfloat16 if precision.startswith("bf16") else torch.float32
+    return pick_dtype(model_dtype)
+
+
+def _save_atomically(module: SFTModule, tokenizer, dest: Path, metrics: dict) -> None:
+    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    module.save_model(tmp, tokenizer)
+    (tmp / "train_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    old = dest.with_name(f".{dest.name}.old{os.getpid()}")
+    if dest.exists():
+        dest.rename(old)
+    tmp.rename(dest)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def train_sft(
+    examples: list[dict],
+    base_model: str,
+    out_dir: Path,
+    stage: SFTStageConfig,
+    peft: PeftConfig,
+    trainer: TrainerConfig,
+    *,
+    seed: int,
+    logger=None,
+    model_dtype: str = "auto",
+) -> TrainResult:
+    """Fine-tune ``base_model`` on ``{"prompt", "completion"}`` examples; see the module docstring."""
+    out_dir = Path(out_dir)
+    if not examples:
+        raise ValueError(f"no training examples for {out_dir} (base model {base_model!r}): nothing to fine-tune on")
+    if stage.max_steps <= 0:
+        raise ValueError(f"stage.max_steps must be positive, got {stage.max_steps}")
+    L.seed_everything(seed, verbose=False)
+    tokenizer = load_tokenizer(base_model)
+    encoded, stats = encode_examples(tokenizer, examples, stage.max_seq_len)
+    if not encoded:
+        raise ValueError(
+            f"no training examples for {out_dir}: all {stats.n_input} prompts reach max_seq_len={stage.max_seq_len}"
+        )
+    if stats.n_dropped_long_prompt:
+        warnings.warn(
+            f"dropped {stats.n_dropped_long_prompt}/{stats.n_input} examples whose prompt reaches "
+            f"max_seq_len={stage.max_seq_len}",
+            stacklevel=2,
+        )
+    loader = build_dataloader(
+        encoded, stage.grouping, stage.micro_batch_size, stage.max_seq_len, tokenizer.pad_token_id, seed
+    )
+    precision = resolve_precision(trainer.precision, trainer.accelerator)
+    module = SFTModule(base_model, stage, peft, frozen_dtype=frozen_base_dtype(model_dtype, precision, peft))
+
+    ckpt_dir = out_dir / CHECKPOINT_DIR
+    every = trainer.checkpoint_every_n_steps
+    callbacks = []
+    if every and every > 0:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=ckpt_dir,
+                every_n_train_steps=every,
+                save_top_k=0,
+                save_last=True,
+                enable_version_counter=False,
+            )
+        )
+    pl_trainer = L.Trainer(
+        max_steps=stage.max_steps,
+        max_epochs=-1,
+        accelerator=trainer.accelerator,
+        devices=trainer.devices,
+        num_nodes=trainer.num_nodes,
+        strategy=trainer.strategy,
+        precision=precision,
+        gradient_clip_val=trainer.gradient_clip_val,
+        log_every_n_steps=trainer.log_every_n_steps,
+        enable_progress_bar=trainer.enable_progress_bar,
+        enable_model_summary=False,
+        logger=logger or False,
+        enable_checkpointing=bool(callbacks),
+        callbacks=callbacks,
+        default_root_dir=str(out_dir),
+        use_distributed_sampler=False,
+        num_sanity_val_steps=0,
+    )
+    # Set after construction so the world size is Lightning's own count (devices="auto", lists, nodes).
+    world = pl_trainer.world_size
+    accumulate = max(1, stage.batch_size // (stage.micro_batch_size * world))
+    if accumulate * stage.micro_batch_size * world != stage.batch_size:
+        warnings.warn(
+            f"batch_size={stage.batch_size} is not micro_batch_size={stage.micro_batch_size} x world size {world} "
+            f"x an integer: using accumulation {accumulate} (effective batch "
+            f"{accumulate * stage.micro_batch_size * world})",
+            stacklevel=2,
+        )
+    pl_trainer.accumulate_grad_batches = accumulate
+
+    last = ckpt_dir / LAST_CHECKPOINT
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        pl_trainer.fit(module, train_dataloaders=loader, ckpt_path=str(last) if last.exists() else None)
+    if callbacks and pl_trainer.global_step % every != 0:
+        pl_trainer.save_checkpoint(last)  # so that a longer run resumes from the final step
+
+    seconds = module.fit_seconds or (time.perf_counter() - start)
+    metrics: dict[str, float] = {
+        "train_loss": module.smoothed_loss(),
+        "first_loss": module.first_loss if module.first_loss is not None else float("nan"),
+        "steps": float(pl_trainer.global_step),
+        "tokens": float(module.fit_tokens),
+        "seconds": seconds,
+        "tokens_per_s": module.fit_tokens / seconds if seconds > 0 else 0.0,
+        "n_examples": float(stats.n_kept),
+        "n_dropped_long_prompt": float(stats.n_dropped_long_prompt),
+        "n_truncated": float(stats.n_truncated),
+        "trainable_params": float(module.trainable_params),
+        "accumulate_grad_batches": float(accumulate),
+        "world_size": float(world),
+    }
+    dest = out_dir / MODEL_DIR
+    if pl_trainer.is_global_zero:
+        _save_atomically(module, tokenizer, dest, {"metrics": metrics, "stage": asdict(stage), "seed": seed})
+    pl_trainer.strategy.barrier()
+    return TrainResult(model_dir=str(dest), is_adapter=module.is_adapter, metrics=metrics)
