@@ -23,9 +23,12 @@ def run(cfg: DictConfig) -> float | None:
     from bft.config.validate import validate
     from bft.eval.annotators import check_annotator_ready
     from bft.models.registry import resolve_model_path
-    from bft.pipeline.runner import print_summary, run_pipeline
+    from bft.pipeline.runner import print_plan, print_summary, run_pipeline
 
     validate(cfg)
+    if cfg.run.dry_run:
+        print_plan(cfg)
+        return None
     check_annotator_ready(cfg.eval.annotator)
     resolve_model_path(cfg.model.name)  # a missing model folder fails here, before any work
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -42,6 +45,32 @@ def app(cfg: DictConfig) -> float | None:
         return run(cfg)
 
 
+_HYDRA_FLAGS = ("-m", "--multirun", "--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion")
+
+
+def precheck_overrides(argv: list[str]) -> str | None:
+    """Compose the config once to turn Hydra's multi-line override errors into one line (single runs only)."""
+    if any(a in _HYDRA_FLAGS or a.startswith(("--", "hydra.", "+sweep")) for a in argv):
+        return None
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            compose(config_name="config", overrides=argv)
+    except (HydraException, OmegaConfBaseException, ValueError) as err:
+        text = f"{err}\n{err.__cause__ or ''}"
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        detail = next((line for line in lines if line.startswith(("Key", "Value", "Could not find"))), "")
+        return "; ".join(dict.fromkeys(filter(None, [lines[0] if lines else type(err).__name__, detail])))
+    return None
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    problem = precheck_overrides(sys.argv[1:])
+    if problem:
+        print(f"bft: error: {problem}", file=sys.stderr)
+        sys.exit(2)
     app()

@@ -190,6 +190,7 @@ class RunConfig:
     seed: int = 0
     artifacts_dir: str = "artifacts"
     name: str = "default"
+    dry_run: bool = False  # print the plan (stages, artifact keys, cached or not) and stop
 
 
 @dataclass

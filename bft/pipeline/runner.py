@@ -81,6 +81,37 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> RunContext:
     return ctx
 
 
+def plan_table(cfg: DictConfig) -> list[dict[str, Any]]:
+    """The steps a config would run, with their artifact keys and whether each is already in the store.
+
+    Keys are derived without running anything: upstream keys come from the keys computed for earlier steps.
+    """
+    store = ArtifactStore(cfg.run.artifacts_dir)
+    keys: dict[str, str] = {}
+    rows = []
+    for step in build_plan(cfg):
+        upstream = {logical: keys[name] for logical, name in step.upstream.items()}
+        key = store.key_for(step.stage.name, step.config, upstream)
+        keys[step.name] = key
+        cached = (store.path_for(step.stage.name, key) / "manifest.json").exists()
+        rows.append({"step": step.name, "stage": step.stage.name, "reads": dict(step.upstream),
+                     "writes": list(step.stage.writes), "key": key, "cached": cached})
+    return rows
+
+
+def print_plan(cfg: DictConfig) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="plan (dry run)")
+    for column in ("step", "reads", "writes", "artifact", "status"):
+        table.add_column(column)
+    for row in plan_table(cfg):
+        table.add_row(row["step"], ", ".join(row["reads"].values()) or "-", ", ".join(row["writes"]),
+                      f"{row['stage']}/{row['key']}", "cached" if row["cached"] else "to compute")
+    Console().print(table)
+
+
 def summarize(ctx: RunContext) -> dict[str, Any]:
     evaluate = ctx.artifacts["evaluate"].manifest["metrics"]
     summary: dict[str, Any] = {

