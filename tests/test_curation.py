@@ -1,0 +1,117 @@
+"""Self-curation: score parsing, prompts, expected scores, selection, accounting and label quality."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bft.curation.metrics import binarize_labels, curation_accounting, selection_quality
+from bft.curation.score import expected_score
+from bft.curation.select import select
+from bft.parsers import parse_rewrite, parse_score
+from bft.prompts import (
+    BACKTRANSLATION_TEMPLATE,
+    SCORE_PREFILL,
+    backtranslation_prompt,
+    rating_prompt,
+    render_chat,
+    rewrite_prompt,
+    with_tag,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "score"),
+    [
+        ("The answer is relevant.\nScore: 5", 5),
+        ("Reasoning...\nscore: 3", 3),
+        ("Score: 4/5", 4),
+        ("**Score:** 2", 2),
+        ("Score: 2 at first, but on reflection\nScore: 4", 4),
+        ("I would give it a 4.", None),
+        ("Score: 7", None),
+        ("", None),
+    ],
+)
+def test_parse_score(text, score):
+    assert parse_score(text) == score
+
+
+def test_parse_rewrite():
+    assert parse_rewrite("Sure! [RES]The answer.[/RES] bye") == "The answer."
+    assert parse_rewrite("[RES] unfinished answer") == "unfinished answer"
+    assert parse_rewrite("no tags here") is None
+    assert parse_rewrite("[RES]   [/RES]") is None
+
+
+def test_prompts_are_the_papers_verbatim():
+    prompt = backtranslation_prompt("  Paris is the capital of France. ")
+    assert prompt.startswith("Below is a candidate answer to a question or instruction from an user.")
+    assert prompt.endswith("Paris is the capital of France.\n\nAnswer in the style of an AI Assistant.")
+    assert "{response}" in BACKTRANSLATION_TEMPLATE
+    rating = rating_prompt("What is X?", "X is Y.")
+    assert 'then write "Score: <rating>" in the last line.\n\nWhat is X?\nX is Y.' in rating
+    assert "5: It means it is a perfect answer from an AI Assistant." in rating
+    assert "Score: <rating>\" with no reasoning" in rating_prompt("q", "a", score_only=True)
+    rewrite = rewrite_prompt("Why?", "Because.")
+    assert "Draft Response: Because.\n\nQuestion: Why?" in rewrite
+    assert rewrite.endswith("Return the rewritten response between [RES] and [/RES].")
+    assert with_tag("Do it.", "Answer with knowledge from web search.") == (
+        "Do it.\n\nAnswer with knowledge from web search."
+    )
+
+
+def test_render_chat_prompt_is_identical_at_train_and_inference():
+    from bft.models.registry import load_tokenizer
+
+    tok = load_tokenizer("tiny")
+    user = with_tag("Name a colour.", "Answer in the style of an AI Assistant.")
+    train_prompt, completion = render_chat(tok, user, "Blue.")
+    infer_prompt, _ = render_chat(tok, user)
+    assert train_prompt == infer_prompt
+    assert completion.startswith("Blue.") and completion.strip().endswith("<|im_end|>")
+    prefilled, _ = render_chat(tok, rating_prompt("q", "a", score_only=True), assistant_prefix=SCORE_PREFILL)
+    assert prefilled.endswith("<|im_start|>assistant\nScore: ")
+
+
+def test_expected_score_from_logprobs():
+    score, confidence, probs = expected_score([math.log(p) for p in (0.0001, 0.0001, 0.0001, 0.4997, 0.5)])
+    assert score == pytest.approx(4.5, abs=1e-3)
+    assert confidence == pytest.approx(0.5, abs=1e-3)
+    assert sum(probs) == pytest.approx(1.0)
+
+
+def test_select_threshold_never_keeps_unparsed_and_top_fraction():
+    scored = [{"score": 5}, {"score": None}, {"score": 4.6}, {"score": 3}, {"score": 5.0}]
+    assert select(scored, 5.0, None, None) == [True, False, False, False, True]
+    assert select(scored, 4.5, None, None) == [True, False, True, False, True]
+    assert select(scored, None, 2, None) == [True, False, False, False, True]
+    assert select(scored, None, None, 0.6) == [True, False, True, False, True]
+    with pytest.raises(ValueError):
+        select(scored, None, None, None)
+
+
+def test_accounting_counts_parse_failures_and_lengths():
+    scored = [{"score": 5, "text": "a" * 10}, {"score": None, "text": "b" * 20}, {"score": 2.4, "text": "c" * 30}]
+    acc = curation_accounting(scored, [True, False, False])
+    assert acc["parse_failures"] == 1 and acc["parse_failure_rate"] == pytest.approx(1 / 3, abs=1e-4)
+    assert acc["score_histogram"] == {"1": 0, "2": 1, "3": 0, "4": 0, "5": 1}
+    assert acc["kept"] == 1 and acc["kept_lengths"]["mean_chars"] == 10
+    assert acc["dropped_lengths"]["n"] == 2 and acc["dropped_lengths"]["mean_chars"] == 25
+
+
+def test_selection_quality_on_a_hand_made_example():
+    labels = [1, 1, 0, 0, 1, 0]
+    keep = [True, False, True, False, True, False]
+    scores = [5, 3, 4, 1, 5, None]
+    quality = selection_quality(labels, keep, scores)
+    assert quality["precision"] == pytest.approx(2 / 3, abs=1e-4)  # 2 of 3 kept are good
+    assert quality["recall"] == pytest.approx(2 / 3, abs=1e-4)  # 2 of 3 good are kept
+    # AUC by hand: positives {5, 3, 5}, negatives {4, 1, 0}; pairs won: 5>all(3)+3>{1,0}(2)+5>all(3) = 8 of 9
+    assert quality["auc"] == pytest.approx(8 / 9, abs=1e-4)
+
+
+def test_binarize_labels_handles_both_scales():
+    assert binarize_labels([0, 1, 1]) == [0, 1, 1]
+    assert binarize_labels([1, 3, 4, 5]) == [0, 0, 1, 1]
