@@ -287,6 +287,7 @@ def near_duplicate_mask(texts: list[str], threshold: float, num_perm: int, seed:
 def clean_corpus(docs: list[dict[str, Any]], cfg: CorpusConfig) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Clean documents; returns (kept docs or segments, counts).
 
+    Documents are checked for symbol ratio before and after noise stripping (``empty`` = nothing left after it).
     Counts: ``input`` documents, ``noise_lines`` stripped, ``segmented`` documents and the ``segments`` they
     produced, one count per removal reason (:data:`REMOVAL_REASONS`; units after segmentation for the length
     bounds and near-duplicates), and ``kept``. Kept records hold ``id`` (``docid#k`` for segments), ``text``,
@@ -296,6 +297,9 @@ def clean_corpus(docs: list[dict[str, Any]], cfg: CorpusConfig) -> tuple[list[di
     counts["input"] = len(docs)
     units: list[dict[str, Any]] = []
     for doc in docs:
+        if symbol_ratio(doc["text"]) > cfg.max_symbol_ratio:  # junk before noise stripping hides it
+            counts["symbol_ratio"] += 1
+            continue
         text, removed_lines = strip_noise_lines(doc["text"])
         counts["noise_lines"] += removed_lines
         reason = rejection_reason(text, cfg)

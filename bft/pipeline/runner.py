@@ -114,11 +114,34 @@ def print_plan(cfg: DictConfig) -> None:
 
 def summarize(ctx: RunContext) -> dict[str, Any]:
     evaluate = ctx.artifacts["evaluate"].manifest["metrics"]
+    cfg = ctx.cfg
     summary: dict[str, Any] = {
+        "run": {
+            "name": cfg.run.name,
+            "method": cfg.method,
+            "model": cfg.model.name,
+            "seed_source": cfg.seed.source,
+            "seed_size": cfg.seed.size,
+            "corpus": cfg.corpus.source,
+            "rewriter": cfg.rewriter.name,
+            "rewriter_mode": cfg.rewriter.mode,
+            "curation_enabled": cfg.curation.enabled,
+            "curation_iterations": cfg.curation.iterations,
+            "curation_scoring": cfg.curation.scoring,
+            "curation_threshold": cfg.curation.threshold,
+            "max_generated": cfg.data.max_generated,
+            "baseline_file": cfg.data.baseline_file,
+            "eval_set": cfg.eval.set,
+            "tags": list(cfg.tags),
+            "group": cfg.logger.group,
+            "run_dir": str(ctx.run_dir),
+        },
         "win_rate": evaluate.get("win_rate"),
         "standard_error": evaluate.get("standard_error"),
         "length_controlled_winrate": evaluate.get("length_controlled_winrate"),
+        "discrete_win_rate": evaluate.get("discrete_win_rate"),
         "n": evaluate.get("n_total"),
+        "n_generated": ctx.artifacts["train_data"].manifest["counts"].get("generated"),
         "annotator": ctx.cfg.eval.annotator,
         "reference": ctx.cfg.eval.reference,
         "curated_dataset": str((ctx.artifacts.get("rewrite") or ctx.artifacts["baseline_data"]).file("generated.jsonl")),
