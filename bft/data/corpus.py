@@ -55,7 +55,12 @@ def _iter_hub(cfg: CorpusConfig) -> Iterator[tuple[str, Any]]:
 
 
 def load_corpus(cfg: CorpusConfig, on_error: str = "raise") -> list[dict[str, Any]]:
-    """Load documents as ``{"id", "text", "url", "source"}``, at most ``cfg.max_documents``.
+    """Load documents as ``{"id", "text", "url", "source"}``, at most ``cfg.max_documents``."""
+    return read_corpus(cfg, on_error).records
+
+
+def read_corpus(cfg: CorpusConfig, on_error: str = "raise") -> ReadResult:
+    """Like :func:`load_corpus`, also returning the counts of skipped input rows by reason.
 
     ``cfg.source``: ``embedded``, a local .jsonl/.json/.parquet path, or a hub dataset id (streamed).
     """
@@ -78,13 +83,13 @@ def load_corpus(cfg: CorpusConfig, on_error: str = "raise") -> list[dict[str, An
     return _finish(result, cfg, cfg.source)
 
 
-def _finish(result: ReadResult, cfg: CorpusConfig, source: str) -> list[dict[str, Any]]:
+def _finish(result: ReadResult, cfg: CorpusConfig, source: str) -> ReadResult:
     if result.skipped:
         log.warning("corpus %s: skipped %d documents %s", source, result.n_skipped, result.skipped)
     docs = _normalize_docs(result.records, cfg, source)
     if not docs:
         raise DataError(source, "no documents loaded", "empty")
-    return docs
+    return ReadResult(docs, result.skipped)
 
 
 # ---------------------------------------------------------------------------------------------- noise lines
@@ -127,9 +132,7 @@ def is_navigation_line(line: str) -> bool:
     parts = [p for p in _NAV_SEPARATORS.split(line.strip()) if p]
     if len(parts) < 3 or not _NAV_SEPARATORS.search(line):
         return False
-    return all(
-        len(p.split()) <= 3 and any(ch.isalpha() for ch in p) and not p.endswith((".", "?", "!", ",")) for p in parts
-    )
+    return all(len(p.split()) <= 3 and any(ch.isalpha() for ch in p) and not p.endswith((".", "?", "!", ",")) for p in parts)
 
 
 def is_noise_line(line: str) -> bool:

@@ -133,9 +133,7 @@ def _iter_json(path: Path) -> Iterator[tuple[str, Any]]:
     except UnicodeDecodeError as err:
         raise DataError(str(path), f"not valid UTF-8 (byte offset {err.start})", "non_utf8") from None
     except json.JSONDecodeError as err:
-        raise DataError(
-            f"{path}:{err.lineno}", f"malformed JSON ({err.msg} at column {err.colno})", "malformed_json"
-        ) from None
+        raise DataError(f"{path}:{err.lineno}", f"malformed JSON ({err.msg} at column {err.colno})", "malformed_json") from None
     if not isinstance(data, list):
         raise DataError(str(path), f"expected a JSON list of objects, got {type(data).__name__}", "not_list")
     for index, item in enumerate(data, start=1):
@@ -189,9 +187,7 @@ def collect_records(
             if id_field is not None and record.get(id_field) is not None:
                 key = record[id_field]
                 if key in seen_ids:
-                    raise DataError(
-                        location, f"duplicate {id_field} {key!r} (first seen at {seen_ids[key]})", "duplicate_id"
-                    )
+                    raise DataError(location, f"duplicate {id_field} {key!r} (first seen at {seen_ids[key]})", "duplicate_id")
                 seen_ids[key] = location
         except DataError as err:
             if on_error == "raise":

@@ -144,9 +144,7 @@ def load_seed(cfg: SeedConfig, seed: int = 0, on_error: str = "raise") -> list[d
     elif Path(cfg.source).is_file():
         records = _load_file(Path(cfg.source), cfg, on_error, Path(cfg.source).stem)
     else:
-        raise DataError(
-            str(cfg.source), f"unknown seed source (use {EMBEDDED!r}, {OASST!r} or an existing file)", "not_found"
-        )
+        raise DataError(str(cfg.source), f"unknown seed source (use {EMBEDDED!r}, {OASST!r} or an existing file)", "not_found")
     if not records:
         raise DataError(str(cfg.source), "no seed pairs loaded", "empty")
     return subsample(records, cfg.size, seed)

@@ -27,9 +27,10 @@ def normalise(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def word_ngrams(text: str, n: int) -> set[tuple[str, ...]]:
+def word_ngrams(text: str, n: int) -> list[tuple[str, ...]]:
+    """Word n-grams of the normalised text, in text order."""
     words = normalise(text).split()
-    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+    return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
 
 
 @lru_cache(maxsize=1)

@@ -141,9 +141,9 @@ def hf_logprob_completions(
                 ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
                 mask[row, width - len(encoded[i]) :] = 1
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = model(
-                input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device)
-            ).logits[:, -1, :]
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device)).logits[
+                :, -1, :
+            ]
             logprobs = torch.log_softmax(logits.float(), dim=-1)
             for row, i in enumerate(idx):
                 records[i] = logprob_record(float(logprobs[row, id_m]), float(logprobs[row, id_big_m]))

@@ -60,9 +60,9 @@ PAPER_ROWS: tuple[PaperRow, ...] = (
     PaperRow(_BFT10, _L70, "filtering + rewriting 25.6K", ae2_win_rate=13.05, ae2_lc_win_rate=17.90),
     PaperRow(_BFT10, _L70, "filtering + distilling 25.6K", ae2_win_rate=11.95, ae2_lc_win_rate=17.80),
     # HB: Humpback, AlpacaEval 1.0
-    PaperRow("HB", "LLaMA 65B", "Humpback M2", ae1_win_rate=83.71),
-    PaperRow("HB", "LLaMA 33B", "Humpback M2", ae1_win_rate=79.84),
-    PaperRow("HB", _L70, "Humpback M2", ae1_win_rate=87.94),
+    PaperRow("HB", "LLaMA 65B", "Humpback", ae1_win_rate=83.71),
+    PaperRow("HB", "LLaMA 33B", "Humpback", ae1_win_rate=79.84),
+    PaperRow("HB", _L70, "Humpback", ae1_win_rate=87.94),
 )
 
 # Which papers' column matches an annotator: AE1 for the GPT-4 judge, AE2 for the GPT-4 Turbo weighted judge.

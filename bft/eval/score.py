@@ -72,9 +72,7 @@ def locate_lc_file(lc_weights_dir: str | Path | None) -> tuple[Path | None, str 
             return path, None
         return None, f"{LC_FILE} not found in lc_weights_dir={lc_weights_dir}"
     try:
-        return download_hub_file(
-            LC_FILE, "length-controlled win rate", hint=f"set lc_weights_dir to a folder holding {LC_FILE}"
-        ), None
+        return download_hub_file(LC_FILE, "length-controlled win rate", hint=f"set lc_weights_dir to a folder holding {LC_FILE}"), None
     except EvalSetError as e:
         return None, str(e)
 
@@ -192,12 +190,32 @@ def _as_frame(records: list[dict[str, Any]] | pd.DataFrame, what: str, default_g
     return df
 
 
-def write_leaderboard(result: dict[str, Any], out_dir: Path) -> None:
-    """``leaderboard.json`` (everything) and ``leaderboard.csv`` (one row of the scalar columns)."""
+def float_preference_annotator() -> type:
+    """alpaca_eval's ``PairwiseAnnotator`` whose cached preferences stay float.
+
+    With pandas >= 3, ``pd.read_json`` turns an all-integral cached ``preference`` column (discrete judges, the test
+    judge) into int64, and alpaca_eval 0.6.6 then fails setting 1.5 for identical outputs on the re-run. Passed to
+    ``alpaca_eval.evaluate(Annotator=...)``, the hook it offers for this.
+    """
+    from alpaca_eval.annotators import PairwiseAnnotator
+
+    class FloatPreferencePairwiseAnnotator(PairwiseAnnotator):
+        def load_(self, path: Any = None) -> None:
+            super().load_(path)
+            df = self.df_annotations
+            if df is not None and self.annotation_key in df.columns:
+                df[self.annotation_key] = pd.to_numeric(df[self.annotation_key], errors="coerce").astype(float)
+
+    return FloatPreferencePairwiseAnnotator
+
+
+def write_leaderboard(result: dict[str, Any], out_dir: Path, stem: str = "leaderboard") -> None:
+    """``<stem>.json`` (everything) and ``<stem>.csv`` (one row of the scalar columns) in ``out_dir``."""
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "leaderboard.json").write_text(json.dumps(result, indent=2, default=_plain) + "\n")
+    (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2, default=_plain) + "\n")
     row = {k: result.get(k) for k in LEADERBOARD_COLUMNS}
-    pd.DataFrame([row]).to_csv(out_dir / "leaderboard.csv", index=False)
+    pd.DataFrame([row]).to_csv(out_dir / f"{stem}.csv", index=False)
 
 
 def score_outputs(
@@ -260,6 +278,7 @@ def score_outputs(
         sort_by="win_rate",
         caching_path=str(out_dir / "annotations_cache.json"),
         seed=seed,
+        Annotator=float_preference_annotator(),
         **spec.annotator_kwargs,
     )
     row = {k: _plain(v) for k, v in df_leaderboard.loc[name].to_dict().items()}

@@ -31,11 +31,8 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
     """Read a JSON list or a JSONL file of objects."""
     path = Path(path)
     text = path.read_text(encoding="utf-8")
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        records = json.loads(text)
-    else:
-        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    is_list = text.lstrip().startswith("[")
+    records = json.loads(text) if is_list else [json.loads(line) for line in text.splitlines() if line.strip()]
     if not all(isinstance(r, dict) for r in records):
         raise EvalSetError(f"{path}: expected a JSON list or JSONL of objects")
     return records
@@ -71,9 +68,7 @@ def _hub_reachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
         socket.setdefaulttimeout(previous)
 
 
-def download_hub_file(
-    filename: str, what: str, hint: str = "pass a local alpaca_eval-format JSON/JSONL file instead"
-) -> Path:
+def download_hub_file(filename: str, what: str, hint: str = "pass a local alpaca_eval-format JSON/JSONL file instead") -> Path:
     """A file of the ``tatsu-lab/alpaca_eval`` dataset repo: from the HF cache, else from the hub if reachable."""
     from huggingface_hub import hf_hub_download
 
@@ -82,9 +77,7 @@ def download_hub_file(
     except Exception:  # noqa: BLE001 - not cached: try the network below
         pass
     if not _hub_reachable():
-        raise EvalSetError(
-            f"{what}: cannot download {HUB_REPO}/{filename} (offline and not in the Hugging Face cache); {hint}"
-        )
+        raise EvalSetError(f"{what}: cannot download {HUB_REPO}/{filename} (offline and not in the Hugging Face cache); {hint}")
     try:
         return Path(hf_hub_download(repo_id=HUB_REPO, repo_type="dataset", filename=filename))
     except Exception as e:  # noqa: BLE001 - any hub failure becomes the same actionable message
@@ -104,9 +97,7 @@ def load_eval_set(name_or_path: str, max_instances: int | None = None) -> list[d
     else:
         path = Path(name_or_path).expanduser()
         if not path.is_file():
-            raise EvalSetError(
-                f"eval set '{name_or_path}' is neither ae1, ae2, embedded nor an existing JSON/JSONL file"
-            )
+            raise EvalSetError(f"eval set '{name_or_path}' is neither ae1, ae2, embedded nor an existing JSON/JSONL file")
         default_generator = "reference"
     records = normalise_records(read_records(path), str(path), default_generator)
     if max_instances is not None:

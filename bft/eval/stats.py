@@ -16,9 +16,7 @@ def preferences_to_wins(prefs: Sequence[float]) -> np.ndarray:
     return arr - 1.0
 
 
-def paired_comparison(
-    prefs_a: Sequence[float], prefs_b: Sequence[float], n_boot: int = 2000, seed: int = 0
-) -> dict[str, float | int]:
+def paired_comparison(prefs_a: Sequence[float], prefs_b: Sequence[float], n_boot: int = 2000, seed: int = 0) -> dict[str, float | int]:
     """Win rate of A minus win rate of B (percentage points) on the same instructions, with a bootstrap 95% CI.
 
     ``prefs_a[i]`` and ``prefs_b[i]`` must judge the same instruction against the same reference. Instructions are

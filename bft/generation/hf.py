@@ -265,8 +265,9 @@ class HFBackend:
         prefix_kv = self._prefix_kv(prefix)
         results: list[Completion | None] = [None] * len(prompts)
         for batch in self._batches(ids):
-            outs = self._decode([ids[i][len(prefix) :] for i in batch], [generators[i] for i in batch], sampling,
-                                prefix_kv, len(prefix))
+            outs = self._decode(
+                [ids[i][len(prefix) :] for i in batch], [generators[i] for i in batch], sampling, prefix_kv, len(prefix)
+            )
             for i, (tokens, finished) in zip(batch, outs, strict=True):
                 body = tokens[:-1] if finished else tokens
                 results[i] = Completion(

@@ -10,8 +10,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from bft.artifacts.shards import read_jsonl
 from bft.artifacts.store import Artifact, ArtifactStore
+from bft.data.io import read_jsonl
 from bft.logger.run_logger import RunLogger
 from bft.pipeline.context import RunContext, StageReport
 from bft.pipeline.plan import Step, build_plan

@@ -17,8 +17,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from bft.artifacts.shards import read_jsonl, run_sharded, write_jsonl_atomic
+from bft.artifacts.shards import run_sharded
 from bft.artifacts.store import Artifact, StageOutput
+from bft.data.io import read_jsonl, write_jsonl_atomic
 from bft.pipeline.context import PipelineError, RunContext
 from bft.pipeline.models import backend_for, model_ref
 
@@ -69,10 +70,10 @@ def compute_seed(ctx: RunContext, upstream: dict[str, Artifact], work: Path) -> 
 
 
 def compute_corpus(ctx: RunContext, upstream: dict[str, Artifact], work: Path) -> StageOutput:
-    from bft.data.corpus import clean_corpus, load_corpus
+    from bft.data.corpus import clean_corpus, read_corpus
 
-    loaded = load_corpus(ctx.cfg.corpus, on_error=ctx.cfg.data.on_error)
-    docs, skipped = (loaded.records, loaded.skipped) if hasattr(loaded, "records") else (loaded, {})
+    loaded = read_corpus(ctx.cfg.corpus, on_error=ctx.cfg.data.on_error)
+    docs, skipped = loaded.records, loaded.skipped
     kept, removed = clean_corpus(docs, ctx.cfg.corpus)
     if not kept:
         raise PipelineError(f"corpus: cleaning kept 0 of {len(docs)} documents (removed: {removed})")
@@ -92,9 +93,9 @@ def _train(ctx: RunContext, examples: list[Record], work: Path, stage: str, what
         examples,
         ctx.cfg.model.name,
         work,
-        ctx.cfg.sft[stage],
-        ctx.cfg.peft,
-        ctx.cfg.trainer,
+        OmegaConf.to_object(ctx.cfg.sft[stage]),
+        OmegaConf.to_object(ctx.cfg.peft),
+        OmegaConf.to_object(ctx.cfg.trainer),
         seed=ctx.cfg.run.seed,
         model_dtype=ctx.cfg.model.dtype,
     )

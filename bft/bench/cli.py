@@ -1,0 +1,135 @@
+"""``bft-bench``: one process, one table. Generation, curation, SFT and matmul throughput vs plain baselines.
+
+Example: ``bft-bench --quick --out bench.json``. FLOP conventions: see :mod:`bft.bench.measure`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from bft.bench import measure
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bft-bench", description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="smollm2_135m", help="registry name, folder or hub id")
+    p.add_argument("--prompts", type=int, default=None, help="generation prompts (default 128, quick 64)")
+    p.add_argument("--new-tokens", type=int, default=None, help="forced new tokens per prompt (default 64, quick 32)")
+    p.add_argument("--batch-size", type=int, default=64, help="batch size of the bft hf backend")
+    p.add_argument("--sft-steps", type=int, default=None, help="timed SFT steps (default 6, quick 3)")
+    p.add_argument("--out", type=Path, default=None, help="write the JSON report here")
+    p.add_argument("--quick", action="store_true", help="fewer prompts, pairs and steps (about two minutes)")
+    p.add_argument("--skip-sft", action="store_true")
+    return p.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict:
+    q = args.quick
+    n_prompts = args.prompts or (64 if q else 128)
+    new_tokens = args.new_tokens or (32 if q else 64)
+    steps = args.sft_steps or (3 if q else 6)
+    report: dict = {
+        "model": args.model,
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "loadavg_start": os.getloadavg(),
+        },
+        "flop_conventions": {
+            "generation": "2*params/token",
+            "lora_training": "4*params/token (no base weight grads)",
+            "full_training": "6*params/token",
+        },
+    }
+    t0 = time.perf_counter()
+    report["matmul"] = {"fp32_flops": measure.matmul_flops(torch.float32), "bf16_flops": measure.matmul_flops(torch.bfloat16)}
+    gen = measure.generation(args.model, n_prompts, new_tokens, args.batch_size, baseline_prompts=16 if q else 32)
+    backend = gen.pop("_backend")
+    report["generation"] = gen
+    report["curation"] = measure.curation(backend, n_pairs=8 if q else 16, n_logprob=32 if q else 64)
+    del backend
+    if not args.skip_sft:
+        report["sft"] = {"bft": measure.sft_bft(args.model, steps), "plain_fp32_lora": measure.sft_plain(args.model, steps)}
+    report["peak_rss_mb"] = measure.peak_rss_mb()
+    report["seconds"] = time.perf_counter() - t0
+    report["machine"]["loadavg_end"] = os.getloadavg()
+    return report
+
+
+def _fmt(x: float) -> str:
+    return f"{x:,.1f}" if x < 1000 else f"{x:,.0f}"
+
+
+def render(report: dict) -> Table:
+    mm, gen, params = report["matmul"], report["generation"], report["generation"]["params"]
+    peak = mm["bf16_flops"] if gen["dtype"] == "bfloat16" else mm["fp32_flops"]
+    t = Table(title=f"bft-bench: {report['model']} ({params / 1e6:.0f}M params), {report['machine']['cpu_count']} CPUs")
+    for col in ("measure", "value", "baseline", "ratio", "% roofline"):
+        t.add_column(col, justify="left" if col == "measure" else "right")
+    t.add_row("matmul 2048^3 fp32 GFLOP/s", _fmt(mm["fp32_flops"] / 1e9), "", "", "")
+    t.add_row("matmul 2048^3 bf16 GFLOP/s", _fmt(mm["bf16_flops"] / 1e9), "", "", "")
+    t.add_row(
+        f"generation new tok/s ({gen['dtype']}, b{gen['batch_size']}, {gen['new_tokens_each']} new, "
+        f"~{gen['mean_prompt_tokens']:.0f} prompt tok) vs fp32 generate b16",
+        _fmt(gen["bft_tokens_per_s"]),
+        _fmt(gen["baseline_fp32_b16_tokens_per_s"]),
+        f"{gen['speedup']:.1f}x",
+        f"{100 * gen['bft_flops'] / peak:.0f}% (base {100 * gen['baseline_flops'] / mm['fp32_flops']:.0f}% fp32)",
+    )
+    cur = report["curation"]
+    for mode in ("generate", "generate_n", "logprob"):
+        c = cur[mode]
+        extra = f"parsed {100 * c['parsed']:.0f}%" if "parsed" in c else f"E[score] {c['mean_expected_score']:.2f}"
+        ratio = f"{c['pairs_per_s'] / cur['generate']['pairs_per_s']:.1f}x" if mode != "generate" else "1.0x"
+        t.add_row(f"curation {mode} pairs/s ({c['pairs']} pairs, {extra})", f"{c['pairs_per_s']:.2f}", "", ratio, "")
+    sft = report.get("sft")
+    if sft:
+        plain = sft["plain_fp32_lora"]["tokens_per_s"]
+        lora_flops = measure.LORA_FLOPS_PER_PARAM * params
+        b = sft["bft"]
+        if "skipped" in b:
+            t.add_row("SFT train tok/s bft.sft (LoRA r16, 4x512)", "skipped", _fmt(plain), "", b["skipped"][:40])
+        else:
+            peak_sft = mm["bf16_flops"] if b["precision"].startswith("bf16") else mm["fp32_flops"]
+            t.add_row(
+                f"SFT train tok/s bft.sft ({b['precision']}) vs plain fp32 LoRA loop (4x512)",
+                _fmt(b["tokens_per_s"]),
+                _fmt(plain),
+                f"{b['tokens_per_s'] / plain:.1f}x",
+                f"{100 * b['tokens_per_s'] * lora_flops / peak_sft:.0f}% (base {100 * plain * lora_flops / mm['fp32_flops']:.0f}%)",
+            )
+    t.add_row("peak RSS MB", _fmt(report["peak_rss_mb"]), "", "", "")
+    t.add_row(
+        "bench seconds / loadavg (start, end)",
+        _fmt(report["seconds"]),
+        f"{report['machine']['loadavg_start'][0]:.1f}, {report['machine']['loadavg_end'][0]:.1f}",
+        "",
+        "",
+    )
+    t.caption = "FLOPs/token: generation 2*params, LoRA training 4*params (no frozen-weight grads), full FT 6*params"
+    return t
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    report = run(args)
+    Console().print(render(report))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,203 @@
+"""The measurements of ``bft-bench``; each returns a plain dict that goes into the JSON report.
+
+FLOP conventions (roofline fractions): generation and scoring cost ``2 * params`` FLOPs per token (one
+multiply-add per weight; tied embeddings count once, as the LM head). Full fine-tuning costs ``6 * params`` per
+token (forward 2, backward 4). LoRA training is counted as ``4 * params`` per token: the backward pass still
+computes activation gradients through every frozen weight (2) but skips their weight gradients (the adapters'
+own FLOPs are under 1% at r=16 and are ignored).
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from bft.bench.workload import documents, pairs
+from bft.generation.base import Sampling
+from bft.generation.hf import HFBackend
+from bft.models.registry import load_model
+from bft.parsers import parse_score
+from bft.prompts import SCORE_PREFILL, backtranslation_prompt, rating_prompt, render_chat
+
+GEN_FLOPS_PER_PARAM = 2
+LORA_FLOPS_PER_PARAM = 4
+FULL_FT_FLOPS_PER_PARAM = 6
+
+
+def n_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def matmul_flops(dtype: torch.dtype, size: int = 2048, seconds: float = 2.0) -> float:
+    a = torch.randn(size, size).to(dtype)
+    b = torch.randn(size, size).to(dtype)
+    torch.mm(a, b)
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        reps += 1
+    return 2 * size**3 * reps / (time.perf_counter() - start)
+
+
+def generation(model_name: str, n_prompts: int, new_tokens: int, batch_size: int, baseline_prompts: int) -> dict:
+    """bft hf backend vs plain float32 ``model.generate`` at batch 16; greedy, exactly ``new_tokens`` each."""
+    backend = HFBackend.from_name(model_name, dtype="auto", batch_size=batch_size)
+    tok = backend.tokenizer
+    prompts = [render_chat(tok, backtranslation_prompt(d))[0] for d in documents(n_prompts)]
+    forced = Sampling(temperature=0.0, max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+    backend.generate(prompts[:2], Sampling(temperature=0.0, max_new_tokens=2), seed=0)  # warm-up
+    start = time.perf_counter()
+    outs = backend.generate(prompts, forced, seed=0)
+    bft_s = time.perf_counter() - start
+    bft_tokens = sum(o.new_tokens for o in outs)
+
+    plain = load_model(model_name, dtype="float32").model
+    tok.padding_side = "left"
+    base_prompts = prompts[:baseline_prompts]
+    base_tokens, start = 0, time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(base_prompts), 16):
+            enc = tok(base_prompts[i : i + 16], add_special_tokens=False, return_tensors="pt", padding=True)
+            out = plain.generate(
+                **enc, do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=tok.pad_token_id
+            )
+            base_tokens += (out.shape[1] - enc.input_ids.shape[1]) * out.shape[0]
+    base_s = time.perf_counter() - start
+    params = n_params(backend.model)
+    bft_tps, base_tps = bft_tokens / bft_s, base_tokens / base_s
+    return {
+        "dtype": str(next(backend.model.parameters()).dtype).removeprefix("torch."),
+        "batch_size": batch_size,
+        "prompts": n_prompts,
+        "mean_prompt_tokens": sum(o.prompt_tokens for o in outs) / len(outs),
+        "new_tokens_each": new_tokens,
+        "bft_tokens_per_s": bft_tps,
+        "baseline_prompts": len(base_prompts),
+        "baseline_fp32_b16_tokens_per_s": base_tps,
+        "speedup": bft_tps / base_tps,
+        "params": params,
+        "bft_flops": bft_tps * GEN_FLOPS_PER_PARAM * params,
+        "baseline_flops": base_tps * GEN_FLOPS_PER_PARAM * params,
+        "_backend": backend,
+    }
+
+
+def curation(backend: HFBackend, n_pairs: int, n_logprob: int, n_samples: int = 4, seed: int = 0) -> dict:
+    """Pairs rated per second in each scoring mode (generate, generate_n, logprob)."""
+    tok = backend.tokenizer
+    data = pairs(max(n_pairs, n_logprob))
+    sampling = Sampling(temperature=1.0, top_p=0.9, max_new_tokens=96)
+    results: dict[str, dict] = {}
+
+    gen_prompts = [render_chat(tok, rating_prompt(i, o))[0] for i, o in data[:n_pairs]]
+    start = time.perf_counter()
+    outs = backend.generate(gen_prompts, sampling, seed)
+    dt = time.perf_counter() - start
+    results["generate"] = {
+        "pairs": n_pairs,
+        "pairs_per_s": n_pairs / dt,
+        "new_tokens_per_s": sum(o.new_tokens for o in outs) / dt,
+        "parsed": sum(parse_score(o.text) is not None for o in outs) / n_pairs,
+        "mean_prompt_tokens": sum(o.prompt_tokens for o in outs) / n_pairs,
+    }
+
+    rep = [p for p in gen_prompts for _ in range(n_samples)]
+    start = time.perf_counter()
+    outs = backend.generate(rep, sampling, seed)
+    dt = time.perf_counter() - start
+    results["generate_n"] = {
+        "pairs": n_pairs,
+        "n_samples": n_samples,
+        "pairs_per_s": n_pairs / dt,
+        "new_tokens_per_s": sum(o.new_tokens for o in outs) / dt,
+        "parsed": sum(parse_score(o.text) is not None for o in outs) / len(outs),
+    }
+
+    lp_prompts = [
+        render_chat(tok, rating_prompt(i, o, score_only=True), assistant_prefix=SCORE_PREFILL)[0] for i, o in data[:n_logprob]
+    ]
+    candidates = ["1", "2", "3", "4", "5"]
+    start = time.perf_counter()
+    logps = backend.next_token_logprobs(lp_prompts, candidates)
+    dt = time.perf_counter() - start
+    expected = []
+    for row in logps:
+        probs = torch.softmax(torch.tensor(row), dim=0)
+        expected.append(float((probs * torch.arange(1, 6)).sum()))
+    results["logprob"] = {
+        "pairs": n_logprob,
+        "pairs_per_s": n_logprob / dt,
+        "prompt_tokens_per_s": sum(len(x) for x in backend._tokenize(lp_prompts)) / dt,
+        "mean_expected_score": sum(expected) / len(expected),
+        "candidate_mass": sum(math.exp(v) for row in logps for v in row) / len(logps),
+    }
+    results["logprob_vs_generate"] = results["logprob"]["pairs_per_s"] / results["generate"]["pairs_per_s"]
+    return results
+
+
+def _sft_examples(model_name: str, n: int) -> list[dict]:
+    from bft.models.registry import load_tokenizer
+
+    tok = load_tokenizer(model_name)
+    return [
+        {"prompt": render_chat(tok, instr)[0], "completion": doc + tok.eos_token}
+        for instr, doc in zip([i for i, _ in pairs(n)], documents(n, sentences=48, seed=1), strict=True)
+    ]
+
+
+def sft_bft(model_name: str, steps: int) -> dict:
+    """``bft.sft.train.train_sft`` (LoRA r=16 all-linear, micro batch 4, 512 tokens), if that module is there."""
+    try:
+        from bft.config.schema import PeftConfig, SFTStageConfig, TrainerConfig
+        from bft.sft.train import train_sft
+    except ImportError as err:
+        return {"skipped": f"bft.sft.train.train_sft not importable: {err}"}
+    stage = SFTStageConfig(max_steps=steps, micro_batch_size=4, batch_size=4, max_seq_len=512, warmup_ratio=0.0)
+    trainer = TrainerConfig(enable_progress_bar=False, checkpoint_every_n_steps=0, log_every_n_steps=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            result = train_sft(_sft_examples(model_name, 4 * steps), model_name, Path(tmp), stage, PeftConfig(), trainer, seed=0)
+        except Exception as err:  # noqa: BLE001 - another module's failure is reported, not fatal to the bench
+            return {"skipped": f"train_sft failed: {type(err).__name__}: {err}"}
+    tps = result.metrics.get("tokens_per_s")
+    return {"tokens_per_s": tps, "precision": trainer.precision, "metrics": result.metrics}
+
+
+def sft_plain(model_name: str, steps: int, micro_batch: int = 4, seq_len: int = 512) -> dict:
+    """Baseline: padded float32 LoRA loop (peft r=16 all-linear, AdamW), no autocast, first step untimed."""
+    from peft import LoraConfig, get_peft_model
+
+    loaded = load_model(model_name, dtype="float32")
+    model = get_peft_model(
+        loaded.model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
+    )
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
+    tok = loaded.tokenizer
+    ex = _sft_examples(model_name, micro_batch)
+    rows = [tok(e["prompt"] + e["completion"], add_special_tokens=False)["input_ids"][:seq_len] for e in ex]
+    ids = torch.full((micro_batch, seq_len), tok.pad_token_id)
+    mask = torch.zeros_like(ids)
+    for r, row in enumerate(rows):
+        ids[r, : len(row)] = torch.tensor(row)
+        mask[r, : len(row)] = 1
+    labels = ids.masked_fill(mask == 0, -100)
+    elapsed = 0.0
+    for step in range(steps + 1):
+        start = time.perf_counter()
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if step:
+            elapsed += time.perf_counter() - start
+    return {"tokens_per_s": steps * micro_batch * seq_len / elapsed, "precision": "float32", "steps": steps}

@@ -1,0 +1,128 @@
+"""The hf generation backend on the tiny random model (float32): order, exactness vs generate, seeding, EOS."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bft.generation.base import Completion, GenerationBackend, Sampling
+from bft.generation.hf import HFBackend, prompt_seed, sample_tokens
+from bft.models.registry import load_model
+from bft.prompts import render_chat
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_model("tiny", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def prompts(tiny):
+    return [render_chat(tiny.tokenizer, f"Question {i}: " + "tell me more " * (i % 4))[0] for i in range(7)]
+
+
+def _plain_greedy(lm, prompt: str, n: int) -> list[int]:
+    enc = lm.tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
+    out = lm.model.generate(**enc, do_sample=False, max_new_tokens=n, pad_token_id=lm.tokenizer.pad_token_id)
+    return out[0, enc.input_ids.shape[1] :].tolist()
+
+
+def test_protocol(tiny):
+    assert isinstance(HFBackend(tiny.model, tiny.tokenizer), GenerationBackend)
+
+
+def test_greedy_equals_generate_and_order_kept(tiny, prompts):
+    backend = HFBackend(tiny.model, tiny.tokenizer, batch_size=3)
+    outs = backend.generate(prompts, Sampling(temperature=0.0, max_new_tokens=10), seed=0)
+    assert len(outs) == len(prompts) and all(isinstance(o, Completion) for o in outs)
+    for prompt, out in zip(prompts, outs, strict=True):
+        ref = _plain_greedy(tiny, prompt, 10)
+        assert out.text == tiny.tokenizer.decode(ref, skip_special_tokens=True)
+        assert out.new_tokens == len(ref)
+        assert out.prompt_tokens == len(tiny.tokenizer(prompt, add_special_tokens=False).input_ids)
+    stats = backend.stats()
+    assert stats["new_tokens"] == sum(o.new_tokens for o in outs)
+    assert stats["prompt_tokens"] == sum(o.prompt_tokens for o in outs)
+
+
+def test_prefix_reuse_equals_no_reuse(tiny, prompts):
+    s = Sampling(temperature=0.0, max_new_tokens=8)
+    shared = HFBackend(tiny.model, tiny.tokenizer, batch_size=4)
+    plain = HFBackend(tiny.model, tiny.tokenizer, batch_size=4, share_prefix=False)
+    assert shared._shared_prefix(shared._tokenize(prompts))  # the chat system prompt is shared
+    assert [o.text for o in shared.generate(prompts, s, 0)] == [o.text for o in plain.generate(prompts, s, 0)]
+    assert shared.stats()["prefill_tokens"] < plain.stats()["prefill_tokens"]
+
+
+def test_drop_finished_equals_keep_finished(tiny, prompts):
+    s = Sampling(temperature=1.0, max_new_tokens=12)
+    a = HFBackend(tiny.model, tiny.tokenizer, batch_size=7).generate(prompts, s, 3)
+    b = HFBackend(tiny.model, tiny.tokenizer, batch_size=7, drop_finished=False).generate(prompts, s, 3)
+    assert [o.text for o in a] == [o.text for o in b]
+
+
+def test_seeded_sampling_independent_of_batching_and_order(tiny, prompts):
+    s = Sampling(temperature=1.0, top_p=0.9, max_new_tokens=10)
+    a = HFBackend(tiny.model, tiny.tokenizer, batch_size=2).generate(prompts, s, seed=5)
+    again = HFBackend(tiny.model, tiny.tokenizer, batch_size=2).generate(prompts, s, seed=5)
+    shuffled = HFBackend(tiny.model, tiny.tokenizer, batch_size=5).generate(prompts[::-1], s, seed=5)[::-1]
+    assert [o.text for o in a] == [o.text for o in again] == [o.text for o in shuffled]
+    other = HFBackend(tiny.model, tiny.tokenizer, batch_size=2).generate(prompts, s, seed=6)
+    assert [o.text for o in a] != [o.text for o in other]
+
+
+def test_repeated_prompt_gets_distinct_samples(tiny, prompts):
+    outs = HFBackend(tiny.model, tiny.tokenizer).generate([prompts[0]] * 4, Sampling(max_new_tokens=10), seed=0)
+    assert len({o.text for o in outs}) > 1
+    assert prompt_seed(0, "x", 0) != prompt_seed(0, "x", 1)
+
+
+def test_eos_stops_and_counts(tiny, prompts):
+    backend = HFBackend(tiny.model, tiny.tokenizer, batch_size=4)
+    eos = tiny.tokenizer.eos_token_id
+    # Make EOS the most likely token everywhere: greedy decoding must stop at the first step.
+    head = tiny.model.get_output_embeddings()
+    old = None if head.bias is None else head.bias.data.clone()
+    head.bias = torch.nn.Parameter(torch.zeros(head.out_features))
+    head.bias.data[eos] = 1e4
+    try:
+        outs = backend.generate(prompts[:3], Sampling(temperature=0.0, max_new_tokens=10), seed=0)
+        forced = backend.generate(prompts[:3], Sampling(temperature=0.0, max_new_tokens=4, min_new_tokens=4), 0)
+    finally:
+        head.bias = None if old is None else torch.nn.Parameter(old)
+    assert all(o.finished and o.new_tokens == 1 and o.text == "" for o in outs)
+    assert all(o.new_tokens == 4 and not o.finished for o in forced)
+
+
+def test_not_finished_when_length_runs_out(tiny, prompts):
+    outs = HFBackend(tiny.model, tiny.tokenizer).generate(prompts[:2], Sampling(temperature=0.0, max_new_tokens=3), 0)
+    assert all(o.new_tokens <= 3 for o in outs)
+    assert all(o.finished or o.new_tokens == 3 for o in outs)
+
+
+def test_next_token_logprobs_match_forward(tiny, prompts):
+    backend = HFBackend(tiny.model, tiny.tokenizer, batch_size=3)
+    cands = ["1", "2", "3", "4", "5"]
+    got = backend.next_token_logprobs(prompts, cands)
+    cand_ids = [tiny.tokenizer(c, add_special_tokens=False).input_ids[0] for c in cands]
+    for prompt, row in zip(prompts, got, strict=True):
+        enc = tiny.tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
+        with torch.no_grad():
+            ref = torch.log_softmax(tiny.model(**enc).logits[0, -1].float(), -1)[cand_ids]
+        assert torch.allclose(torch.tensor(row), ref, atol=1e-4)
+    with pytest.raises(ValueError, match="single tokens"):
+        backend.next_token_logprobs(prompts[:1], ["hello world"])
+
+
+def test_sample_tokens_top_p_paths():
+    torch.manual_seed(0)
+    logits = torch.randn(6, 500)
+    logits[:3, 0] = 20.0  # peaked rows: nucleus inside the top-k fast path; flat rows take the full sort
+    gens = [torch.Generator().manual_seed(i) for i in range(6)]
+    picks = sample_tokens(logits, Sampling(temperature=1.0, top_p=0.5), gens)
+    assert picks[:3].tolist() == [0, 0, 0]
+    probs = torch.softmax(logits[3:], -1)
+    sorted_p, _ = probs.sort(-1, descending=True)
+    for row, tok in zip(range(3), picks[3:].tolist(), strict=True):
+        rank = (probs[row] > probs[row, tok]).sum()
+        assert sorted_p[row, :rank].sum() < 0.5  # only tokens inside the nucleus are drawn
