@@ -8,7 +8,8 @@ Usage (Hydra-style ``key=value`` arguments)::
 
 Options: annotator (local | test_length_judge | any alpaca_eval annotator; default local), judge_model
 (default smollm2_135m), judge_adapter, judge_dtype, judge_batch_size, eval (ae1 | ae2 | embedded | path; default
-embedded), max_instances, seed, lc_weights_dir, name, out (output folder).
+embedded), max_instances, seed, lc_weights_dir, name, out (output folder), reference (with annotations=: reference
+outputs joined on instruction, for the length-controlled win rate).
 """
 
 from __future__ import annotations
@@ -195,7 +196,8 @@ def from_outputs(args: dict[str, str], annotator: str) -> tuple[dict[str, Any], 
         outputs = Path(args["outputs"])
         model = read_records(outputs)
         reference = load_eval_set(args.get("eval", "embedded"), _int(args, "max_instances", None))
-        out_dir = Path(args.get("out", outputs.parent / "eval"))
+        parent = outputs.parent if is_writable(outputs.parent) else Path.cwd()
+        out_dir = Path(args.get("out", parent / "eval"))
     if "run" in args and "max_instances" in args:
         reference = reference[: _int(args, "max_instances", None)]
     wanted = {r["instruction"] for r in reference}

@@ -79,10 +79,18 @@ def length_judge_completions(prompts: list[str], **_: Any) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=2)
-def _load_judge(model_name: str, dtype: str, adapter: str | None):
+def _load_judge(model_name: str, dtype: str, adapter: str | None, device: str):
     from bft.models.registry import load_model
 
-    return load_model(model_name, dtype=dtype, adapter=adapter)
+    return load_model(model_name, dtype=dtype, adapter=adapter, device=device)
+
+
+def _pick_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def choice_token_ids(tokenizer) -> tuple[int, int]:
@@ -111,6 +119,7 @@ def hf_logprob_completions(
     adapter: str | None = None,
     batch_size: int = 4,
     max_prompt_tokens: int | None = None,
+    device: str = "auto",
     **_: Any,
 ) -> dict[str, Any]:
     """Judge with a local causal LM: log-probabilities of ``m`` / ``M`` as the next token after the prompt.
@@ -121,7 +130,7 @@ def hf_logprob_completions(
     import torch
 
     start = time.perf_counter()
-    loaded = _load_judge(model_name, dtype, adapter)
+    loaded = _load_judge(model_name, dtype, adapter, _pick_device(device))
     model, tokenizer = loaded.model, loaded.tokenizer
     id_m, id_big_m = choice_token_ids(tokenizer)
     limit = max_prompt_tokens or getattr(model.config, "max_position_embeddings", 2048)

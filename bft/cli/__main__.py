@@ -1,0 +1,3 @@
+from bft.cli.main import main
+
+main()

@@ -1,0 +1,105 @@
+"""End-to-end smoke test of every stage on the tiny model, artifact reuse, and partial recomputation."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bft.data.io import read_jsonl
+from bft.pipeline.runner import run_pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One full smoke run (tiny model), shared by the tests of this module."""
+    from hydra import compose, initialize_config_dir
+
+    from bft.config.schema import register_configs
+
+    register_configs()
+    root = tmp_path_factory.mktemp("smoke")
+    artifacts = root / "artifacts"
+
+    def run(*overrides: str, name: str):
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=["debug=smoke", f"run.artifacts_dir={artifacts}", *overrides])
+        run_dir = root / name
+        run_dir.mkdir()
+        return run_pipeline(cfg, run_dir)
+
+    return {"first": run(name="first"), "run": run, "artifacts": artifacts, "root": root}
+
+
+def test_every_stage_runs_and_writes_a_manifest(smoke):
+    ctx = smoke["first"]
+    names = [r.stage for r in ctx.reports]
+    assert names == [
+        "seed", "corpus", "backward_model", "augment", "seed_model", "curate_0", "rewrite", "train_data",
+        "final_model", "eval_outputs", "base_outputs", "evaluate",
+    ]
+    assert not any(r.reused for r in ctx.reports)
+    for report in ctx.reports:
+        manifest = json.loads((report.path / "manifest.json").read_text())
+        assert manifest["key"] == report.key and manifest["versions"]["torch"]
+        assert "counts" in manifest and "seconds" in manifest
+        for name, digest in manifest["files"].items():
+            assert (report.path / name).exists() and len(digest) == 64
+    summary = ctx.summary
+    assert 0.0 <= summary["win_rate"] <= 100.0 and summary["n"] == 4
+    assert Path(summary["final_model"], "adapter_config.json").exists()
+    assert (ctx.run_dir / "summary.json").exists()
+
+
+def test_records_keep_their_provenance(smoke):
+    ctx = smoke["first"]
+    generated = read_jsonl(ctx.artifacts["rewrite"].file("generated.jsonl"))
+    assert generated
+    for row in generated:
+        for key in ("id", "source_id", "text", "instruction", "backward_raw", "backward_model", "score", "judge_raw",
+                    "judge_model", "output", "rewriter_raw", "rewriter"):
+            assert key in row, key
+    scored = read_jsonl(ctx.artifacts["curate_0"].file("scored.jsonl"))
+    kept = [r for r in scored if r["kept"]]
+    assert len(kept) == len(read_jsonl(ctx.artifacts["curate_0"].file("curated.jsonl")))
+    train = read_jsonl(ctx.artifacts["train_data"].file("train.jsonl"))
+    seed_rows = [r for r in train if r["origin"] == "seed"]
+    web_rows = [r for r in train if r["origin"] == "generated"]
+    assert all(r["prompt"].endswith("Answer in the style of an AI Assistant.") for r in seed_rows)
+    assert all(r["prompt"].endswith("Answer with knowledge from web search.") for r in web_rows)
+
+
+def test_same_config_again_reuses_every_stage(smoke):
+    again = smoke["run"](name="again")
+    assert all(r.reused for r in again.reports)
+    assert again.summary["win_rate"] == smoke["first"].summary["win_rate"]
+
+
+def test_rewriter_none_recomputes_only_what_follows_curation(smoke):
+    ctx = smoke["run"]("rewriter=none", name="filter_only")
+    status = {r.stage: r.reused for r in ctx.reports}
+    for stage in ("seed", "corpus", "backward_model", "augment", "seed_model", "curate_0", "base_outputs"):
+        assert status[stage], stage
+    for stage in ("rewrite", "train_data", "final_model", "eval_outputs", "evaluate"):
+        assert not status[stage], stage
+    generated = read_jsonl(ctx.artifacts["rewrite"].file("generated.jsonl"))
+    assert all(r["output"] == r["text"] and r["rewriter"] == "none" for r in generated)
+
+
+def test_cli_reuses_the_store_and_prints_the_summary_table(smoke):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "bft.cli", "debug=smoke", f"run.artifacts_dir={smoke['artifacts']}",
+         f"hydra.run.dir={smoke['root'] / 'cli'}"],
+        capture_output=True, text=True, env=env, cwd=smoke["root"], timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "reused" in result.stdout and "AlpacaEval win rate" in result.stdout
+    assert "curated dataset:" in result.stdout and "final model/adapter:" in result.stdout
+    assert "computed" not in result.stdout
