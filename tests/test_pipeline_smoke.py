@@ -92,10 +92,14 @@ def test_rewriter_none_recomputes_only_what_follows_curation(smoke):
     assert all(r["output"] == r["text"] and r["rewriter"] == "none" for r in generated)
 
 
+PLANTED = "sk-PLANTED-fake-key-0123456789abcdef"
+
+
 def test_cli_reuses_the_store_and_prints_the_summary_table(smoke):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OPENAI_API_KEY": PLANTED,
+           "WANDB_API_KEY": PLANTED, "HF_TOKEN": PLANTED}
     result = subprocess.run(
-        [sys.executable, "-m", "bft.cli", "debug=smoke", f"run.artifacts_dir={smoke['artifacts']}",
+        [sys.executable, "-m", "bft.cli", "debug=smoke", "logger=wandb_offline", f"run.artifacts_dir={smoke['artifacts']}",
          f"hydra.run.dir={smoke['root'] / 'cli'}"],
         capture_output=True, text=True, env=env, cwd=smoke["root"], timeout=300,
     )
@@ -103,3 +107,25 @@ def test_cli_reuses_the_store_and_prints_the_summary_table(smoke):
     assert "reused" in result.stdout and "AlpacaEval win rate" in result.stdout
     assert "curated dataset:" in result.stdout and "final model/adapter:" in result.stdout
     assert "computed" not in result.stdout
+    wandb_dirs = list((smoke["root"] / "cli").glob("wandb/offline-run-*"))
+    assert wandb_dirs, "the W&B offline run folder is missing"
+
+
+def test_no_secret_appears_in_any_written_file(smoke):
+    """Runs after the CLI test, which had keys planted in its environment and W&B logging on."""
+    written = [p for p in smoke["root"].rglob("*") if p.is_file()]
+    assert any("wandb" in p.parts for p in written)
+    for path in written:
+        assert PLANTED.encode() not in path.read_bytes(), path
+
+
+def test_skip_mode_finishes_a_run_on_a_dirty_corpus_and_reports_the_skips(smoke, tmp_path):
+    from test_bad_input import write_bad_corpus
+
+    corpus = write_bad_corpus(tmp_path / "dirty.jsonl")
+    ctx = smoke["run"]("corpus=file", f"corpus.source={corpus}", "data.on_error=skip", name="dirty")
+    counts = ctx.artifacts["corpus"].manifest["counts"]
+    assert counts["skipped_input"] == {"malformed_json": 1, "empty_field": 1, "non_utf8": 1, "duplicate_id": 1,
+                                       "missing_field": 1}
+    assert counts["in"] == 6
+    assert ctx.summary["win_rate"] is not None

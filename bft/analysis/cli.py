@@ -67,12 +67,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
 
     from bft.analysis.analyze import analyze
-    from bft.analysis.embeddings import choose_embedder, minilm_features
+    from bft.analysis.embeddings import CachedEmbedder, choose_embedder, minilm_features
     from bft.analysis.lengths import load_length_tokenizer
     from bft.analysis.plots import plot_embedding_map, plot_length_histograms, plot_trigrams
     from bft.analysis.report import print_table, write_outputs
 
     features, embedder = choose_embedder(args.features, warn=_err)
+    minilm = CachedEmbedder(minilm_features)  # one cache: responses embedded for the map are reused by the overlap check
+    embedder = minilm if features == "minilm" else CachedEmbedder(embedder)
     try:
         result = analyze(
             datasets,
@@ -82,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             reference=args.mauve_reference,
             eval_instructions=eval_instructions,
             do_mauve=not args.no_mauve,
-            overlap_embedder=minilm_features,
+            overlap_embedder=minilm,
             log=_err,
         )
     except ValueError as err:

@@ -66,3 +66,19 @@ def choose_embedder(features: str, warn: Callable[[str], None] = print) -> tuple
             return "gpt2", gpt2_features
         warn(f"GPT-2 features unavailable offline ({why}); falling back to MiniLM features")
     return "minilm", minilm_features
+
+
+class CachedEmbedder:
+    """Wraps an embedder so each distinct text is embedded once per process (responses reused by the overlap check)."""
+
+    def __init__(self, embed: Embedder) -> None:
+        self.embed = embed
+        self.cache: dict[str, np.ndarray] = {}
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
+        if missing:
+            self.cache.update(zip(missing, self.embed(missing), strict=True))
+        if not texts:
+            return self.embed([])
+        return np.stack([self.cache[t] for t in texts])

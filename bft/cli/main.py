@@ -50,8 +50,9 @@ _HYDRA_FLAGS = ("-m", "--multirun", "--cfg", "-c", "--help", "-h", "--hydra-help
 
 def precheck_overrides(argv: list[str]) -> str | None:
     """Compose the config once to turn Hydra's multi-line override errors into one line (single runs only)."""
-    if any(a in _HYDRA_FLAGS or a.startswith(("--", "hydra.", "+sweep")) for a in argv):
+    if any(a in _HYDRA_FLAGS or a.startswith(("--", "+sweep", "hydra.mode")) for a in argv):
         return None
+    argv = [a for a in argv if not a.startswith(("hydra.", "hydra/"))]
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException

@@ -1,0 +1,98 @@
+"""Bad input and bad configs give one clear line naming the file, line or key, and never a traceback."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bft.cli.main import precheck_overrides
+from bft.config.validate import ConfigError, validate
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+TOPICS = ["gardening and soil health", "bicycle maintenance", "sourdough baking", "river kayaking",
+          "home insulation", "chess openings"]
+
+
+def write_bad_corpus(path: Path) -> Path:
+    """Six distinct good documents, then one bad line of each kind (lines 7 to 11)."""
+    good = '{"id": "d%d", "text": "%s"}\n'
+    with path.open("wb") as handle:
+        for i, topic in enumerate(TOPICS):
+            body = " ".join(f"Step {k} of a practical guide to {topic}, with detail number {k * 7 + i}." for k in range(12))
+            handle.write((good % (i, body)).encode())
+        handle.write(b'{"id": "broken", "text": "unterminated\n')  # line 7: malformed JSON
+        handle.write(b'{"id": "empty", "text": ""}\n')  # line 8: empty document
+        handle.write(b'{"id": "latin1", "text": "caf\xe9 au lait"}\n')  # line 9: not UTF-8
+        handle.write(b'{"id": "d0", "text": "duplicate id"}\n')  # line 10: duplicate id
+        handle.write(b'{"id": "notext"}\n')  # line 11: missing field
+    return path
+
+
+def run_cli(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    return subprocess.run([sys.executable, "-m", "bft.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=timeout)
+
+
+def test_malformed_corpus_fails_with_one_line_naming_file_and_line(tmp_path):
+    corpus = write_bad_corpus(tmp_path / "docs.jsonl")
+    result = run_cli("debug=smoke", "corpus=file", f"corpus.source={corpus}", f"run.artifacts_dir={tmp_path / 'a'}",
+                     f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("bft: error:")]
+    assert len(errors) == 1 and f"{corpus}:7" in errors[0]
+    assert "Traceback" not in result.stderr
+    # the seed artifact computed before the failure is kept, complete
+    assert list((tmp_path / "a" / "seed").glob("*/manifest.json"))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["no_such_key=3"],
+        ["seed.size=many"],
+        ["curation.scoring=vibes"],
+        ["model=/definitely/not/a/model"],
+        ["model.name=/definitely/not/a/model"],
+        ["rewriter=unknown_rewriter"],
+        ["eval.annotator=alpaca_eval_gpt4"],
+        ["seed=file", "seed.source=/no/such/seed.jsonl"],
+    ],
+)
+def test_bad_configs_fail_fast_in_one_line(tmp_path, args):
+    env_args = [*args, "debug=smoke", f"run.artifacts_dir={tmp_path / 'a'}", f"hydra.run.dir={tmp_path / 'run'}"]
+    saved = os.environ.pop("OPENAI_API_KEY", None)
+    try:
+        result = run_cli(*env_args, cwd=tmp_path, timeout=120)
+    finally:
+        if saved is not None:
+            os.environ["OPENAI_API_KEY"] = saved
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr[-1500:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("bft: error:")]
+    assert len(errors) == 1, result.stderr[-1500:]
+    assert not (tmp_path / "a" / "backward_model").exists()  # nothing trained before the error
+
+
+def test_fuzzed_overrides_never_crash_the_checker(compose_cfg):
+    rng = random.Random(0)
+    keys = ["seed.size", "curation.threshold", "curation.iterations", "sft.final.lr", "generation.batch_size",
+            "corpus.min_chars", "rewriter.mode", "peft.method", "data.on_error", "eval.max_instances"]
+    values = ["-1", "0", "abc", "1e9", "null", "[1,2]", "{a: 1}", "''", "5.5", "true", "%%%"]
+    for _ in range(60):
+        override = f"{rng.choice(keys)}={rng.choice(values)}"
+        problem = precheck_overrides([override])
+        if problem is not None:
+            assert "\n" not in problem
+            continue
+        try:
+            validate(compose_cfg(override))
+        except ConfigError as err:
+            assert "\n" not in str(err)
