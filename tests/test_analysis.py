@@ -134,3 +134,24 @@ def test_cli_bad_input(tmp_path, capsys):
 
     assert main([str(tmp_path / "nope.jsonl"), "--no-mauve", "--eval-set", "none"]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_cached_embedder_embeds_each_text_once():
+    from bft.analysis.embeddings import CachedEmbedder
+
+    calls: list[list[str]] = []
+
+    def fake(texts):
+        calls.append(list(texts))
+        return np.array([[float(len(t))] for t in texts])
+
+    emb = CachedEmbedder(fake)
+    assert emb(["ab", "c", "ab"]).ravel().tolist() == [2.0, 1.0, 2.0]
+    assert emb(["c", "xyz"]).ravel().tolist() == [1.0, 3.0]
+    assert calls == [["ab", "c"], ["xyz"]]
+
+
+def test_log_to_wandb_without_run_is_a_no_op(tmp_path):
+    from bft.analysis.wandb_log import log_to_wandb
+
+    assert log_to_wandb(None, [{"dataset": "a", "mauve": 0.5}], tmp_path) is False

@@ -124,7 +124,7 @@ def render(report: dict) -> Table:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     report = run(args)
-    Console().print(render(report))
+    Console(width=200).print(render(report))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")

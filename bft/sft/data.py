@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import bisect
 import random
-from functools import partial
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler

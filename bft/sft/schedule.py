@@ -23,10 +23,7 @@ def lr_lambda(step: int, max_steps: int, warmup_steps: int, schedule: str, floor
     if schedule == "constant":
         return 1.0
     progress = min(1.0, max(0.0, (step - warmup_steps) / max(1, max_steps - 1 - warmup_steps)))
-    if schedule == "linear":
-        shape = 1.0 - progress
-    else:
-        shape = 0.5 * (1.0 + math.cos(math.pi * progress))
+    shape = 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
     return floor_ratio + (1.0 - floor_ratio) * shape
 
 

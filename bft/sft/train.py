@@ -175,6 +175,7 @@ def train_sft(
         "train_loss": module.smoothed_loss(),
         "first_loss": module.first_loss if module.first_loss is not None else float("nan"),
         "steps": float(pl_trainer.global_step),
+        "resumed_from_step": float(module.start_step),
         "tokens": float(module.fit_tokens),
         "seconds": seconds,
         "tokens_per_s": module.fit_tokens / seconds if seconds > 0 else 0.0,

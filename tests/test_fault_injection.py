@@ -1,0 +1,81 @@
+"""Kill the pipeline (SIGKILL) in the middle of a generation stage and of training, restart it with the same
+command, and check that the artifacts equal those of an uninterrupted run."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+COMMON = ["debug=smoke", "trainer.checkpoint_every_n_steps=1", "sft.final.max_steps=4", "generation.shard_size=2"]
+COMPARED = ["augment/*/candidates.jsonl", "curate/*/scored.jsonl", "rewrite/*/generated.jsonl",
+            "train_data/*/train.jsonl", "final_model/*/model/adapter_model.safetensors",
+            "eval_outputs/*/model_outputs.json"]
+
+
+def _cmd(artifacts: Path, run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "bft.cli", *COMMON, f"run.artifacts_dir={artifacts}", f"hydra.run.dir={run_dir}"]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _outputs(artifacts: Path) -> dict[str, str]:
+    found = {}
+    for pattern in COMPARED:
+        matches = [p for p in artifacts.glob(pattern) if ".partial" not in str(p)]
+        assert len(matches) == 1, (pattern, matches)
+        found[pattern] = _digest(matches[0])
+    return found
+
+
+def _run_and_kill_when(artifacts: Path, run_dir: Path, pattern: str, timeout: float = 400) -> None:
+    proc = subprocess.Popen(_cmd(artifacts, run_dir), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline:
+            if list(artifacts.glob(pattern)):
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(30)
+                return
+            if proc.poll() is not None:
+                pytest.fail(f"the run ended (rc={proc.returncode}) before {pattern} appeared")
+            time.sleep(0.2)
+        pytest.fail(f"{pattern} did not appear within {timeout}s")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("clean")
+    result = subprocess.run(_cmd(root / "a", root / "run"), env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return _outputs(root / "a")
+
+
+def test_kill_in_generation_and_training_then_resume_gives_identical_artifacts(uninterrupted, tmp_path):
+    artifacts = tmp_path / "a"
+    # 1) SIGKILL once the augment stage has written its second shard (mid generation stage)
+    _run_and_kill_when(artifacts, tmp_path / "r1", "augment/*.partial/shards/shard-00001.jsonl")
+    assert not list(artifacts.glob("augment/*/manifest.json"))
+    # 2) restart; SIGKILL once the final model has a checkpoint (mid training)
+    _run_and_kill_when(artifacts, tmp_path / "r2", "final_model/*.partial/checkpoints/last.ckpt")
+    assert list(artifacts.glob("augment/*/manifest.json")), "augment did not complete on the restart"
+    assert not list(artifacts.glob("final_model/*/manifest.json"))
+    # 3) restart again and let it finish
+    result = subprocess.run(_cmd(artifacts, tmp_path / "r3"), env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _outputs(artifacts) == uninterrupted
