@@ -68,8 +68,25 @@ def precheck_overrides(argv: list[str]) -> str | None:
     return None
 
 
+# Groups whose option may also be a model given as a folder or hub id: `bft model=/path/to/folder`.
+_MODEL_GROUPS = ("model", "rewriter")
+
+
+def expand_model_overrides(argv: list[str], conf_dir: str = CONF_DIR) -> list[str]:
+    """``model=<folder or hub id>`` -> ``model.name=<...>`` when it is not one of the group's options."""
+    expanded = []
+    for arg in argv:
+        group, _, value = arg.partition("=")
+        if group in _MODEL_GROUPS and value and "," not in value and not (Path(conf_dir) / group / f"{value}.yaml").exists():
+            if "/" in value or Path(value).expanduser().exists():
+                arg = f"{group}.name={value}"
+        expanded.append(arg)
+    return expanded
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.argv[1:] = expand_model_overrides(sys.argv[1:])
     problem = precheck_overrides(sys.argv[1:])
     if problem:
         print(f"bft: error: {problem}", file=sys.stderr)

@@ -29,6 +29,9 @@ class SeedConfig:
 
     source: str = "embedded"
     size: int | None = None  # subsample to this many pairs with ``run.seed``
+    # "all": the subsample feeds every model; "forward": only M0/Mi/final use it, the backward model (and so the
+    # augmentation) uses the whole seed, which lets a seed-size sweep share one augmentation artifact.
+    size_scope: str = "all"
     instruction_field: str = "instruction"
     output_field: str = "output"
     hub_dataset: str = "OpenAssistant/oasst1"

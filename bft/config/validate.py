@@ -16,6 +16,7 @@ _CHOICES = {
     "generation.backend": ("hf", "vllm"),
     "logger.mode": ("offline", "online", "disabled"),
     "data.on_error": ("raise", "skip"),
+    "seed.size_scope": ("all", "forward"),
     "model.dtype": ("auto", "float32", "bfloat16", "float16"),
     "generation.dtype": ("auto", "float32", "bfloat16", "float16"),
 }

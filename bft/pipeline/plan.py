@@ -23,6 +23,7 @@ def _stage(name: str, reads: tuple[str, ...], writes: tuple[str, ...], compute: 
 
 
 SEED = _stage("seed", (), ("seed.jsonl",), s.compute_seed)
+SEED_FULL = _stage("seed", (), ("seed.jsonl",), s.compute_full_seed)
 CORPUS = _stage("corpus", (), ("corpus.jsonl",), s.compute_corpus)
 BACKWARD_MODEL = _stage("backward_model", ("seed",), ("model/",), s.compute_backward_model)
 AUGMENT = _stage("augment", ("corpus", "backward_model"), ("candidates.jsonl",), s.compute_augment)
@@ -49,16 +50,21 @@ def build_plan(cfg: DictConfig) -> list[Step]:
     if cfg.data.baseline_file:
         baseline = Step("baseline_data", BASELINE_DATA, {}, {"file": cfg.data.baseline_file, "on_error": data_policy})
         return [seed_step, baseline, *_training_and_eval(cfg, "baseline_data")]
-    return [seed_step, *_generation(cfg), *_training_and_eval(cfg, "rewrite")]
+    steps = [seed_step]
+    if cfg.seed.size is not None and cfg.seed.size_scope == "forward":
+        full = {**seed_step.config, "seed": {**seed_step.config["seed"], "size": None, "size_scope": "all"}}
+        steps.append(Step("seed_full", SEED_FULL, {}, full))
+    return [*steps, *_generation(cfg), *_training_and_eval(cfg, "rewrite")]
 
 
 def _generation(cfg: DictConfig) -> list[Step]:
     """corpus -> backward model -> augment -> [seed model -> curate_i]* -> rewrite."""
     data_policy = cfg.data.on_error
     curation_cfg = {k: s._plain(v) for k, v in cfg.curation.items() if k not in ("enabled", "iterations")}
+    backward_seed = "seed_full" if cfg.seed.size is not None and cfg.seed.size_scope == "forward" else "seed"
     steps = [
         Step("corpus", CORPUS, {}, {"corpus": s._plain(cfg.corpus), "on_error": data_policy}),
-        Step("backward_model", BACKWARD_MODEL, {"seed": "seed"}, s._training_key(cfg, "backward")),
+        Step("backward_model", BACKWARD_MODEL, {"seed": backward_seed}, s._training_key(cfg, "backward")),
         Step(
             "augment",
             AUGMENT,

@@ -61,12 +61,21 @@ def _shard_seed(cfg: DictConfig, stage: str, index: int) -> int:
 # ----------------------------------------------------------------------------------------------- data stages
 
 
-def compute_seed(ctx: RunContext, upstream: dict[str, Artifact], work: Path) -> StageOutput:
+def _write_seed(ctx: RunContext, work: Path, seed_cfg: DictConfig) -> StageOutput:
     from bft.data.seed import load_seed
 
-    records = load_seed(ctx.cfg.seed, seed=ctx.cfg.run.seed, on_error=ctx.cfg.data.on_error)
+    records = load_seed(seed_cfg, seed=ctx.cfg.run.seed, on_error=ctx.cfg.data.on_error)
     write_jsonl_atomic(work / "seed.jsonl", records)
     return StageOutput(counts={"in": len(records), "out": len(records)})
+
+
+def compute_seed(ctx: RunContext, upstream: dict[str, Artifact], work: Path) -> StageOutput:
+    return _write_seed(ctx, work, ctx.cfg.seed)
+
+
+def compute_full_seed(ctx: RunContext, upstream: dict[str, Artifact], work: Path) -> StageOutput:
+    """The whole seed set (``seed.size`` ignored): the backward model's data when ``seed.size_scope=forward``."""
+    return _write_seed(ctx, work, OmegaConf.merge(ctx.cfg.seed, {"size": None, "size_scope": "all"}))
 
 
 def compute_corpus(ctx: RunContext, upstream: dict[str, Artifact], work: Path) -> StageOutput:

@@ -1,0 +1,80 @@
+"""Model registry: embedded names, any local save_pretrained folder, hub ids, and clear errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bft.config.schema import GenerationConfig, PeftConfig, SFTStageConfig, TrainerConfig
+from bft.models.registry import ModelNotFoundError, load_model, load_tokenizer, resolve_model_path
+
+
+@pytest.fixture(scope="module")
+def local_folder(tmp_path_factory) -> Path:
+    """A causal LM saved with save_pretrained, as a user would have on disk."""
+    folder = tmp_path_factory.mktemp("my_model")
+    loaded = load_model("tiny", dtype="float32")
+    loaded.model.save_pretrained(folder)
+    loaded.tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_local_folder_trains_and_generates(local_folder, tmp_path):
+    from bft.generation.base import Sampling, make_backend
+    from bft.models.registry import load_model as load
+    from bft.prompts import render_chat
+    from bft.sft.train import train_sft
+
+    assert resolve_model_path(str(local_folder)) == str(local_folder.resolve())
+    examples = [{"prompt": f"Say {w}.", "completion": w} for w in ("red", "green", "blue", "cyan")]
+    stage = SFTStageConfig(max_steps=1, batch_size=4, micro_batch_size=4, max_seq_len=128)
+    result = train_sft(examples, str(local_folder), tmp_path / "train", stage, PeftConfig(),
+                       TrainerConfig(precision="32-true", enable_progress_bar=False), seed=0)
+    assert load(str(local_folder), adapter=result.model_dir).model is not None
+    backend = make_backend(GenerationConfig(dtype="float32"), str(local_folder), adapter=result.model_dir)
+    tokenizer = load_tokenizer(str(local_folder))
+    out = backend.generate([render_chat(tokenizer, "Say red.")[0]], Sampling(max_new_tokens=4), seed=0)
+    assert len(out) == 1 and out[0].new_tokens >= 1
+
+
+def test_cli_accepts_a_model_folder(local_folder, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    result = subprocess.run(
+        [sys.executable, "-m", "bft.cli", f"model={local_folder}", "debug=smoke", "run.dry_run=true",
+         f"run.artifacts_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-1500:]
+    assert "backward_model" in result.stdout
+
+
+def test_missing_or_invalid_models_fail_clearly(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="not a registered name"):
+        resolve_model_path("/no/such/model/folder")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelNotFoundError, match="no config.json"):
+        resolve_model_path(str(tmp_path / "empty"))
+    assert resolve_model_path("meta-llama/Llama-2-7b-hf") == "meta-llama/Llama-2-7b-hf"  # hub ids pass through
+    assert resolve_model_path("llama2_70b_chat") == "meta-llama/Llama-2-70b-chat-hf"
+
+
+def test_tokenizer_without_chat_template_is_refused(local_folder, tmp_path):
+    import shutil
+
+    copy = tmp_path / "no_template"
+    shutil.copytree(local_folder, copy)
+    for name in ("chat_template.jinja", "chat_template.json"):
+        (copy / name).unlink(missing_ok=True)
+    config = (copy / "tokenizer_config.json").read_text()
+    if "chat_template" in config:
+        import json
+
+        data = json.loads(config)
+        data.pop("chat_template", None)
+        (copy / "tokenizer_config.json").write_text(json.dumps(data))
+    with pytest.raises(ModelNotFoundError, match="no chat template"):
+        load_tokenizer(str(copy))
