@@ -193,24 +193,24 @@ def _rank_and_world() -> tuple[int, int]:
 
 
 class SFTBatchSampler(Sampler[list[int]]):
-    """Re-shuffles every epoch (Lightning calls ``set_epoch``) and gives each rank an equal share of batches.
+    """An endless stream of micro-batches whose i-th element depends only on (seed, i).
 
-    All ranks build the same global batch list from ``seed + epoch`` and take every ``world``-th batch, so no
-    distributed sampler is needed (train.py sets ``use_distributed_sampler=False``).
+    Epoch ``e`` is the batch list built from ``seed + e``; the stream walks epoch after epoch, and training stops
+    at ``max_steps``. ``start`` skips the micro-batches a resumed run already consumed, so a run killed and
+    resumed from a checkpoint sees exactly the batches of an uninterrupted run (Lightning itself restarts a
+    plain DataLoader from its first batch). All ranks build the same global list and take every ``world``-th
+    batch, so no distributed sampler is needed (train.py sets ``use_distributed_sampler=False``).
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, group_by_length: bool):
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, group_by_length: bool, start: int = 0):
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.seed = seed
         self.group_by_length = group_by_length
-        self.epoch = 0
+        self.start = start
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _batches(self) -> list[list[int]]:
-        seed = self.seed + self.epoch
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        seed = self.seed + epoch
         if self.group_by_length:
             batches = length_grouped_batches(self.lengths, self.batch_size, seed)
         else:
@@ -221,24 +221,35 @@ class SFTBatchSampler(Sampler[list[int]]):
         return batches[: len(batches) // world * world][rank::world]
 
     def __iter__(self) -> Iterator[list[int]]:
-        yield from self._batches()
-
-    def __len__(self) -> int:
-        return len(self._batches())
+        per_epoch = len(self.epoch_batches(0))
+        epoch, position = divmod(self.start, per_epoch)
+        while True:
+            batches = self.epoch_batches(epoch)
+            yield from batches[position:]
+            epoch, position = epoch + 1, 0
 
 
 def build_dataloader(
-    encoded: Sequence[Encoded], grouping: str, micro_batch_size: int, max_seq_len: int, pad_id: int, seed: int
+    encoded: Sequence[Encoded],
+    grouping: str,
+    micro_batch_size: int,
+    max_seq_len: int,
+    pad_id: int,
+    seed: int,
+    start: int = 0,
 ) -> DataLoader:
-    """The training DataLoader for one of :data:`GROUPINGS` (tokenised data lives in memory; no workers)."""
+    """The training DataLoader for one of :data:`GROUPINGS` (tokenised data lives in memory; no workers).
+
+    ``start``: micro-batches to skip (those a resumed run already trained on).
+    """
     if grouping not in GROUPINGS:
         raise ValueError(f"unknown grouping {grouping!r}; expected one of {GROUPINGS}")
     if grouping == "packing":
         rows = pack_examples([len(e) for e in encoded], max_seq_len, seed)
         dataset = SFTDataset([[encoded[i] for i in row] for row in rows])
         lengths = [sum(len(e) for e in row) for row in dataset.items]
-        sampler = SFTBatchSampler(lengths, micro_batch_size, seed, group_by_length=False)
+        sampler = SFTBatchSampler(lengths, micro_batch_size, seed, group_by_length=False, start=start)
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=partial(collate_packed, pad_id=pad_id))
     dataset = SFTDataset(encoded)
-    sampler = SFTBatchSampler([len(e) for e in encoded], micro_batch_size, seed, grouping == "length")
+    sampler = SFTBatchSampler([len(e) for e in encoded], micro_batch_size, seed, grouping == "length", start=start)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=partial(collate_padded, pad_id=pad_id))

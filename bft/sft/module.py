@@ -132,6 +132,7 @@ class SFTModule(L.LightningModule):
         self._ema_count = 0
         self._t0: float | None = None
         self.start_step = 0
+        self.rng_seed = 0
         self._tokens_at_start = 0
         self.fit_seconds = 0.0
         self.fit_tokens = 0
@@ -155,6 +156,12 @@ class SFTModule(L.LightningModule):
         return F.cross_entropy(logits.float(), targets[keep])
 
     # --- Lightning hooks --------------------------------------------------------------------------------------
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        """Seed dropout from (seed, step, micro-batch): a resumed run draws the same masks as an uninterrupted one."""
+        accumulate = self.trainer.accumulate_grad_batches
+        micro = self.trainer.global_step * accumulate + batch_idx % accumulate
+        torch.manual_seed((self.rng_seed * 1_000_003 + micro) % (2**63))
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.compute_loss(batch)
         n_tokens = batch["n_tokens"]

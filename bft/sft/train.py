@@ -67,6 +67,13 @@ def frozen_base_dtype(model_dtype: str, precision: str, peft: PeftConfig) -> tor
     return pick_dtype(model_dtype)
 
 
+def checkpoint_step(path: Path) -> int:
+    """The optimizer step a checkpoint was saved at (0 when there is none)."""
+    if not path.exists():
+        return 0
+    return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+
+
 def _save_atomically(module: SFTModule, tokenizer, dest: Path, metrics: dict) -> None:
     tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
     if tmp.exists():
@@ -112,9 +119,6 @@ def train_sft(
             f"max_seq_len={stage.max_seq_len}",
             stacklevel=2,
         )
-    loader = build_dataloader(
-        encoded, stage.grouping, stage.micro_batch_size, stage.max_seq_len, tokenizer.pad_token_id, seed
-    )
     precision = resolve_precision(trainer.precision, trainer.accelerator)
     module = SFTModule(base_model, stage, peft, frozen_dtype=frozen_base_dtype(model_dtype, precision, peft))
 
@@ -161,8 +165,14 @@ def train_sft(
             stacklevel=2,
         )
     pl_trainer.accumulate_grad_batches = accumulate
+    module.rng_seed = seed
 
     last = ckpt_dir / LAST_CHECKPOINT
+    done_steps = checkpoint_step(last)
+    loader = build_dataloader(
+        encoded, stage.grouping, stage.micro_batch_size, stage.max_seq_len, tokenizer.pad_token_id, seed,
+        start=done_steps * accumulate,
+    )
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
