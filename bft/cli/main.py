@@ -77,9 +77,10 @@ def expand_model_overrides(argv: list[str], conf_dir: str = CONF_DIR) -> list[st
     expanded = []
     for arg in argv:
         group, _, value = arg.partition("=")
-        if group in _MODEL_GROUPS and value and "," not in value and not (Path(conf_dir) / group / f"{value}.yaml").exists():
-            if "/" in value or Path(value).expanduser().exists():
-                arg = f"{group}.name={value}"
+        is_option = (Path(conf_dir) / group / f"{value}.yaml").exists()
+        looks_like_model = "/" in value or Path(value).expanduser().exists()
+        if group in _MODEL_GROUPS and value and "," not in value and not is_option and looks_like_model:
+            arg = f"{group}.name={value}"
         expanded.append(arg)
     return expanded
 
