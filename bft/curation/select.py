@@ -1,4 +1,4 @@
-"""Selection of scored pairs: threshold on the (expected) score, or top-k / top-fraction."""
+"""Selection of scored pairs: a threshold on the (expected) score, and/or a cap to the top-k / top fraction."""
 
 from __future__ import annotations
 
@@ -8,17 +8,21 @@ Record = dict[str, Any]
 
 
 def select(scored: list[Record], threshold: float | None, top_k: int | None, top_fraction: float | None) -> list[bool]:
-    """A keep flag per record. Unparsed scores (None) are never kept. Ties at the cut keep input order."""
-    valid = [i for i, r in enumerate(scored) if r.get("score") is not None]
-    keep = [False] * len(scored)
+    """A keep flag per record. Unparsed scores (None) are never kept.
+
+    ``threshold`` keeps scores >= threshold; ``top_k`` / ``top_fraction`` (of all candidates) then keep only the
+    best of those, ties broken by input order. At least one of the three must be set.
+    """
+    if threshold is None and top_k is None and top_fraction is None:
+        raise ValueError("curation: set one of threshold, top_k or top_fraction")
+    eligible = [
+        i for i, r in enumerate(scored)
+        if r.get("score") is not None and (threshold is None or float(r["score"]) >= threshold - 1e-9)
+    ]
     if top_k is not None or top_fraction is not None:
         limit = top_k if top_k is not None else round(len(scored) * float(top_fraction))
-        ranked = sorted(valid, key=lambda i: -float(scored[i]["score"]))
-        for i in ranked[: max(0, limit)]:
-            keep[i] = True
-        return keep
-    if threshold is None:
-        raise ValueError("curation: set one of threshold, top_k or top_fraction")
-    for i in valid:
-        keep[i] = float(scored[i]["score"]) >= threshold - 1e-9
+        eligible = sorted(eligible, key=lambda i: -float(scored[i]["score"]))[: max(0, limit)]
+    keep = [False] * len(scored)
+    for i in eligible:
+        keep[i] = True
     return keep
