@@ -10,3 +10,8 @@ Modules, one job each:
 - :mod:`bft.eval.paper_rows`: the papers' AlpacaEval figures, printed beside ours.
 - :mod:`bft.eval.cli`: the ``bft-eval`` command.
 """
+
+import warnings
+
+# alpaca_eval 0.6.6 imports pkg_resources (hence setuptools<81); its deprecation notice is not actionable here.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)

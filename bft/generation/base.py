@@ -51,6 +51,17 @@ class GenerationBackend(Protocol):
         ...
 
 
+def single_token_ids(tokenizer, candidates: list[str]) -> list[int]:
+    """The token id of each candidate string, which must be exactly one token (e.g. the scores "1".."5")."""
+    ids = []
+    for candidate in candidates:
+        tokens = tokenizer(candidate, add_special_tokens=False)["input_ids"]
+        if len(tokens) != 1:
+            raise ValueError(f"candidate {candidate!r} is {len(tokens)} tokens; next_token_logprobs needs single tokens")
+        ids.append(tokens[0])
+    return ids
+
+
 def make_backend(gen_cfg: GenerationConfig, model_name: str, adapter: str | None = None) -> GenerationBackend:
     """Build the backend named by ``gen_cfg.backend`` (``hf`` or ``vllm``) for ``model_name`` (+ LoRA adapter)."""
     if gen_cfg.backend == "hf":

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
-from bft.generation.base import Completion, Sampling
+from bft.generation.base import Completion, Sampling, single_token_ids
 
 NUCLEUS_TOPK = 64
 MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a separate forward pass
@@ -329,12 +329,7 @@ class HFBackend:
     @torch.inference_mode()
     def next_token_logprobs(self, prompts: list[str], candidates: list[str]) -> list[list[float]]:
         start = time.perf_counter()
-        cand_ids = []
-        for c in candidates:
-            tid = self.tokenizer(c, add_special_tokens=False)["input_ids"]
-            if len(tid) != 1:
-                raise ValueError(f"candidate {c!r} is {len(tid)} tokens; next_token_logprobs needs single tokens")
-            cand_ids.append(tid[0])
+        cand_ids = single_token_ids(self.tokenizer, candidates)
         ids = self._tokenize(prompts)
         prefix = self._shared_prefix(ids)
         prefix_kv = self._prefix_kv(prefix)

@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from bft.generation.base import Completion, Sampling
+from bft.generation.base import Completion, Sampling, single_token_ids
 from bft.generation.hf import prompt_seed
 
 
@@ -98,12 +98,7 @@ class VLLMBackend:
     def next_token_logprobs(self, prompts: list[str], candidates: list[str]) -> list[list[float]]:
         vllm = _import_vllm()
         start = time.perf_counter()
-        cand_ids = []
-        for c in candidates:
-            tid = self.tokenizer(c, add_special_tokens=False)["input_ids"]
-            if len(tid) != 1:
-                raise ValueError(f"candidate {c!r} is {len(tid)} tokens; next_token_logprobs needs single tokens")
-            cand_ids.append(tid[0])
+        cand_ids = single_token_ids(self.tokenizer, candidates)
         inputs, ids = self._prompts(prompts)
         params = vllm.SamplingParams(max_tokens=1, temperature=0.0, logprobs=20)
         outputs = self.llm.generate(inputs, params, lora_request=self.lora_request, use_tqdm=False)
