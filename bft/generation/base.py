@@ -67,7 +67,10 @@ def make_backend(gen_cfg: GenerationConfig, model_name: str, adapter: str | None
     if gen_cfg.backend == "hf":
         from bft.generation.hf import HFBackend
 
-        return HFBackend.from_name(model_name, dtype=gen_cfg.dtype, adapter=adapter, batch_size=gen_cfg.batch_size)
+        return HFBackend.from_name(
+            model_name, dtype=gen_cfg.dtype, adapter=adapter, batch_size=gen_cfg.batch_size,
+            max_batch_tokens=gen_cfg.max_batch_tokens,
+        )
     if gen_cfg.backend == "vllm":
         from bft.generation.vllm import VLLMBackend
 

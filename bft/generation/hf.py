@@ -170,10 +170,12 @@ class HFBackend:
         batch_size: int = 32,
         share_prefix: bool = True,
         drop_finished: bool = True,
+        max_batch_tokens: int | None = None,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
         self.share_prefix = share_prefix
         self.drop_finished = drop_finished
         self.device = next(model.parameters()).device
@@ -183,11 +185,18 @@ class HFBackend:
         self._stats = Counter()
 
     @classmethod
-    def from_name(cls, model_name: str, dtype: str = "auto", adapter: str | None = None, batch_size: int = 32):
+    def from_name(
+        cls,
+        model_name: str,
+        dtype: str = "auto",
+        adapter: str | None = None,
+        batch_size: int = 32,
+        max_batch_tokens: int | None = None,
+    ):
         from bft.models.registry import load_model
 
         loaded = load_model(model_name, dtype=dtype, adapter=adapter)
-        return cls(loaded.model, loaded.tokenizer, batch_size=batch_size)
+        return cls(loaded.model, loaded.tokenizer, batch_size=batch_size, max_batch_tokens=max_batch_tokens)
 
     # ------------------------------------------------------------------ helpers
 
@@ -218,10 +227,24 @@ class HFBackend:
         self._stats["prefill_tokens"] += len(prefix)
         return [(layer.keys, layer.values) for layer in cache.layers]
 
-    def _batches(self, ids: list[list[int]]) -> list[list[int]]:
-        """Indices grouped into batches of similar length (longest first: memory peaks show up at once)."""
+    def _batches(self, ids: list[list[int]], extra: int = 0) -> list[list[int]]:
+        """Indices grouped into batches of similar length, longest first (memory peaks show up at once).
+
+        A batch holds at most ``batch_size`` rows and, with ``max_batch_tokens``, at most that many tokens of
+        prompt + ``extra`` (new tokens) per row times rows, which bounds the KV cache and attention memory.
+        """
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        batches: list[list[int]] = []
+        for i in order:
+            if batches:
+                batch = batches[-1]
+                width = len(ids[batch[0]]) + extra  # the batch's first row is its longest
+                fits = self.max_batch_tokens is None or (len(batch) + 1) * width <= self.max_batch_tokens
+                if len(batch) < self.batch_size and fits:
+                    batch.append(i)
+                    continue
+            batches.append([i])
+        return batches
 
     def _prefill(self, suffixes: list[list[int]], prefix_kv, plen: int, extra: int):
         """Run the suffixes after the shared prefix. Returns (last logits fp32, cache, mask buffer, next positions)."""
@@ -264,7 +287,7 @@ class HFBackend:
         prefix = self._shared_prefix(ids)
         prefix_kv = self._prefix_kv(prefix)
         results: list[Completion | None] = [None] * len(prompts)
-        for batch in self._batches(ids):
+        for batch in self._batches(ids, extra=sampling.max_new_tokens):
             outs = self._decode(
                 [ids[i][len(prefix) :] for i in batch], [generators[i] for i in batch], sampling, prefix_kv, len(prefix)
             )

@@ -41,7 +41,7 @@ def _plain(node: Any) -> Any:
 
 
 def _generation_key(cfg: DictConfig) -> dict[str, Any]:
-    return {k: _plain(cfg.generation[k]) for k in ("backend", "dtype", "batch_size", "shard_size")}
+    return {k: _plain(cfg.generation[k]) for k in ("backend", "dtype", "batch_size", "max_batch_tokens", "shard_size")}
 
 
 def _training_key(cfg: DictConfig, stage: str) -> dict[str, Any]:
