@@ -29,7 +29,7 @@ def smoke(tmp_path_factory):
 
     def run(*overrides: str, name: str):
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=["debug=smoke", f"run.artifacts_dir={artifacts}", *overrides])
+            cfg = compose(config_name="config", overrides=["debug=smoke", "curation.labels=embedded", f"run.artifacts_dir={artifacts}", *overrides])
         run_dir = root / name
         run_dir.mkdir()
         return run_pipeline(cfg, run_dir)
@@ -55,6 +55,15 @@ def test_every_stage_runs_and_writes_a_manifest(smoke):
     assert 0.0 <= summary["win_rate"] <= 100.0 and summary["n"] == 4
     assert Path(summary["final_model"], "adapter_config.json").exists()
     assert (ctx.run_dir / "summary.json").exists()
+
+
+def test_curation_accounting_and_label_quality_reach_the_summary(smoke):
+    curation = smoke["first"].summary["curation"]["curate_0"]
+    assert sum(curation["score_histogram"].values()) == smoke["first"].reports[5].records_in
+    assert 0.0 <= curation["parse_failure_rate"] <= 1.0 and curation["kept"] >= 1
+    labels = curation["labels"]
+    assert set(labels) == {"precision", "recall", "auc"}
+    assert 0.0 <= labels["precision"] <= 1.0 and 0.0 <= labels["recall"] <= 1.0
 
 
 def test_records_keep_their_provenance(smoke):
@@ -99,7 +108,8 @@ def test_cli_reuses_the_store_and_prints_the_summary_table(smoke):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OPENAI_API_KEY": PLANTED,
            "WANDB_API_KEY": PLANTED, "HF_TOKEN": PLANTED}
     result = subprocess.run(
-        [sys.executable, "-m", "bft.cli", "debug=smoke", "logger=wandb_offline", f"run.artifacts_dir={smoke['artifacts']}",
+        [sys.executable, "-m", "bft.cli", "debug=smoke", "curation.labels=embedded", "logger=wandb_offline",
+         f"run.artifacts_dir={smoke['artifacts']}",
          f"hydra.run.dir={smoke['root'] / 'cli'}"],
         capture_output=True, text=True, env=env, cwd=smoke["root"], timeout=300,
     )

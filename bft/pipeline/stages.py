@@ -191,6 +191,15 @@ def compute_augment(ctx: RunContext, upstream: dict[str, Artifact], work: Path) 
     )
 
 
+def labels_path(name: str) -> Path:
+    """``curation.labels``: a JSONL path, or ``embedded`` for the 20 hand-labelled pairs shipped with bft."""
+    if name == "embedded":
+        from bft.data.embedded import embedded_file
+
+        return Path(str(embedded_file("labels.jsonl")))
+    return Path(name)
+
+
 def compute_curate(ctx: RunContext, upstream: dict[str, Artifact], work: Path) -> StageOutput:
     from bft.curation.metrics import binarize_labels, curation_accounting, selection_quality
     from bft.curation.score import score_pairs
@@ -217,7 +226,7 @@ def compute_curate(ctx: RunContext, upstream: dict[str, Artifact], work: Path) -
     if cur.labels:
         from bft.data.io import read_records
 
-        labelled = read_records(Path(cur.labels), required={"instruction": str, "output": str}).records
+        labelled = read_records(labels_path(cur.labels), required={"instruction": str, "output": str}).records
         pairs = [{"instruction": r["instruction"], "text": r["output"]} for r in labelled]
         label_scores = score_pairs(pairs, backend, tokenizer, cur, _shard_seed(cfg, "labels", 0))
         label_keep = select(label_scores, cur.threshold, cur.top_k, cur.top_fraction)
