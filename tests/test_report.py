@@ -198,6 +198,7 @@ def test_paper_row_labels_per_table():
     assert tables_for([], "llama2_70b", "alpaca_eval_gpt4") == ("table2",)
     assert tables_for([], "llama2_70b", "weighted_alpaca_eval_gpt4_turbo") == ("table10",)
     assert scale_of(["x", "paper"]) == "paper" and scale_of(["local"]) == "local" and scale_of(None) == "?"
+    assert scale_of([], "smollm2_135m") == "local" and scale_of([], "meta-llama/Llama-2-7b-hf") == "?"
     assert corpus_row("allenai/c4") == "C4" and corpus_row("allenai/dolma") == "Dolma head" and corpus_row("embedded") is None
 
 

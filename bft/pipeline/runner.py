@@ -109,7 +109,7 @@ def print_plan(cfg: DictConfig) -> None:
     for row in plan_table(cfg):
         table.add_row(row["step"], ", ".join(row["reads"].values()) or "-", ", ".join(row["writes"]),
                       f"{row['stage']}/{row['key']}", "cached" if row["cached"] else "to compute")
-    Console().print(table)
+    Console(width=120).print(table)
 
 
 def summarize(ctx: RunContext) -> dict[str, Any]:
@@ -175,7 +175,7 @@ def print_summary(ctx: RunContext) -> None:
             r.stage, "reused" if r.reused else "computed", str(r.records_in if r.records_in is not None else "-"),
             str(r.records_out if r.records_out is not None else "-"), f"{r.seconds:.1f}", f"{r.key}",
         )
-    console = Console()
+    console = Console(width=120)
     console.print(table)
     s = ctx.summary
     for name, acc in s.get("curation", {}).items():

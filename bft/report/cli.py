@@ -45,7 +45,7 @@ def _with_wandb(runs: pd.DataFrame, project: str, console: Console) -> pd.DataFr
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    console = Console()
+    console = Console(width=200)
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:
         console.print(f"[dim]not found, skipped: {', '.join(missing)}[/dim]")

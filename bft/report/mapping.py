@@ -88,15 +88,22 @@ def tables_for(tags: Sequence[str] | None, model: str | None, annotator: str | N
     return ("table2",) if "70b" in (model or "").lower() else ("table1",)
 
 
-def scale_of(tags: Sequence[str] | None) -> str:
-    """'paper' or 'local' from the run's tags ('?' when neither)."""
+LOCAL_MODELS = ("smollm2_135m", "tiny")
+
+
+def scale_of(tags: Sequence[str] | None, model: str | None = None) -> str:
+    """'paper' or 'local' from the run's tags; untagged runs of the embedded models are 'local' ('?' otherwise)."""
     tags = tags or ()
-    return "paper" if "paper" in tags else "local" if "local" in tags else "?"
+    if "paper" in tags:
+        return "paper"
+    if "local" in tags or model in LOCAL_MODELS:
+        return "local"
+    return "?"
 
 
 def scale_label(run: Mapping[str, Any]) -> str:
     """How a run was scaled, for the report's last column: 'local, smollm2_135m'."""
-    return f"{scale_of(run.get('tags'))}, {run.get('model') or '?'}"
+    return f"{scale_of(run.get('tags'), run.get('model'))}, {run.get('model') or '?'}"
 
 
 def corpus_row(corpus: str | None) -> str | None:

@@ -50,7 +50,7 @@ def write_report(tables: Sequence[ReportTable], out_dir: str | Path, preamble: s
 
 def print_report(tables: Sequence[ReportTable], console: Console | None = None) -> None:
     """Rich tables on the console (or on ``console`` when given, e.g. a recording one)."""
-    console = console or Console()
+    console = console or Console(width=200)
     for table in tables:
         rich_table = Table(title=table.title, title_justify="left")
         for column in table.frame.columns:

@@ -38,7 +38,7 @@ def setting(run: Mapping[str, Any], drop: Iterable[str] = ()) -> str:
     """The scale a run ran at: 'local, smollm2_135m, embedded, seed=16, max=all' (``drop`` leaves parts out)."""
     max_generated = run.get("max_generated")
     parts = {
-        "scale": scale_of(run.get("tags")),
+        "scale": scale_of(run.get("tags"), run.get("model")),
         "model": str(run.get("model") or "?"),
         "corpus": str(run.get("corpus") or "?"),
         "seed": f"seed={run.get('seed_size') if not is_missing(run.get('seed_size')) else '?'}",
