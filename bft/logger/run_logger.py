@@ -40,7 +40,7 @@ def _flatten(prefix: str, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 class RunLogger:
-    def __init__(self, cfg: LoggerConfig, run_dir: Path, config: dict[str, Any], name: str):
+    def __init__(self, cfg: LoggerConfig, run_dir: Path, config: dict[str, Any], name: str, tags: list[str] | None = None):
         self.cfg = cfg
         self.run = None
         self.dir: Path | None = None
@@ -53,7 +53,7 @@ class RunLogger:
             project=cfg.project,
             entity=cfg.entity,
             group=cfg.group,
-            tags=list(cfg.tags),
+            tags=list(dict.fromkeys([*cfg.tags, *(tags or [])])),
             name=name,
             mode=cfg.mode,
             dir=str(run_dir),

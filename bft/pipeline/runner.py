@@ -65,7 +65,7 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> RunContext:
     store = ArtifactStore(cfg.run.artifacts_dir)
     plan = build_plan(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
-    logger = RunLogger(cfg.logger, run_dir, config, name=cfg.run.name)
+    logger = RunLogger(cfg.logger, run_dir, config, name=cfg.run.name, tags=list(cfg.tags))
     ctx = RunContext(cfg=cfg, store=store, run_dir=run_dir, logger=logger)
     exit_code = 1
     try:
