@@ -29,7 +29,8 @@ def smoke(tmp_path_factory):
 
     def run(*overrides: str, name: str):
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=["debug=smoke", "curation.labels=embedded", f"run.artifacts_dir={artifacts}", *overrides])
+            base = ["debug=smoke", "curation.labels=embedded", f"run.artifacts_dir={artifacts}"]
+            cfg = compose(config_name="config", overrides=[*base, *overrides])
         run_dir = root / name
         run_dir.mkdir()
         return run_pipeline(cfg, run_dir)
