@@ -83,6 +83,9 @@ def test_records_keep_their_provenance(smoke):
     web_rows = [r for r in train if r["origin"] == "generated"]
     assert all(r["prompt"].endswith("Answer in the style of an AI Assistant.") for r in seed_rows)
     assert all(r["prompt"].endswith("Answer with knowledge from web search.") for r in web_rows)
+    decontaminated = ctx.artifacts["train_data"].manifest["counts"]["decontaminated"]
+    assert set(decontaminated) >= {"exact", "ngram", "embedding"}
+    assert sum(decontaminated.values()) == len(read_jsonl(ctx.artifacts["train_data"].file("decontaminated.jsonl")))
 
 
 def test_same_config_again_reuses_every_stage(smoke):

@@ -283,7 +283,7 @@ def compute_baseline_data(ctx: RunContext, upstream: dict[str, Artifact], work: 
 
 
 def compute_train_data(ctx: RunContext, upstream: dict[str, Artifact], work: Path) -> StageOutput:
-    from bft.eval.decontaminate import decontaminate
+    from bft.eval.decontaminate import count_reasons, decontaminate
     from bft.eval.sets import load_eval_set
 
     cfg = ctx.cfg
@@ -303,12 +303,9 @@ def compute_train_data(ctx: RunContext, upstream: dict[str, Artifact], work: Pat
     ]
     write_jsonl_atomic(work / "train.jsonl", rows)
     write_jsonl_atomic(work / "decontaminated.jsonl", dropped)
-    reasons: dict[str, int] = {}
-    for r in dropped:
-        reasons[r.get("reason", "unknown")] = reasons.get(r.get("reason", "unknown"), 0) + 1
     return StageOutput(
         counts={"in": len(seed) + len(generated), "out": len(rows), "seed": len(seed), "generated": len(kept),
-                "decontaminated": reasons},
+                "decontaminated": count_reasons(dropped)},
     )
 
 
