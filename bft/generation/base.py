@@ -38,6 +38,8 @@ class Completion:
 
 @runtime_checkable
 class GenerationBackend(Protocol):
+    tokenizer: Any  # the model's tokenizer, whose chat template renders the prompts
+
     def generate(self, prompts: list[str], sampling: Sampling, seed: int) -> list[Completion]:
         """One completion per prompt, in the order of ``prompts``."""
         ...

@@ -5,7 +5,6 @@ from __future__ import annotations
 from bft.artifacts.store import Artifact
 from bft.config.schema import GenerationConfig
 from bft.generation.base import GenerationBackend, make_backend
-from bft.models.registry import load_tokenizer
 
 
 def model_ref(artifact: Artifact) -> tuple[str, str | None]:
@@ -17,4 +16,6 @@ def model_ref(artifact: Artifact) -> tuple[str, str | None]:
 
 
 def backend_for(gen_cfg: GenerationConfig, name: str, adapter: str | None) -> tuple[GenerationBackend, object]:
-    return make_backend(gen_cfg, name, adapter=adapter), load_tokenizer(name)
+    """The backend and the tokenizer it already loaded (prompts are rendered with that tokenizer's template)."""
+    backend = make_backend(gen_cfg, name, adapter=adapter)
+    return backend, backend.tokenizer
