@@ -17,6 +17,14 @@ class Step:
     upstream: dict[str, str]  # logical input name -> earlier step name
     config: dict[str, Any]
 
+    def __post_init__(self) -> None:
+        """The upstream names must be exactly what the stage declares it reads (``name?`` = optional)."""
+        required = {r for r in self.stage.reads if not r.endswith("?")}
+        allowed = required | {r.removesuffix("?") for r in self.stage.reads}
+        given = set(self.upstream)
+        if not required <= given <= allowed:
+            raise ValueError(f"step {self.name}: reads {sorted(given)}, but stage {self.stage.name} declares {self.stage.reads}")
+
 
 def _stage(name: str, reads: tuple[str, ...], writes: tuple[str, ...], compute: s.Compute) -> s.Stage:
     return s.Stage(name=name, reads=reads, writes=writes, compute=compute)

@@ -46,12 +46,13 @@ def run_step(ctx: RunContext, step: Step) -> Artifact:
 
 
 def _log_samples(ctx: RunContext) -> None:
+    if not ctx.logger.enabled:
+        return
     rewrite = ctx.artifacts.get("rewrite") or ctx.artifacts["baseline_data"]
     rows = read_jsonl(rewrite.file("generated.jsonl"))
     columns = ["id", "text", "instruction", "score", "output"]
     ctx.logger.log_table("samples", rows, columns)
-    last_curate = [name for name in ctx.artifacts if name.startswith("curate_")]
-    for name in last_curate:
+    for name in [n for n in ctx.artifacts if n.startswith("curate_")]:
         histogram = ctx.artifacts[name].manifest["metrics"].get("score_histogram")
         if histogram:
             ctx.logger.log_histogram(f"{name}/score_histogram", histogram)
