@@ -1,0 +1,175 @@
+"""Content-addressed artifact store.
+
+A stage's output lives in ``<root>/<stage>/<key>/`` where ``key`` hashes the stage's own config and the keys of
+its upstream artifacts. Work in progress lives in ``<key>.partial/`` (so generation shards and training
+checkpoints survive a kill); on success the folder is renamed into place and ``manifest.json`` is written last.
+A manifest lists every file with its sha256: a corrupt artifact is detected, moved aside and recomputed.
+Two processes needing the same artifact compute it once: the second waits on a file lock and reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+
+
+def stable_hash(payload: Any, length: int = 12) -> str:
+    text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for name in ("bft", "torch", "transformers", "peft", "lightning", "alpaca-eval", "datasets", "vllm"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return versions
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with tmp.open("w") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class Artifact:
+    stage: str
+    key: str
+    path: Path
+    manifest: dict[str, Any]
+    reused: bool = False
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+
+@dataclass
+class StageOutput:
+    """What a stage's compute function returns besides the files it wrote."""
+
+    counts: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class CorruptArtifactError(RuntimeError):
+    pass
+
+
+class ArtifactStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+
+    def key_for(self, stage: str, config: dict[str, Any], upstream: dict[str, str]) -> str:
+        return stable_hash({"stage": stage, "config": config, "upstream": dict(sorted(upstream.items()))})
+
+    def path_for(self, stage: str, key: str) -> Path:
+        return self.root / stage / key
+
+    def load(self, stage: str, key: str) -> Artifact | None:
+        """A complete, verified artifact, or None. A corrupt one is moved aside with a warning."""
+        path = self.path_for(stage, key)
+        manifest_path = path / MANIFEST
+        if not manifest_path.exists():
+            return None
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            self._verify(path, manifest)
+        except (json.JSONDecodeError, CorruptArtifactError, OSError) as err:
+            quarantine = path.with_name(f"{key}.corrupt-{int(time.time())}")
+            log.warning("artifact %s/%s is corrupt (%s); moved to %s and recomputing", stage, key, err, quarantine)
+            path.rename(quarantine)
+            return None
+        return Artifact(stage=stage, key=key, path=path, manifest=manifest, reused=True)
+
+    @staticmethod
+    def _verify(path: Path, manifest: dict[str, Any]) -> None:
+        for name, digest in manifest.get("files", {}).items():
+            target = path / name
+            if not target.exists():
+                raise CorruptArtifactError(f"{target} is missing")
+            if file_sha256(target) != digest:
+                raise CorruptArtifactError(f"{target} does not match its checksum")
+
+    def get_or_compute(
+        self,
+        stage: str,
+        config: dict[str, Any],
+        upstream: dict[str, Artifact],
+        compute: Callable[[Path], StageOutput],
+    ) -> Artifact:
+        """Return the artifact for (stage, config, upstream), computing it under a lock if needed.
+
+        ``compute(work_dir)`` writes its files into ``work_dir`` (a persistent ``.partial`` folder, so it can
+        resume) and returns counts/metrics for the manifest.
+        """
+        upstream_keys = {name: art.key for name, art in upstream.items()}
+        key = self.key_for(stage, config, upstream_keys)
+        existing = self.load(stage, key)
+        if existing:
+            return existing
+        final = self.path_for(stage, key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(final) + ".lock"):
+            existing = self.load(stage, key)  # another process may have finished it while we waited
+            if existing:
+                return existing
+            work = final.with_name(key + ".partial")
+            work.mkdir(exist_ok=True)
+            started = time.time()
+            output = compute(work)
+            files = {
+                str(p.relative_to(work)): file_sha256(p)
+                for p in sorted(work.rglob("*"))
+                if p.is_file() and "checkpoints" not in p.relative_to(work).parts and p.name != MANIFEST
+            }
+            shutil.rmtree(work / "checkpoints", ignore_errors=True)
+            manifest = {
+                "stage": stage,
+                "key": key,
+                "config": config,
+                "upstream": upstream_keys,
+                "counts": output.counts,
+                "metrics": output.metrics,
+                "seconds": round(time.time() - started, 3),
+                "versions": package_versions(),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "files": files,
+                **output.extra,
+            }
+            if final.exists():  # a stale or quarantined folder without a manifest
+                shutil.rmtree(final)
+            work.rename(final)
+            write_json_atomic(final / MANIFEST, manifest)  # manifest last: its presence means complete
+            return Artifact(stage=stage, key=key, path=final, manifest=manifest, reused=False)
