@@ -1,10 +1,18 @@
-"""Turn expected failures (bad input, bad config, missing models or keys) into one-line errors, exit code 2."""
+"""Turn expected failures (bad input, bad config, missing models or keys, a full disk) into one-line errors, exit 2."""
 
 from __future__ import annotations
 
+import errno
+import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+# A write that fails for lack of room: no space, quota exceeded, file size limit (RLIMIT_FSIZE).
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+# Rust libraries (safetensors, tokenizers) raise e.g. "Error while serializing: I/O error: File too large (os error 27)".
+_RUST_IO_ERROR = re.compile(r"(?P<strerror>[^:]+?) \(os error (?P<errno>\d+)\)")
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:
@@ -17,11 +25,42 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     return (ConfigError, DataError, ModelNotFoundError, PipelineError, AnnotatorError, FileNotFoundError, OSError)
 
 
+def as_os_error(err: BaseException) -> OSError | None:
+    """The OSError behind ``err``: itself, or one rebuilt from a Rust I/O message (safetensors, tokenizers)."""
+    if isinstance(err, OSError):
+        return err
+    found = _RUST_IO_ERROR.search(str(err))
+    return OSError(int(found["errno"]), found["strerror"].strip()) if found else None
+
+
+@contextmanager
+def writing(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Name ``path`` in any I/O error raised while writing it (``write()`` failures carry no file name)."""
+    try:
+        yield
+    except BaseException as err:
+        os_err = as_os_error(err)
+        if os_err is None or (os_err is err and os_err.filename):
+            raise
+        raise OSError(os_err.errno, os_err.strerror or str(os_err), os.fspath(path)) from err
+
+
+def describe(err: BaseException) -> str:
+    """One line for an expected error; a full disk says what is kept and how to go on."""
+    if isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS:
+        where = f" while writing {err.filename}" if err.filename else ""
+        return (
+            f"disk full ({err.strerror}){where}; finished stages and completed shards are kept, "
+            "free space and re-run the same command to resume"
+        )
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 @contextmanager
 def one_line_errors() -> Iterator[None]:
     try:
         yield
     except expected_errors() as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"bft: error: {message}", file=sys.stderr)
+        print(f"bft: error: {describe(err)}", file=sys.stderr)
         sys.exit(2)

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import multiprocessing as mp
+import os
 import time
 from pathlib import Path
 
+import pytest
+
 from bft.artifacts.shards import run_sharded, shard_path
 from bft.artifacts.store import ArtifactStore, StageOutput
+from bft.errors import as_os_error, describe, writing
 
 
 def _write(work: Path, text: str = "hello") -> StageOutput:
@@ -101,3 +106,57 @@ def test_sharded_processing_resumes_only_missing_shards(tmp_path):
     seen.clear()
     out2, reused2 = run_sharded(records, tmp_path, 3, process)
     assert out2 == out and seen == [2] and reused2 == 3
+
+
+def _fail_fsync_on(call: int):
+    """An ``os.fsync`` that reports a full disk on its ``call``-th use (where a real ENOSPC often surfaces)."""
+    calls = [0]
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        calls[0] += 1
+        if calls[0] == call:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd)
+
+    return fsync
+
+
+def test_disk_full_while_sharding_keeps_finished_shards_and_names_the_file(tmp_path, monkeypatch):
+    records = [{"i": i} for i in range(9)]
+    monkeypatch.setattr(os, "fsync", _fail_fsync_on(3))  # shards 0 and 1 are written, shard 2 hits the full disk
+    with pytest.raises(OSError) as caught:
+        run_sharded(records, tmp_path, 3, lambda shard, i: shard)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(shard_path(tmp_path, 2))
+    line = describe(caught.value)
+    assert line.startswith("disk full (No space left on device) while writing ") and "\n" not in line
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["shard-00000.jsonl", "shard-00001.jsonl"]
+    monkeypatch.undo()
+    seen: list[int] = []
+    out, reused = run_sharded(records, tmp_path, 3, lambda shard, i: seen.append(i) or shard)
+    assert out == records and reused == 2 and seen == [2]
+
+
+def test_disk_full_while_publishing_leaves_no_complete_looking_artifact(tmp_path, monkeypatch):
+    store = ArtifactStore(tmp_path)
+    monkeypatch.setattr(os, "fsync", _fail_fsync_on(1))  # the manifest write is the stage's only fsync
+    with pytest.raises(OSError, match="No space left"):
+        store.get_or_compute("stage", {"a": 1}, {}, _write)
+    assert not list(tmp_path.rglob("manifest.json")) and not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
+    assert store.load("stage", store.key_for("stage", {"a": 1}, {})) is None
+    monkeypatch.undo()
+    art = store.get_or_compute("stage", {"a": 1}, {}, _write)
+    assert not art.reused and art.file("out.txt").read_text() == "hello"
+
+
+def test_rust_io_errors_become_os_errors_naming_the_path(tmp_path):
+    from safetensors.torch import save_file
+
+    with pytest.raises(OSError) as caught, writing(tmp_path / "model"):
+        raise Exception("Error while serializing: I/O error: File too large (os error 27)")  # noqa: TRY002 - safetensors' type
+    assert caught.value.errno == errno.EFBIG and caught.value.filename == str(tmp_path / "model")
+    assert as_os_error(ValueError("not an I/O problem")) is None
+    with pytest.raises(Exception) as real:  # the genuine article: a folder where the file should go
+        (tmp_path / "x.safetensors").mkdir()
+        save_file({}, str(tmp_path / "x.safetensors"))
+    assert as_os_error(real.value) is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -78,4 +79,34 @@ def test_kill_in_generation_and_training_then_resume_gives_identical_artifacts(u
     # 3) restart again and let it finish
     result = subprocess.run(_cmd(artifacts, tmp_path / "r3"), env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert _outputs(artifacts) == uninterrupted
+
+
+def _limit_file_size(max_bytes: int):
+    """preexec_fn: any write past ``max_bytes`` fails with EFBIG, as a write to a full disk fails with ENOSPC."""
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get the OSError instead of being killed by the signal
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+
+    return apply
+
+
+def test_disk_full_mid_run_gives_one_line_keeps_finished_work_and_resumes(uninterrupted, tmp_path):
+    artifacts = tmp_path / "a"
+    # 1 MB: the small JSONL stages fit, the first model save (tokenizer.json, ~2 MB) does not
+    full = subprocess.run(_cmd(artifacts, tmp_path / "r1"), env=_env(), capture_output=True, text=True, timeout=600,
+                          preexec_fn=_limit_file_size(1_000_000))
+    assert full.returncode == 2, full.stderr[-2000:]
+    assert "Traceback" not in full.stderr
+    last = full.stderr.strip().splitlines()[-1]
+    assert last.startswith("bft: error: disk full (File too large) while writing ") and str(artifacts) in last, last
+    assert list(artifacts.glob("corpus/*/manifest.json")), "a stage finished before the disk filled was lost"
+    assert not [p for p in artifacts.rglob("*") if ".tmp" in p.name], "temp files left behind"
+    for manifest in artifacts.glob("*/*/manifest.json"):  # every published artifact is complete and verified
+        assert ".partial" not in str(manifest)
+    # room again: the same command finishes, reusing what was done, with the artifacts of an uninterrupted run
+    result = subprocess.run(_cmd(artifacts, tmp_path / "r2"), env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "reused" in result.stdout + result.stderr
     assert _outputs(artifacts) == uninterrupted

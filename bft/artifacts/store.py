@@ -2,7 +2,8 @@
 
 A stage's output lives in ``<root>/<stage>/<key>/`` where ``key`` hashes the stage's own config and the keys of
 its upstream artifacts. Work in progress lives in ``<key>.partial/`` (so generation shards and training
-checkpoints survive a kill); on success the folder is renamed into place and ``manifest.json`` is written last.
+checkpoints survive a kill); on success ``manifest.json`` is written last into it and the folder is renamed into
+place, so a complete folder always has its manifest. A failed write (a full disk) leaves no temp file behind.
 A manifest lists every file with its sha256: a corrupt artifact is detected, moved aside and recomputed.
 Two processes needing the same artifact compute it once: the second waits on a file lock and reuses it.
 """
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
+
+from bft.errors import writing
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +58,15 @@ def package_versions() -> dict[str, str]:
 
 def write_json_atomic(path: Path, payload: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with tmp.open("w") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with writing(path), tmp.open("w") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=True, default=str)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @dataclass
@@ -148,7 +155,8 @@ class ArtifactStore:
             work = final.with_name(key + ".partial")
             work.mkdir(exist_ok=True)
             started = time.time()
-            output = compute(work)
+            with writing(work):  # a full disk names the stage's folder; its completed shards stay for the re-run
+                output = compute(work)
             files = {
                 str(p.relative_to(work)): file_sha256(p)
                 for p in sorted(work.rglob("*"))
@@ -168,8 +176,8 @@ class ArtifactStore:
                 "files": files,
                 **output.extra,
             }
+            write_json_atomic(work / MANIFEST, manifest)  # written last, and the rename publishes folder + manifest at once
             if final.exists():  # a stale or quarantined folder without a manifest
                 shutil.rmtree(final)
             work.rename(final)
-            write_json_atomic(final / MANIFEST, manifest)  # manifest last: its presence means complete
             return Artifact(stage=stage, key=key, path=final, manifest=manifest, reused=False)

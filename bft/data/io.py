@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bft.errors import writing
+
 ON_ERROR_CHOICES = ("raise", "skip")
 _BINARY_CONTROL_RATIO = 0.01
 
@@ -226,7 +228,7 @@ def write_jsonl_atomic(path: str | os.PathLike[str], records: Iterable[Mapping[s
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with writing(path), os.fdopen(fd, "w", encoding="utf-8") as handle:
             for record in records:
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             handle.flush()

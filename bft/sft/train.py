@@ -29,6 +29,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from bft.config.schema import PeftConfig, SFTStageConfig, TrainerConfig
+from bft.errors import writing
 from bft.models.registry import cpu_has_bf16, load_tokenizer, pick_dtype
 from bft.sft.data import build_dataloader, encode_examples
 from bft.sft.module import SFTModule
@@ -78,8 +79,13 @@ def _save_atomically(module: SFTModule, tokenizer, dest: Path, metrics: dict) ->
     tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
-    module.save_model(tmp, tokenizer)
-    (tmp / "train_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    try:
+        with writing(dest):
+            module.save_model(tmp, tokenizer)
+            (tmp / "train_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     old = dest.with_name(f".{dest.name}.old{os.getpid()}")
     if dest.exists():
         dest.rename(old)
