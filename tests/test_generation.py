@@ -17,6 +17,12 @@ def tiny():
 
 
 @pytest.fixture(scope="module")
+def plain():
+    """A separate copy for reference outputs: a backend switches its own model's attention implementation."""
+    return load_model("tiny", dtype="float32")
+
+
+@pytest.fixture(scope="module")
 def prompts(tiny):
     return [render_chat(tiny.tokenizer, f"Question {i}: " + "tell me more " * (i % 4))[0] for i in range(7)]
 
@@ -31,12 +37,13 @@ def test_protocol(tiny):
     assert isinstance(HFBackend(tiny.model, tiny.tokenizer), GenerationBackend)
 
 
-def test_greedy_equals_generate_and_order_kept(tiny, prompts):
+def test_greedy_equals_generate_and_order_kept(tiny, plain, prompts):
     backend = HFBackend(tiny.model, tiny.tokenizer, batch_size=3)
+    assert backend.decode_attention and plain.model.config._attn_implementation == "sdpa"
     outs = backend.generate(prompts, Sampling(temperature=0.0, max_new_tokens=10), seed=0)
     assert len(outs) == len(prompts) and all(isinstance(o, Completion) for o in outs)
     for prompt, out in zip(prompts, outs, strict=True):
-        ref = _plain_greedy(tiny, prompt, 10)
+        ref = _plain_greedy(plain, prompt, 10)
         assert out.text == tiny.tokenizer.decode(ref, skip_special_tokens=True)
         assert out.new_tokens == len(ref)
         assert out.prompt_tokens == len(tiny.tokenizer(prompt, add_special_tokens=False).input_ids)
@@ -126,3 +133,24 @@ def test_sample_tokens_top_p_paths():
     for row, tok in zip(range(3), picks[3:].tolist(), strict=True):
         rank = (probs[row] > probs[row, tok]).sum()
         assert sorted_p[row, :rank].sum() < 0.5  # only tokens inside the nucleus are drawn
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_decode_attention_matches_sdpa_with_padding_and_gqa(dtype, tol):
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from bft.generation.cpu_attention import decode_attention
+
+    torch.manual_seed(0)
+    batch, heads, kv_heads, length, dim = 3, 6, 2, 11, 16
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = heads // kv_heads, True
+    q = torch.randn(batch, heads, 1, dim, dtype=dtype)
+    k, v = (torch.randn(batch, kv_heads, length, dim, dtype=dtype) for _ in range(2))
+    mask = torch.ones(batch, 1, 1, length, dtype=torch.bool)
+    mask[0, ..., :4] = False  # left padding
+    mask[1, ..., 7:] = False  # unfilled tail of the buffer
+    ours, _ = decode_attention(module, q, k, v, mask, scaling=dim**-0.5)
+    ref, _ = sdpa_attention_forward(module, q, k, v, mask, scaling=dim**-0.5)
+    assert ours.shape == ref.shape == (batch, 1, heads, dim)
+    torch.testing.assert_close(ours.float(), ref.float(), atol=tol, rtol=tol)

@@ -23,7 +23,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bft-bench", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2_135m", help="registry name, folder or hub id")
     p.add_argument("--prompts", type=int, default=None, help="generation prompts (default 128, quick 64)")
-    p.add_argument("--new-tokens", type=int, default=None, help="forced new tokens per prompt (default 64, quick 32)")
+    p.add_argument(
+        "--new-tokens", type=int, default=None, help="new tokens per augment prompt, twice per answer prompt (default 64, quick 32)"
+    )
     p.add_argument("--batch-size", type=int, default=64, help="batch size of the bft hf backend")
     p.add_argument("--sft-steps", type=int, default=None, help="timed SFT steps (default 6, quick 3)")
     p.add_argument("--out", type=Path, default=None, help="write the JSON report here")
@@ -79,14 +81,15 @@ def render(report: dict) -> Table:
         t.add_column(col, justify="left" if col == "measure" else "right")
     t.add_row("matmul 2048^3 fp32 GFLOP/s", _fmt(mm["fp32_flops"] / 1e9), "", "", "")
     t.add_row("matmul 2048^3 bf16 GFLOP/s", _fmt(mm["bf16_flops"] / 1e9), "", "", "")
-    t.add_row(
-        f"generation new tok/s ({gen['dtype']}, b{gen['batch_size']}, {gen['new_tokens_each']} new, "
-        f"~{gen['mean_prompt_tokens']:.0f} prompt tok) vs fp32 generate b16",
-        _fmt(gen["bft_tokens_per_s"]),
-        _fmt(gen["baseline_fp32_b16_tokens_per_s"]),
-        f"{gen['speedup']:.1f}x",
-        f"{100 * gen['bft_flops'] / peak:.0f}% (base {100 * gen['baseline_flops'] / mm['fp32_flops']:.0f}% fp32)",
-    )
+    for name, w in gen["workloads"].items():
+        t.add_row(
+            f"generation {name}: new tok/s ({gen['dtype']}, b{gen['batch_size']}, ~{w['mean_prompt_tokens']:.0f} prompt tok, "
+            f"{w['new_tokens_each']} new) vs fp32 generate b16",
+            _fmt(w["bft_tokens_per_s"]),
+            _fmt(w["baseline_fp32_b16_tokens_per_s"]),
+            f"{w['speedup']:.1f}x",
+            f"{100 * w['bft_flops'] / peak:.0f}% (base {100 * w['baseline_flops'] / mm['fp32_flops']:.0f}% fp32)",
+        )
     cur = report["curation"]
     for mode in ("generate", "generate_n", "logprob"):
         c = cur[mode]

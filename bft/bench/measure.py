@@ -48,45 +48,61 @@ def matmul_flops(dtype: torch.dtype, size: int = 2048, seconds: float = 2.0) -> 
     return 2 * size**3 * reps / (time.perf_counter() - start)
 
 
-def generation(model_name: str, n_prompts: int, new_tokens: int, batch_size: int, baseline_prompts: int) -> dict:
-    """bft hf backend vs plain float32 ``model.generate`` at batch 16; greedy, exactly ``new_tokens`` each."""
-    backend = HFBackend.from_name(model_name, dtype="auto", batch_size=batch_size)
-    tok = backend.tokenizer
-    prompts = [render_chat(tok, backtranslation_prompt(d))[0] for d in documents(n_prompts)]
-    forced = Sampling(temperature=0.0, max_new_tokens=new_tokens, min_new_tokens=new_tokens)
-    backend.generate(prompts[:2], Sampling(temperature=0.0, max_new_tokens=2), seed=0)  # warm-up
-    start = time.perf_counter()
-    outs = backend.generate(prompts, forced, seed=0)
-    bft_s = time.perf_counter() - start
-    bft_tokens = sum(o.new_tokens for o in outs)
-
-    plain = load_model(model_name, dtype="float32").model
+def _plain_generate_fp32(plain, tok, prompts: list[str], new_tokens: int) -> float:
+    """New tokens/s of a plain float32 ``model.generate`` loop at batch 16 (greedy, exactly ``new_tokens`` each)."""
     tok.padding_side = "left"
-    base_prompts = prompts[:baseline_prompts]
-    base_tokens, start = 0, time.perf_counter()
+    tokens, start = 0, time.perf_counter()
     with torch.inference_mode():
-        for i in range(0, len(base_prompts), 16):
-            enc = tok(base_prompts[i : i + 16], add_special_tokens=False, return_tensors="pt", padding=True)
+        for i in range(0, len(prompts), 16):
+            enc = tok(prompts[i : i + 16], add_special_tokens=False, return_tensors="pt", padding=True)
             out = plain.generate(
                 **enc, do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=tok.pad_token_id
             )
-            base_tokens += (out.shape[1] - enc.input_ids.shape[1]) * out.shape[0]
-    base_s = time.perf_counter() - start
+            tokens += (out.shape[1] - enc.input_ids.shape[1]) * out.shape[0]
+    return tokens / (time.perf_counter() - start)
+
+
+def generation_workloads(tok, n_prompts: int, new_tokens: int) -> dict[str, tuple[list[str], int]]:
+    """Two shapes of the pipeline's generation: a document in, a short text out (augmentation, like the
+    back-translation prompt), and a short instruction in, a long answer out (eval outputs, distillation)."""
+    docs = documents(n_prompts)
+    return {
+        "augment": ([render_chat(tok, backtranslation_prompt(d))[0] for d in docs], new_tokens),
+        "answer": ([render_chat(tok, instruction)[0] for instruction, _ in pairs(n_prompts)], 2 * new_tokens),
+    }
+
+
+def generation(model_name: str, n_prompts: int, new_tokens: int, batch_size: int, baseline_prompts: int) -> dict:
+    """bft hf backend vs plain float32 ``model.generate`` at batch 16, per workload; greedy, forced lengths."""
+    backend = HFBackend.from_name(model_name, dtype="auto", batch_size=batch_size)
+    tok = backend.tokenizer
+    plain = load_model(model_name, dtype="float32").model
     params = n_params(backend.model)
-    bft_tps, base_tps = bft_tokens / bft_s, base_tokens / base_s
+    backend.generate(["warm-up"], Sampling(temperature=0.0, max_new_tokens=2), seed=0)
+    workloads = {}
+    for name, (prompts, n_new) in generation_workloads(tok, n_prompts, new_tokens).items():
+        forced = Sampling(temperature=0.0, max_new_tokens=n_new, min_new_tokens=n_new)
+        start = time.perf_counter()
+        outs = backend.generate(prompts, forced, seed=0)
+        bft_tps = sum(o.new_tokens for o in outs) / (time.perf_counter() - start)
+        base_tps = _plain_generate_fp32(plain, tok, prompts[:baseline_prompts], n_new)
+        workloads[name] = {
+            "prompts": len(prompts),
+            "mean_prompt_tokens": sum(o.prompt_tokens for o in outs) / len(outs),
+            "new_tokens_each": n_new,
+            "bft_tokens_per_s": bft_tps,
+            "baseline_prompts": min(baseline_prompts, len(prompts)),
+            "baseline_fp32_b16_tokens_per_s": base_tps,
+            "speedup": bft_tps / base_tps,
+            "bft_flops": bft_tps * GEN_FLOPS_PER_PARAM * params,
+            "baseline_flops": base_tps * GEN_FLOPS_PER_PARAM * params,
+        }
     return {
         "dtype": str(next(backend.model.parameters()).dtype).removeprefix("torch."),
         "batch_size": batch_size,
-        "prompts": n_prompts,
-        "mean_prompt_tokens": sum(o.prompt_tokens for o in outs) / len(outs),
-        "new_tokens_each": new_tokens,
-        "bft_tokens_per_s": bft_tps,
-        "baseline_prompts": len(base_prompts),
-        "baseline_fp32_b16_tokens_per_s": base_tps,
-        "speedup": bft_tps / base_tps,
+        "decode_attention": backend.decode_attention,
         "params": params,
-        "bft_flops": bft_tps * GEN_FLOPS_PER_PARAM * params,
-        "baseline_flops": base_tps * GEN_FLOPS_PER_PARAM * params,
+        "workloads": workloads,
         "_backend": backend,
     }
 
