@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bft.bench import measure
+from bft.pipeline.memory import peak_rss_mb
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> dict:
     del backend
     if not args.skip_sft:
         report["sft"] = {"bft": measure.sft_bft(args.model, steps), "plain_fp32_lora": measure.sft_plain(args.model, steps)}
-    report["peak_rss_mb"] = measure.peak_rss_mb()
+    report["peak_rss_mb"] = peak_rss_mb()
     report["seconds"] = time.perf_counter() - t0
     report["machine"]["loadavg_end"] = os.getloadavg()
     return report

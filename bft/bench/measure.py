@@ -10,7 +10,6 @@ own FLOPs are under 1% at r=16 and are ignored).
 from __future__ import annotations
 
 import math
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -31,10 +30,6 @@ FULL_FT_FLOPS_PER_PARAM = 6
 
 def n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def matmul_flops(dtype: torch.dtype, size: int = 2048, seconds: float = 2.0) -> float:
@@ -171,13 +166,14 @@ def _sft_examples(model_name: str, n: int) -> list[dict]:
 
 
 def sft_bft(model_name: str, steps: int) -> dict:
-    """``bft.sft.train.train_sft`` (LoRA r=16 all-linear, micro batch 4, 512 tokens), if that module is there."""
+    """``bft.sft.train.train_sft`` as the pipeline configures it (LoRA r=16 all-linear, residual dropout 0.1, 512
+    tokens, ``conf/sft/local.yaml``'s micro batch of 2): 4 sequences per optimizer step, as the plain loop's batch."""
     try:
         from bft.config.schema import PeftConfig, SFTStageConfig, TrainerConfig
         from bft.sft.train import train_sft
     except ImportError as err:
         return {"skipped": f"bft.sft.train.train_sft not importable: {err}"}
-    stage = SFTStageConfig(max_steps=steps, micro_batch_size=4, batch_size=4, max_seq_len=512, warmup_ratio=0.0)
+    stage = SFTStageConfig(max_steps=steps, micro_batch_size=2, batch_size=4, max_seq_len=512, warmup_ratio=0.0)
     trainer = TrainerConfig(enable_progress_bar=False, checkpoint_every_n_steps=0, log_every_n_steps=1)
     with tempfile.TemporaryDirectory() as tmp:
         try:

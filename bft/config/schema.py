@@ -100,7 +100,7 @@ class SFTStageConfig:
     weight_decay: float = 0.1
     dropout: float = 0.1
     batch_size: int = 8  # effective batch (micro_batch_size * accumulation * devices)
-    micro_batch_size: int = 4
+    micro_batch_size: int = 2
     max_steps: int = 30
     max_seq_len: int = 512
     grouping: str = "length"  # length (length-grouped dynamic padding) | packing | none

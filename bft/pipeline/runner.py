@@ -14,6 +14,7 @@ from bft.artifacts.store import Artifact, ArtifactStore
 from bft.data.io import read_jsonl
 from bft.logger.run_logger import RunLogger
 from bft.pipeline.context import RunContext, StageReport
+from bft.pipeline.memory import peak_rss_mb, release_memory
 from bft.pipeline.plan import Step, build_plan
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,9 @@ def run_step(ctx: RunContext, step: Step) -> Artifact:
     seconds = time.time() - started
     if artifact.reused:
         log.info("%s: reused artifact %s", step.name, artifact.path)
+    else:
+        release_memory()
+        log.info("%s: done in %.1f s, peak RSS so far %.0f MB", step.name, seconds, peak_rss_mb())
     counts = artifact.manifest.get("counts", {})
     ctx.reports.append(
         StageReport(step.name, artifact.key, artifact.reused, _count(counts.get("in")), _count(counts.get("out")),

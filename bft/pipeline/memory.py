@@ -1,0 +1,37 @@
+"""Give memory back between stages, so a run's peak is its largest stage, not the sum of what stages left behind.
+
+A finished stage leaves models, optimizers and Lightning trainers in reference cycles until the garbage collector
+runs, and glibc keeps freed heap pages in its arenas. Measured on the embedded default: the resident set grew from
+3.5 GB after the first training stage to 5.6 GB in curation without this.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import resource
+from functools import cache
+
+
+@cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None  # glibc only
+
+
+def release_memory() -> None:
+    """Collect reference cycles, then return free heap pages to the OS (``malloc_trim``, where glibc provides it)."""
+    gc.collect()
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def peak_rss_mb() -> float:
+    """The largest resident set size this process has had, in MB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
