@@ -195,3 +195,31 @@ def test_fast_dropout_rate_scale_and_gradient():
     fast_dropout(x, 0.5).sum().backward()
     assert set(x.grad.unique().tolist()) == {0.0, 2.0}
     assert fast_dropout(x, 0.5, training=False) is x
+
+
+def test_uncast_adapter_inputs_under_autocast_give_the_same_loss_and_float32_grads(tokenizer):
+    from bft.sft.module import SFTModule
+
+    stage = replace(STAGE, dropout=0.0)
+    peft = PeftConfig(dropout=0.0)
+    item = encode_example(tokenizer, EXAMPLES[1]["prompt"], EXAMPLES[1]["completion"], max_seq_len=128)
+    batch = {"input_ids": torch.tensor([item.input_ids]), "labels": torch.tensor([item.labels])}
+    losses, grads = [], []
+    for mixed in (False, True):
+        torch.manual_seed(0)  # same LoRA initialisation
+        module = SFTModule("tiny", stage, peft, frozen_dtype=torch.bfloat16, mixed_precision=mixed)
+        lora_b = [p for n, p in module.model.named_parameters() if "lora_B" in n][0]
+        casts = {m.cast_input_dtype_enabled for m in module.model.modules() if hasattr(m, "cast_input_dtype_enabled")}
+        assert casts == {not mixed}
+        with torch.no_grad():  # LoRA starts with B = 0; make the adapter path matter
+            for name, param in module.model.named_parameters():
+                if "lora_B" in name:
+                    param.normal_(0, 0.02)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = module.compute_loss(batch)
+        loss.backward()
+        assert lora_b.dtype == torch.float32 and lora_b.grad.dtype == torch.float32 and lora_b.grad.abs().sum() > 0
+        losses.append(float(loss))
+        grads.append(lora_b.grad.clone())
+    assert math.isclose(losses[0], losses[1], rel_tol=2e-2)
+    assert F.cosine_similarity(grads[0].flatten(), grads[1].flatten(), dim=0) > 0.98

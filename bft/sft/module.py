@@ -3,7 +3,8 @@
 Choices:
 - Weights load in float32 (master weights); speed comes from the Trainer's ``bf16-mixed`` autocast. With LoRA the
   frozen base may be stored in bfloat16 instead (``frozen_dtype``): it is never updated, and autocast computes in
-  bfloat16 anyway, so this only skips re-casting every weight at every step.
+  bfloat16 anyway, so this only skips re-casting every weight at every step. Under autocast
+  (``mixed_precision``) LoRA inputs are no longer cast to float32 first (:func:`skip_adapter_input_casts`).
 - Dropout: ``stage.dropout`` is *residual* dropout, as in metaseq (the papers' LLaMA fine-tuning code): applied to
   the output of every decoder layer's attention block and MLP block before the residual addition, through forward
   hooks that act only in training mode (:func:`add_residual_dropout`). Attention-probability dropout
@@ -36,7 +37,7 @@ from bft.sft.data import IGNORE_INDEX
 from bft.sft.dropout import fast_dropout, replace_dropout_modules
 from bft.sft.schedule import lr_lambda, warmup_steps_for
 
-__all__ = ["SFTModule", "lr_lambda", "add_residual_dropout", "apply_dropout", "DROPOUT_FIELDS"]
+__all__ = ["SFTModule", "lr_lambda", "add_residual_dropout", "apply_dropout", "skip_adapter_input_casts", "DROPOUT_FIELDS"]
 
 DROPOUT_FIELDS = ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop")
 FAST_LOSS_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "olmo", "olmo2", "smollm3"})
@@ -73,6 +74,21 @@ def apply_dropout(config, dropout: float) -> dict[str, float]:
     return original
 
 
+def skip_adapter_input_casts(model: torch.nn.Module) -> int:
+    """Stop PEFT casting each LoRA layer's input to the adapter's float32 before autocast casts it back to bf16.
+
+    Only valid under autocast (the adapter matmuls then run in the autocast dtype and the float32 adapter weights
+    still get float32 gradients). Measured on SmolLM2-135M, LoRA on all linear layers, 2x512 tokens: 12-18% more
+    training tokens/s. Returns how many layers were changed.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    for layer in layers:
+        layer.cast_input_dtype_enabled = False
+    return len(layers)
+
+
 def _lora_targets(target_modules: list[str]) -> str | list[str]:
     targets = list(target_modules)
     return "all-linear" if targets == ["all-linear"] else targets
@@ -88,6 +104,7 @@ class SFTModule(L.LightningModule):
         peft: PeftConfig,
         *,
         frozen_dtype: torch.dtype = torch.float32,
+        mixed_precision: bool = False,
     ):
         super().__init__()
         from transformers import AutoConfig, AutoModelForCausalLM
@@ -120,6 +137,8 @@ class SFTModule(L.LightningModule):
             )
             model = get_peft_model(model, lora)  # adapter weights stay float32 (autocast_adapter_dtype)
             replace_dropout_modules(model)  # LoRA's nn.Dropout -> FastDropout (same p)
+            if mixed_precision:
+                skip_adapter_input_casts(model)
         model.train()  # from_pretrained returns eval mode, and Lightning keeps submodule modes: enable dropout
         self.model = model
         self.trainable_names = {f"model.{n}" for n, p in model.named_parameters() if p.requires_grad}

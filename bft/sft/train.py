@@ -126,7 +126,13 @@ def train_sft(
             stacklevel=2,
         )
     precision = resolve_precision(trainer.precision, trainer.accelerator)
-    module = SFTModule(base_model, stage, peft, frozen_dtype=frozen_base_dtype(model_dtype, precision, peft))
+    module = SFTModule(
+        base_model,
+        stage,
+        peft,
+        frozen_dtype=frozen_base_dtype(model_dtype, precision, peft),
+        mixed_precision=precision.endswith("-mixed"),
+    )
 
     ckpt_dir = out_dir / CHECKPOINT_DIR
     every = trainer.checkpoint_every_n_steps
