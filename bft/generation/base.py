@@ -6,6 +6,8 @@ tokenise them without adding special tokens. Outputs come back in the order of t
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -51,6 +53,32 @@ class GenerationBackend(Protocol):
     def stats(self) -> dict[str, Any]:
         """Cumulative counters: prompt tokens, new tokens, seconds."""
         ...
+
+
+class BackendStats:
+    """The counters every backend reports through ``stats()`` (stage manifests and W&B read these names)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def add(self, key: str, value: float) -> None:
+        self.counts[key] += value
+
+    def generated(self, prompt_ids: list[list[int]], completions: list[Completion], start: float) -> None:
+        """One ``generate`` call that began at ``time.perf_counter() == start``."""
+        self.counts["prompt_tokens"] += sum(len(x) for x in prompt_ids)
+        self.counts["new_tokens"] += sum(c.new_tokens for c in completions)
+        self.counts["sequences"] += len(completions)
+        self.counts["generate_seconds"] += time.perf_counter() - start
+
+    def scored(self, prompt_ids: list[list[int]], start: float) -> None:
+        """One ``next_token_logprobs`` call that began at ``time.perf_counter() == start``."""
+        self.counts["prompt_tokens"] += sum(len(x) for x in prompt_ids)
+        self.counts["scored_prompts"] += len(prompt_ids)
+        self.counts["logprob_seconds"] += time.perf_counter() - start
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.counts)
 
 
 def single_token_ids(tokenizer, candidates: list[str]) -> list[int]:

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
-from bft.generation.base import Completion, Sampling, single_token_ids
+from bft.generation.base import BackendStats, Completion, Sampling, single_token_ids
 from bft.generation.cpu_attention import use_decode_attention
 
 NUCLEUS_TOPK = 64
@@ -191,7 +191,7 @@ class HFBackend:
         self.stop_ids = stop_token_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.stop_ids)
         self.num_layers = model.config.get_text_config(decoder=True).num_hidden_layers
-        self._stats = Counter()
+        self._stats = BackendStats()
 
     @classmethod
     def from_name(
@@ -233,7 +233,7 @@ class HFBackend:
             use_cache=True,
             logits_to_keep=1,
         )
-        self._stats["prefill_tokens"] += len(prefix)
+        self._stats.add("prefill_tokens", len(prefix))
         return [(layer.keys, layer.values) for layer in cache.layers]
 
     def _batches(self, ids: list[list[int]], extra: int = 0) -> list[list[int]]:
@@ -279,7 +279,7 @@ class HFBackend:
             use_cache=True,
             logits_to_keep=1,
         )
-        self._stats["prefill_tokens"] += int(lens.sum())
+        self._stats.add("prefill_tokens", int(lens.sum()))
         return out.logits[:, -1].float().cpu(), cache, mask, lens + plen
 
     # ------------------------------------------------------------------ API
@@ -308,10 +308,7 @@ class HFBackend:
                     new_tokens=len(tokens),
                     finished=finished,
                 )
-        self._stats["prompt_tokens"] += sum(len(x) for x in ids)
-        self._stats["new_tokens"] += sum(c.new_tokens for c in results)
-        self._stats["sequences"] += len(prompts)
-        self._stats["generate_seconds"] += time.perf_counter() - start
+        self._stats.generated(ids, results, start)
         return results
 
     def _decode(self, suffixes, generators, sampling: Sampling, prefix_kv, plen: int) -> list[tuple[list[int], bool]]:
@@ -372,10 +369,8 @@ class HFBackend:
             logp = torch.log_softmax(logits, dim=-1)[:, cand]
             for i, row in zip(batch, logp.tolist(), strict=True):
                 results[i] = row
-        self._stats["prompt_tokens"] += sum(len(x) for x in ids)
-        self._stats["scored_prompts"] += len(prompts)
-        self._stats["logprob_seconds"] += time.perf_counter() - start
+        self._stats.scored(ids, start)
         return results
 
     def stats(self) -> dict[str, Any]:
-        return dict(self._stats)
+        return self._stats.as_dict()

@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from bft.generation.base import Completion, Sampling, single_token_ids
+from bft.generation.base import BackendStats, Completion, Sampling, single_token_ids
 from bft.generation.hf import prompt_seed
 
 
@@ -29,7 +29,7 @@ class VLLMBackend:
         self.llm = llm
         self.tokenizer = tokenizer
         self.lora_request = lora_request
-        self._stats: Counter[str] = Counter()
+        self._stats = BackendStats()
 
     @classmethod
     def from_name(
@@ -89,10 +89,7 @@ class VLLMBackend:
                     finished=c.finish_reason == "stop",
                 )
             )
-        self._stats["prompt_tokens"] += sum(len(x) for x in ids)
-        self._stats["new_tokens"] += sum(c.new_tokens for c in results)
-        self._stats["sequences"] += len(prompts)
-        self._stats["generate_seconds"] += time.perf_counter() - start
+        self._stats.generated(ids, results, start)
         return results
 
     def next_token_logprobs(self, prompts: list[str], candidates: list[str]) -> list[list[float]]:
@@ -108,10 +105,8 @@ class VLLMBackend:
             floor = min((lp.logprob for lp in top.values()), default=-100.0)
             # Candidates outside the top 20 get the 20th log-probability as an upper bound.
             results.append([top[t].logprob if t in top else floor for t in cand_ids])
-        self._stats["prompt_tokens"] += sum(len(x) for x in ids)
-        self._stats["scored_prompts"] += len(prompts)
-        self._stats["logprob_seconds"] += time.perf_counter() - start
+        self._stats.scored(ids, start)
         return results
 
     def stats(self) -> dict[str, Any]:
-        return dict(self._stats)
+        return self._stats.as_dict()

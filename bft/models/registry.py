@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from filelock import FileLock
 
-from bft.errors import writing
+from bft.artifacts.store import atomic_folder
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -57,18 +56,10 @@ def _is_complete(folder: Path) -> bool:
 
 
 def _save_atomically(folder: Path, model, tokenizer) -> None:
-    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    try:
-        with writing(folder):
-            model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
-            (tmp / ".complete").write_text("ok\n")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.rename(folder)
+    with atomic_folder(folder) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / ".complete").write_text("ok\n")
 
 
 def _convert_smollm2(folder: Path) -> None:

@@ -17,8 +17,6 @@ the full model (``load_model(folder)``), plus the tokenizer and ``train_metrics.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -28,8 +26,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from bft.artifacts.store import atomic_folder
 from bft.config.schema import PeftConfig, SFTStageConfig, TrainerConfig
-from bft.errors import writing
 from bft.models.registry import cpu_has_bf16, load_tokenizer, pick_dtype
 from bft.sft.data import build_dataloader, encode_examples
 from bft.sft.module import SFTModule
@@ -76,22 +74,9 @@ def checkpoint_step(path: Path) -> int:
 
 
 def _save_atomically(module: SFTModule, tokenizer, dest: Path, metrics: dict) -> None:
-    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
-        with writing(dest):
-            module.save_model(tmp, tokenizer)
-            (tmp / "train_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = dest.with_name(f".{dest.name}.old{os.getpid()}")
-    if dest.exists():
-        dest.rename(old)
-    tmp.rename(dest)
-    if old.exists():
-        shutil.rmtree(old)
+    with atomic_folder(dest) as tmp:
+        module.save_model(tmp, tokenizer)
+        (tmp / "train_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
 
 def train_sft(
