@@ -154,3 +154,33 @@ def test_decode_attention_matches_sdpa_with_padding_and_gqa(dtype, tol):
     ref, _ = sdpa_attention_forward(module, q, k, v, mask, scaling=dim**-0.5)
     assert ours.shape == ref.shape == (batch, 1, heads, dim)
     torch.testing.assert_close(ours.float(), ref.float(), atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize("block_elements", [1 << 22, 40])  # one block per row, or a few queries per block
+def test_prefill_attention_matches_sdpa_with_padding_gqa_and_unfilled_tail(dtype, tol, block_elements, monkeypatch):
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from bft.generation import cpu_attention
+
+    monkeypatch.setattr(cpu_attention, "SCORE_BLOCK_ELEMENTS", block_elements)
+    torch.manual_seed(0)
+    batch, heads, kv_heads, prefix, q_len, tail, dim = 3, 6, 2, 4, 5, 3, 16
+    length = prefix + q_len + tail
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = heads // kv_heads, True
+    q = torch.randn(batch, heads, q_len, dim, dtype=dtype)
+    k, v = (torch.randn(batch, kv_heads, length, dim, dtype=dtype) for _ in range(2))
+    # [shared prefix][left padding][suffix][unfilled tail], causal inside the suffix, as the backend lays rows out
+    pad = [0, 2, 4]
+    mask = torch.zeros(batch, 1, q_len, length, dtype=torch.bool)
+    for row, p in enumerate(pad):
+        for i in range(q_len):
+            mask[row, 0, i, :prefix] = i >= p
+            mask[row, 0, i, prefix + p : prefix + i + 1] = True
+    ours, _ = cpu_attention.decode_attention(module, q, k, v, mask, scaling=dim**-0.5)
+    ref, _ = sdpa_attention_forward(module, q, k, v, mask, scaling=dim**-0.5)
+    assert ours.shape == ref.shape == (batch, q_len, heads, dim)
+    assert torch.isfinite(ours).all()  # padding queries see nothing: a finite average, never NaN
+    for row, p in enumerate(pad):  # padding queries' outputs are never read; the rest must agree
+        torch.testing.assert_close(ours[row, p:].float(), ref[row, p:].float(), atol=tol, rtol=tol)
