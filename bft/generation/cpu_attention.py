@@ -37,7 +37,16 @@ def _masked_scores(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return scores.add_(mask)
 
 
-def _decode(query, key, value, attention_mask, scale) -> torch.Tensor:
+def _merge_prefix(scores: torch.Tensor, prefix_scores: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Softmax over [shared prefix keys | own keys] (last dim); returns the two parts of the probabilities."""
+    if prefix_scores is None:
+        return torch.softmax(scores, dim=-1), None
+    n = prefix_scores.shape[-1]
+    probs = torch.softmax(torch.cat([prefix_scores, scores], dim=-1), dim=-1)
+    return probs[..., n:], probs[..., :n]
+
+
+def _decode(query, key, value, attention_mask, scale, prefix) -> torch.Tensor:
     batch, heads, _, dim = query.shape
     kv_heads, length = key.shape[1], key.shape[2]
     groups = heads // kv_heads  # query head h reads key/value head h // groups (transformers' repeat_kv layout)
@@ -46,8 +55,17 @@ def _decode(query, key, value, attention_mask, scale) -> torch.Tensor:
     scores = scores.view(batch, kv_heads, groups, length)
     if attention_mask is not None:
         scores = _masked_scores(scores, attention_mask[:, :, -1:, :].reshape(attention_mask.shape[0], 1, 1, length))
-    probs = torch.softmax(scores, dim=-1).to(value.dtype).view(batch * kv_heads, groups, length)
-    out = torch.bmm(probs, value.reshape(batch * kv_heads, length, dim))
+    prefix_scores = None
+    if prefix is not None:  # every row's queries against the one shared prefix: a single bmm per key/value head
+        q_by_head = q.view(batch, kv_heads, groups, dim).transpose(0, 1).reshape(kv_heads, batch * groups, dim)
+        prefix_scores = torch.bmm(q_by_head, prefix[0][0].transpose(1, 2)).float().mul_(scale)
+        prefix_scores = prefix_scores.view(kv_heads, batch, groups, -1).transpose(0, 1)
+    probs, prefix_probs = _merge_prefix(scores, prefix_scores)
+    probs = probs.to(value.dtype).reshape(batch * kv_heads, groups, length)
+    out = torch.bmm(probs, value.reshape(batch * kv_heads, length, dim)).view(batch, kv_heads, groups, dim)
+    if prefix_probs is not None:
+        by_head = prefix_probs.to(value.dtype).transpose(0, 1).reshape(kv_heads, batch * groups, -1)
+        out += torch.bmm(by_head, prefix[1][0]).view(kv_heads, batch, groups, dim).transpose(0, 1)
     return out.view(batch, 1, heads, dim)
 
 
@@ -58,12 +76,13 @@ def _visible_keys(mask: torch.Tensor) -> int:
     return int(cols[-1]) + 1 if len(cols) else mask.shape[-1]
 
 
-def _prefill(query, key, value, attention_mask, scale) -> torch.Tensor:
+def _prefill(query, key, value, attention_mask, scale, prefix) -> torch.Tensor:
     batch, heads, q_len, dim = query.shape
     kv_heads = key.shape[1]
     groups = heads // kv_heads
     length = _visible_keys(attention_mask)
-    block = max(1, SCORE_BLOCK_ELEMENTS // (heads * length))
+    seen = length + (prefix[0].shape[2] if prefix is not None else 0)
+    block = max(1, SCORE_BLOCK_ELEMENTS // (heads * seen))
     out = query.new_empty(batch, q_len, heads, dim)
     for row in range(batch):
         keys_t = key[row, :, :length].transpose(1, 2)  # (kv_heads, dim, length)
@@ -74,8 +93,15 @@ def _prefill(query, key, value, attention_mask, scale) -> torch.Tensor:
             q = query[row, :, start:end].reshape(kv_heads, groups * n, dim)
             scores = torch.bmm(q, keys_t).float().mul_(scale).view(kv_heads, groups, n, length)
             scores = _masked_scores(scores, attention_mask[row, 0, start:end, :length])
-            probs = torch.softmax(scores, dim=-1).to(values.dtype).view(kv_heads, groups * n, length)
-            out[row, start:end] = torch.bmm(probs, values).view(heads, n, dim).transpose(0, 1)
+            prefix_scores = None
+            if prefix is not None:
+                prefix_scores = torch.bmm(q, prefix[0][0].transpose(1, 2)).float().mul_(scale)
+                prefix_scores = prefix_scores.view(kv_heads, groups, n, -1)
+            probs, prefix_probs = _merge_prefix(scores, prefix_scores)
+            o = torch.bmm(probs.to(values.dtype).reshape(kv_heads, groups * n, length), values)
+            if prefix_probs is not None:
+                o += torch.bmm(prefix_probs.to(values.dtype).reshape(kv_heads, groups * n, -1), prefix[1][0])
+            out[row, start:end] = o.view(heads, n, dim).transpose(0, 1)
     return out
 
 
@@ -87,16 +113,29 @@ def decode_attention(
     attention_mask: torch.Tensor | None,
     dropout: float = 0.0,
     scaling: float | None = None,
+    shared_prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
-    """transformers attention function on CPU: (B, H, S, D) queries via bmm; without a mask, in training
-    (dropout) or off CPU, transformers' SDPA path. Returns (B, S, H, D) as transformers' attention functions do."""
-    if dropout or query.device.type != "cpu" or (attention_mask is None and query.shape[2] != 1):
+    """transformers attention function on CPU: (B, H, S, D) queries via bmm (no mask means causal); in training
+    (dropout) or off CPU, transformers' SDPA path. Returns (B, S, H, D) as transformers' attention functions do.
+
+    ``shared_prefix_kv`` (a model-call keyword, one (keys, values) pair of shape (1, kv_heads, P, D) per layer):
+    keys and values that every row sees before its own ``key``/``value`` (the generation backend's shared prompt
+    prefix, kept once instead of copied into every row). The mask covers only the rows' own positions.
+    """
+    prefix = shared_prefix_kv[module.layer_idx] if shared_prefix_kv is not None else None
+    if dropout or query.device.type != "cpu":
+        if prefix is not None:
+            raise ValueError("shared_prefix_kv needs the CPU bmm attention path (no dropout)")
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    if attention_mask is None and query.shape[2] != 1:  # transformers dropped an all-causal mask: rebuild it
+        q_len, length = query.shape[2], key.shape[2]
+        causal = torch.ones(q_len, length, dtype=torch.bool, device=query.device).tril(length - q_len)
+        attention_mask = causal.expand(query.shape[0], 1, q_len, length)
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     if query.shape[2] == 1:
-        return _decode(query, key, value, attention_mask, scale), None
-    return _prefill(query, key, value, attention_mask, scale), None
+        return _decode(query, key, value, attention_mask, scale, prefix), None
+    return _prefill(query, key, value, attention_mask, scale, prefix), None
 
 
 AttentionInterface.register(ATTENTION_NAME, decode_attention)
