@@ -112,8 +112,10 @@ def _token_losses(model, batch: dict) -> torch.Tensor:
     return losses[targets != IGNORE_INDEX]
 
 
-def test_packing_has_no_cross_sample_attention(tokenizer):
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])  # trainer.attention: the model's default, conf/trainer/cpu
+def test_packing_has_no_cross_sample_attention(tokenizer, attention):
     model = load_model("tiny", dtype="float32").model
+    model.set_attn_implementation(attention)
     items = [encode_example(tokenizer, e["prompt"], e["completion"], 256) for e in EXAMPLES[:3]]
     with torch.no_grad():
         separate = torch.cat([_token_losses(model, collate_padded([it], tokenizer.pad_token_id)) for it in items])
@@ -175,8 +177,9 @@ def test_empty_examples_raise_clear_error(tmp_path: Path):
 def test_residual_dropout_only_in_training_mode():
     from bft.sft.module import SFTModule
 
-    module = SFTModule("tiny", replace(STAGE, dropout=0.5), PeftConfig(r=4))
+    module = SFTModule("tiny", replace(STAGE, dropout=0.5), PeftConfig(r=4), attention="eager")
     assert module.residual_dropout_layers == 2
+    assert module._causal_lm().config._attn_implementation == "eager"
     batch = {"input_ids": torch.arange(10, 30).unsqueeze(0), "labels": torch.arange(10, 30).unsqueeze(0)}
     with torch.no_grad():
         assert module.compute_loss(batch) != module.compute_loss(batch)

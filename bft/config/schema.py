@@ -133,6 +133,9 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "bf16-mixed"
+    # attention implementation while training (transformers' attn_implementation); null keeps the model's own
+    # (sdpa). conf/trainer/cpu.yaml picks eager: 12-15% faster LoRA steps at 512 tokens than SDPA's CPU flash kernel
+    attention: str | None = None
     gradient_clip_val: float = 1.0
     log_every_n_steps: int = 5
     enable_progress_bar: bool = True

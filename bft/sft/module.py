@@ -106,6 +106,7 @@ class SFTModule(L.LightningModule):
         *,
         frozen_dtype: torch.dtype = torch.float32,
         mixed_precision: bool = False,
+        attention: str | None = None,
     ):
         super().__init__()
         from transformers import AutoConfig, AutoModelForCausalLM
@@ -117,12 +118,13 @@ class SFTModule(L.LightningModule):
         path = resolve_model_path(base_model)
         config = AutoConfig.from_pretrained(path)
         config.use_cache = False
-        model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=torch.float32)
+        load = {"attn_implementation": attention} if attention else {}
+        model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=torch.float32, **load)
         self.original_dropout: dict[str, float] = {}
         self.residual_dropout_layers = add_residual_dropout(model, stage.dropout)
         if stage.dropout > 0 and not self.residual_dropout_layers:
             self.original_dropout = apply_dropout(config, stage.dropout)
-            model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=torch.float32, **load)
         self.fast_loss = getattr(config, "model_type", "") in FAST_LOSS_MODEL_TYPES
         if self.is_adapter:
             from peft import LoraConfig, get_peft_model

@@ -117,6 +117,7 @@ def train_sft(
         peft,
         frozen_dtype=frozen_base_dtype(model_dtype, precision, peft),
         mixed_precision=precision.endswith("-mixed"),
+        attention=trainer.attention,
     )
 
     ckpt_dir = out_dir / CHECKPOINT_DIR
