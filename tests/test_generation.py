@@ -37,7 +37,9 @@ def test_protocol(tiny):
     assert isinstance(HFBackend(tiny.model, tiny.tokenizer), GenerationBackend)
 
 
-def test_greedy_equals_generate_and_order_kept(tiny, plain, prompts):
+@pytest.mark.parametrize("grow_step", [3, 10**6])  # the KV buffer grows while decoding, or is sized up front
+def test_greedy_equals_generate_and_order_kept(tiny, plain, prompts, grow_step, monkeypatch):
+    monkeypatch.setattr("bft.generation.hf.KV_GROW_STEP", grow_step)
     backend = HFBackend(tiny.model, tiny.tokenizer, batch_size=3)
     assert backend.decode_attention and plain.model.config._attn_implementation == "sdpa"
     outs = backend.generate(prompts, Sampling(temperature=0.0, max_new_tokens=10), seed=0)

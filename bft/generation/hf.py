@@ -5,9 +5,9 @@ What makes it fast (each measured by ``bft-bench``; numbers in the module docstr
 - **own decode loop** over ``model(...)`` instead of ``model.generate``: no per-step logits-processor stack,
   logits only for the last position (``logits_to_keep=1``), float32 only for the (B, vocab) logits row.
 - **preallocated KV cache** (:class:`_BufferCache`): keys/values are written into a zeroed buffer sized for the
-  batch's longest prompt + ``max_new_tokens``, and attention gets the whole (contiguous) buffer with the unfilled
-  tail masked, as transformers' ``StaticCache`` does. ``DynamicCache`` instead re-concatenates the whole cache every
-  step, which costs as much as the matmuls at batch 128 x 1k tokens.
+  batch's longest prompt + ``KV_GROW_STEP`` new tokens (grown by that much when full), and attention gets the whole
+  (contiguous) buffer with the unfilled tail masked, as transformers' ``StaticCache`` does. ``DynamicCache``
+  instead re-concatenates the whole cache every step, which costs as much as the matmuls at batch 128 x 1k tokens.
 - **decode attention as two bmm** (:mod:`bft.generation.cpu_attention`) on CPU: SDPA's flash kernel spent 82% of
   a decode step on one-token queries; the bmm form over the contiguous buffer is about 8x faster.
 - **finished rows leave the batch**: when a sequence emits EOS its row is removed from the cache, the mask and
@@ -53,6 +53,9 @@ MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a separate forwar
 # Shared prefixes at least this long are kept once and read by every row (CPU bmm attention) instead of copied
 # into each row: measured +15% decode tokens/s with the 487-token rating rubric, -15% with a 25-token chat header.
 PREFIX_APART_MIN = 128
+# Decode attention reads the whole KV buffer, so it grows by this many positions when full instead of being sized
+# for ``max_new_tokens`` up front: fewer unfilled positions are read per step, for one copy every KV_GROW_STEP steps.
+KV_GROW_STEP = 32
 
 
 class _BufferLayer(DynamicLayer):
@@ -107,6 +110,15 @@ class _BufferLayer(DynamicLayer):
     def get_mask_sizes(self, *args, **kwargs) -> tuple[int, int]:
         return self.capacity, 0
 
+    def grow(self, extra: int) -> None:
+        """Make room for ``extra`` more positions (a new zeroed buffer, the filled part copied over)."""
+        self.capacity += extra
+        if self.is_initialized:
+            pad = (0, 0, 0, extra)  # last dim untouched, positions dim padded at the end
+            self._k = torch.nn.functional.pad(self._k, pad)
+            self._v = torch.nn.functional.pad(self._v, pad)
+            self._views()
+
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         if self.is_initialized:
             self._k = self._k.index_select(0, indices)
@@ -117,6 +129,10 @@ class _BufferLayer(DynamicLayer):
 class _BufferCache(DynamicCache):
     def __init__(self, num_layers: int, capacity: int) -> None:
         Cache.__init__(self, layers=[_BufferLayer(capacity) for _ in range(num_layers)])
+
+    def grow(self, extra: int) -> None:
+        for layer in self.layers:
+            layer.grow(extra)
 
 
 def prompt_seed(seed: int, prompt: str, occurrence: int) -> int:
@@ -342,8 +358,10 @@ class HFBackend:
         finished = [False] * bsz
         if max_new <= 0:
             return [(t, False) for t in tokens]
-        logits, cache, mask, positions, model_kwargs = self._prefill(suffixes, prefix_kv, plen, max_new)
-        length = mask.shape[1] - max_new  # the filled part of the buffer
+        first_room = min(max_new, KV_GROW_STEP)
+        logits, cache, mask, positions, model_kwargs = self._prefill(suffixes, prefix_kv, plen, first_room)
+        length = mask.shape[1] - first_room  # the filled part of the buffer
+        room_left = max_new - first_room  # positions the buffer may still need to grow by
         alive = list(range(bsz))
         stop = torch.tensor(sorted(self.stop_ids))
         for step in range(max_new):
@@ -366,6 +384,11 @@ class HFBackend:
                 cache.batch_select_indices(idx.to(self.device))
                 mask, positions, nxt = mask[idx], positions[idx], nxt[idx]
                 alive = [alive[j] for j in keep]
+            if length == mask.shape[1]:
+                extra = min(KV_GROW_STEP, room_left)
+                cache.grow(extra)
+                mask = torch.nn.functional.pad(mask, (0, extra))
+                room_left -= extra
             mask[:, length] = 1
             length += 1
             out = self.model(
