@@ -37,9 +37,11 @@ def test_protocol(tiny):
     assert isinstance(HFBackend(tiny.model, tiny.tokenizer), GenerationBackend)
 
 
-@pytest.mark.parametrize("grow_step", [3, 10**6])  # the KV buffer grows while decoding, or is sized up front
-def test_greedy_equals_generate_and_order_kept(tiny, plain, prompts, grow_step, monkeypatch):
+# small: the KV buffer grows while decoding and rows are prefilled a few at a time; large: one piece each
+@pytest.mark.parametrize("grow_step,chunk_tokens", [(3, 40), (10**6, 10**6)])
+def test_greedy_equals_generate_and_order_kept(tiny, plain, prompts, grow_step, chunk_tokens, monkeypatch):
     monkeypatch.setattr("bft.generation.hf.KV_GROW_STEP", grow_step)
+    monkeypatch.setattr("bft.generation.hf.PREFILL_CHUNK_TOKENS", chunk_tokens)
     backend = HFBackend(tiny.model, tiny.tokenizer, batch_size=3)
     assert backend.decode_attention and plain.model.config._attn_implementation == "sdpa"
     outs = backend.generate(prompts, Sampling(temperature=0.0, max_new_tokens=10), seed=0)

@@ -56,6 +56,9 @@ PREFIX_APART_MIN = 128
 # Decode attention reads the whole KV buffer, so it grows by this many positions when full instead of being sized
 # for ``max_new_tokens`` up front: fewer unfilled positions are read per step, for one copy every KV_GROW_STEP steps.
 KV_GROW_STEP = 32
+# Prompt tokens (rows x padded suffix length) per prefill forward: large forwards spill the activations out of
+# cache; rating prompts (190 tokens after the rubric) prefilled 7.8 pairs/s 8 rows at a time vs 5.5 with 64 rows.
+PREFILL_CHUNK_TOKENS = 2048
 
 
 class _BufferLayer(DynamicLayer):
@@ -133,6 +136,23 @@ class _BufferCache(DynamicCache):
     def grow(self, extra: int) -> None:
         for layer in self.layers:
             layer.grow(extra)
+
+    @classmethod
+    def concat(cls, parts: list[_BufferCache]) -> _BufferCache:
+        """One cache whose rows are those of ``parts`` in order (all filled to the same length and capacity)."""
+        if len(parts) == 1:
+            return parts[0]
+        joined = cls(len(parts[0].layers), parts[0].layers[0].capacity)
+        for i, layer in enumerate(joined.layers):
+            pieces = [part.layers[i] for part in parts]
+            layer.dtype, layer.device, layer.is_initialized = pieces[0].dtype, pieces[0].device, True
+            layer._k = torch.cat([p._k for p in pieces])
+            layer._v = torch.cat([p._v for p in pieces])
+            layer.length = pieces[0].length
+            layer._views()
+            for p in pieces:
+                p._k = p._v = p.keys = p.values = None  # free each part as soon as it is copied
+        return joined
 
 
 def prompt_seed(seed: int, prompt: str, occurrence: int) -> int:
@@ -267,31 +287,34 @@ class HFBackend:
         self._stats.add("prefill_tokens", len(prefix))
         return [(layer.keys, layer.values) for layer in cache.layers]
 
-    def _batches(self, ids: list[list[int]], extra: int = 0) -> list[list[int]]:
+    def _batches(self, ids: list[list[int]], extra: int = 0, max_tokens: int | None = None) -> list[list[int]]:
         """Indices grouped into batches of similar length, longest first (memory peaks show up at once).
 
-        A batch holds at most ``batch_size`` rows and, with ``max_batch_tokens``, at most that many tokens of
-        prompt + ``extra`` (new tokens) per row times rows, which bounds the KV cache and attention memory.
+        A batch holds at most ``batch_size`` rows and at most ``max_tokens`` (default ``max_batch_tokens``) tokens
+        of prompt + ``extra`` (new tokens) per row times rows, which bounds the KV cache and attention memory.
         """
+        budget = max_tokens if max_tokens is not None else self.max_batch_tokens
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         batches: list[list[int]] = []
         for i in order:
             if batches:
                 batch = batches[-1]
                 width = len(ids[batch[0]]) + extra  # the batch's first row is its longest
-                fits = self.max_batch_tokens is None or (len(batch) + 1) * width <= self.max_batch_tokens
+                fits = budget is None or (len(batch) + 1) * width <= budget
                 if len(batch) < self.batch_size and fits:
                     batch.append(i)
                     continue
             batches.append([i])
         return batches
 
-    def _prefill(self, suffixes: list[list[int]], prefix_kv, plen: int, extra: int):
+    def _prefill(self, suffixes: list[list[int]], prefix_kv, plen: int, extra: int, keep_cache: bool = True):
         """Run the suffixes after the shared prefix.
 
         Returns (last logits fp32, cache, mask buffer, next positions, keyword arguments for later model calls).
         With the CPU bmm attention the prefix stays one (1, heads, P, dim) tensor per layer that attention reads
         beside each row's own buffer (``shared_prefix_kv``); otherwise it is copied to the front of every row.
+        Rows go through the model ``PREFILL_CHUNK_TOKENS`` tokens at a time, and their caches are joined for
+        decoding (``keep_cache``).
         """
         bsz, slen = len(suffixes), max(len(s) for s in suffixes)
         apart = prefix_kv is not None and self.decode_attention and plen >= self.prefix_apart_min
@@ -305,21 +328,29 @@ class HFBackend:
             input_ids[row, slen - len(s) :] = torch.tensor(s)
             mask[row, offset + slen - len(s) : offset + slen] = 1
         positions = (torch.arange(slen).unsqueeze(0) - (slen - lens).unsqueeze(1)).clamp_(min=0) + plen
-        cache = _BufferCache(self.num_layers, capacity)
-        if prefix_kv is not None and not apart:
-            for layer, (k, v) in zip(cache.layers, prefix_kv, strict=True):
-                layer.fill_prefix(k, v, bsz)
         model_kwargs = {"shared_prefix_kv": prefix_kv} if apart else {}
-        out = self.model(
-            input_ids=input_ids.to(self.device),
-            attention_mask=mask.to(self.device),
-            position_ids=positions.to(self.device),
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-            **model_kwargs,
-        )
+        rows_per_chunk = max(1, PREFILL_CHUNK_TOKENS // slen)
+        logits, caches = [], []
+        for start in range(0, bsz, rows_per_chunk):
+            rows = slice(start, start + rows_per_chunk)
+            cache = _BufferCache(self.num_layers, capacity)
+            if prefix_kv is not None and not apart:
+                for layer, (k, v) in zip(cache.layers, prefix_kv, strict=True):
+                    layer.fill_prefix(k, v, len(input_ids[rows]))
+            out = self.model(
+                input_ids=input_ids[rows].to(self.device),
+                attention_mask=mask[rows].to(self.device),
+                position_ids=positions[rows].to(self.device),
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+                **model_kwargs,
+            )
+            logits.append(out.logits[:, -1].float().cpu())
+            caches.append(cache)
+        cache = _BufferCache.concat(caches) if keep_cache else None
         self._stats.add("prefill_tokens", int(lens.sum()))
+        return torch.cat(logits), cache, mask, lens + plen, model_kwargs
         return out.logits[:, -1].float().cpu(), cache, mask, lens + plen, model_kwargs
 
     # ------------------------------------------------------------------ API
@@ -412,8 +443,11 @@ class HFBackend:
         prefix_kv = self._prefix_kv(prefix)
         results: list[list[float]] = [[] for _ in prompts]
         cand = torch.tensor(cand_ids)
-        for batch in self._batches(ids):
-            logits, *_ = self._prefill([ids[i][len(prefix) :] for i in batch], prefix_kv, len(prefix), 0)
+        suffixes = [x[len(prefix) :] for x in ids]
+        # no decoding follows, so batches need not be wide: one prefill chunk each, rows of similar length
+        budget = min(PREFILL_CHUNK_TOKENS, self.max_batch_tokens or PREFILL_CHUNK_TOKENS)
+        for batch in self._batches(suffixes, max_tokens=budget):
+            logits, *_ = self._prefill([suffixes[i] for i in batch], prefix_kv, len(prefix), 0, keep_cache=False)
             logp = torch.log_softmax(logits, dim=-1)[:, cand]
             for i, row in zip(batch, logp.tolist(), strict=True):
                 results[i] = row
