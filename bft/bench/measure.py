@@ -72,7 +72,7 @@ def generation(model_name: str, n_prompts: int, new_tokens: int, batch_size: int
     backend = HFBackend.from_name(model_name, dtype="auto", batch_size=batch_size)
     tok = backend.tokenizer
     plain = load_model(model_name, dtype="float32").model
-    params = n_params(backend.model)
+    params = n_params(plain)  # the backend's packed linear weights are buffers, not parameters
     backend.generate(["warm-up"], Sampling(temperature=0.0, max_new_tokens=2), seed=0)
     workloads = {}
     for name, (prompts, n_new) in generation_workloads(tok, n_prompts, new_tokens).items():
@@ -188,12 +188,13 @@ def sft_bft(model_name: str, steps: int) -> dict:
 
 
 def sft_plain(model_name: str, steps: int, micro_batch: int = 4, seq_len: int = 512) -> dict:
-    """Baseline: padded float32 LoRA loop (peft r=16 all-linear, AdamW), no autocast, first step untimed."""
+    """Baseline: padded float32 LoRA loop (peft r=16 all-linear, no adapter dropout as in conf/peft/lora.yaml,
+    AdamW), no autocast, first step untimed."""
     from peft import LoraConfig, get_peft_model
 
     loaded = load_model(model_name, dtype="float32")
     model = get_peft_model(
-        loaded.model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
+        loaded.model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
     )
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)

@@ -120,7 +120,7 @@ class PeftConfig:
     method: str = "lora"  # lora | full
     r: int = 16
     alpha: int = 32
-    dropout: float = 0.05
+    dropout: float = 0.0  # adapter input dropout (conf/peft/lora.yaml says why it is off)
     target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
 
 
