@@ -58,10 +58,10 @@ def run(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     report["matmul"] = {"fp32_flops": measure.matmul_flops(torch.float32), "bf16_flops": measure.matmul_flops(torch.bfloat16)}
     gen = measure.generation(args.model, n_prompts, new_tokens, args.batch_size, baseline_prompts=16 if q else 32)
-    backend = gen.pop("_backend")
+    backend, plain = gen.pop("_backend"), gen.pop("_plain")
     report["generation"] = gen
-    report["curation"] = measure.curation(backend, n_pairs=8 if q else 16, n_logprob=32 if q else 64)
-    del backend
+    report["curation"] = measure.curation(backend, n_pairs=8 if q else 16, n_logprob=32 if q else 64, plain=plain)
+    del backend, plain
     if not args.skip_sft:
         report["sft"] = {"bft": measure.sft_bft(args.model, steps), "plain_fp32_lora": measure.sft_plain(args.model, steps)}
     report["peak_rss_mb"] = peak_rss_mb()
@@ -92,11 +92,23 @@ def render(report: dict) -> Table:
             f"{100 * w['bft_flops'] / peak:.0f}% (base {100 * w['baseline_flops'] / mm['fp32_flops']:.0f}% fp32)",
         )
     cur = report["curation"]
+    if "generate_plain_fp32" in cur:
+        c = cur["generate_plain_fp32"]
+        t.add_row(
+            f"curation generate pairs/s, plain fp32 model.generate b16 ({c['pairs']} pairs, parsed {100 * c['parsed']:.0f}%)",
+            f"{c['pairs_per_s']:.2f}",
+            "",
+            f"{c['pairs_per_s'] / cur['generate']['pairs_per_s']:.1f}x",
+            "",
+        )
     for mode in ("generate", "generate_n", "logprob"):
         c = cur[mode]
         extra = f"parsed {100 * c['parsed']:.0f}%" if "parsed" in c else f"E[score] {c['mean_expected_score']:.2f}"
         ratio = f"{c['pairs_per_s'] / cur['generate']['pairs_per_s']:.1f}x" if mode != "generate" else "1.0x"
         t.add_row(f"curation {mode} pairs/s ({c['pairs']} pairs, {extra})", f"{c['pairs_per_s']:.2f}", "", ratio, "")
+    if "logprob_vs_generate_plain_fp32" in cur:
+        ratio = f"{cur['logprob_vs_generate_plain_fp32']:.1f}x"
+        t.add_row("curation logprob vs generate through plain fp32 model.generate", "", "", ratio, "")
     sft = report.get("sft")
     if sft:
         plain = sft["plain_fp32_lora"]["tokens_per_s"]

@@ -99,11 +99,28 @@ def generation(model_name: str, n_prompts: int, new_tokens: int, batch_size: int
         "params": params,
         "workloads": workloads,
         "_backend": backend,
+        "_plain": plain,
     }
 
 
-def curation(backend: HFBackend, n_pairs: int, n_logprob: int, n_samples: int = 4, seed: int = 0) -> dict:
-    """Pairs rated per second in each scoring mode (generate, generate_n, logprob)."""
+def _plain_sampled_generate_fp32(plain, tok, prompts: list[str], max_new_tokens: int, seed: int) -> list[str]:
+    """Texts of a plain float32 ``model.generate`` loop at batch 16, sampling at temperature 1, top-p 0.9."""
+    tok.padding_side = "left"
+    torch.manual_seed(seed)
+    texts: list[str] = []
+    with torch.inference_mode():
+        for i in range(0, len(prompts), 16):
+            enc = tok(prompts[i : i + 16], add_special_tokens=False, return_tensors="pt", padding=True)
+            out = plain.generate(
+                **enc, do_sample=True, temperature=1.0, top_p=0.9, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id
+            )
+            texts += tok.batch_decode(out[:, enc.input_ids.shape[1] :], skip_special_tokens=True)
+    return texts
+
+
+def curation(backend: HFBackend, n_pairs: int, n_logprob: int, n_samples: int = 4, seed: int = 0, plain=None) -> dict:
+    """Pairs rated per second in each scoring mode (generate, generate_n, logprob); with ``plain`` (a float32
+    model), also the paper's generate mode through a plain ``model.generate`` loop, the naive implementation."""
     tok = backend.tokenizer
     data = pairs(max(n_pairs, n_logprob))
     sampling = Sampling(temperature=1.0, top_p=0.9, max_new_tokens=96)
@@ -120,6 +137,16 @@ def curation(backend: HFBackend, n_pairs: int, n_logprob: int, n_samples: int = 
         "parsed": sum(parse_score(o.text) is not None for o in outs) / n_pairs,
         "mean_prompt_tokens": sum(o.prompt_tokens for o in outs) / n_pairs,
     }
+
+    if plain is not None:
+        start = time.perf_counter()
+        texts = _plain_sampled_generate_fp32(plain, tok, gen_prompts, sampling.max_new_tokens, seed)
+        dt = time.perf_counter() - start
+        results["generate_plain_fp32"] = {
+            "pairs": n_pairs,
+            "pairs_per_s": n_pairs / dt,
+            "parsed": sum(parse_score(t) is not None for t in texts) / n_pairs,
+        }
 
     rep = [p for p in gen_prompts for _ in range(n_samples)]
     start = time.perf_counter()
@@ -152,6 +179,8 @@ def curation(backend: HFBackend, n_pairs: int, n_logprob: int, n_samples: int = 
         "candidate_mass": sum(math.exp(v) for row in logps for v in row) / len(logps),
     }
     results["logprob_vs_generate"] = results["logprob"]["pairs_per_s"] / results["generate"]["pairs_per_s"]
+    if plain is not None:
+        results["logprob_vs_generate_plain_fp32"] = results["logprob"]["pairs_per_s"] / results["generate_plain_fp32"]["pairs_per_s"]
     return results
 
 
