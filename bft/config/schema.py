@@ -152,8 +152,8 @@ class SamplingConfig:
 @dataclass
 class GenerationConfig:
     backend: str = "hf"  # hf | vllm
-    batch_size: int = 32
-    max_batch_tokens: int | None = 16384  # hf backend: rows x (prompt + new tokens) per batch, bounds memory
+    batch_size: int = 64
+    max_batch_tokens: int | None = 32768  # hf backend: rows x (prompt + new tokens) per batch, bounds memory
     dtype: str = "auto"  # auto = bfloat16 where the CPU/GPU supports it
     shard_size: int = 64  # records per resumable shard
     augment: SamplingConfig = field(default_factory=SamplingConfig)
