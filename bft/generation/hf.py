@@ -68,6 +68,7 @@ class _BufferLayer(DynamicLayer):
         super().__init__()
         self.capacity = capacity
         self.length = 0
+        self._pending_skip = 0
         self._k: torch.Tensor | None = None
         self._v: torch.Tensor | None = None
 
@@ -98,6 +99,7 @@ class _BufferLayer(DynamicLayer):
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
+            self.length, self._pending_skip = self.length + self._pending_skip, 0
         end = self.length + key_states.shape[-2]
         if end > self.capacity:
             raise RuntimeError(f"KV buffer overflow: {end} > {self.capacity}")
@@ -112,6 +114,14 @@ class _BufferLayer(DynamicLayer):
 
     def get_mask_sizes(self, *args, **kwargs) -> tuple[int, int]:
         return self.capacity, 0
+
+    def skip(self, n: int) -> None:
+        """Leave the next ``n`` positions as they are (zeros): leading padding that no query attends to."""
+        if self.is_initialized:
+            self.length += n
+            self._views()
+        else:
+            self._pending_skip = n  # applied when the first update allocates the buffer
 
     def grow(self, extra: int) -> None:
         """Make room for ``extra`` more positions (a new zeroed buffer, the filled part copied over)."""
@@ -133,6 +143,10 @@ class _BufferCache(DynamicCache):
     def __init__(self, num_layers: int, capacity: int) -> None:
         Cache.__init__(self, layers=[_BufferLayer(capacity) for _ in range(num_layers)])
 
+    def skip(self, n: int) -> None:
+        for layer in self.layers:
+            layer.skip(n)
+
     def grow(self, extra: int) -> None:
         for layer in self.layers:
             layer.grow(extra)
@@ -153,6 +167,19 @@ class _BufferCache(DynamicCache):
             for p in pieces:
                 p._k = p._v = p.keys = p.values = None  # free each part as soon as it is copied
         return joined
+
+
+def _prefill_chunks(lengths: list[int]) -> list[tuple[slice, int]]:
+    """Consecutive row ranges of a batch (rows sorted longest first) holding at most ``PREFILL_CHUNK_TOKENS``
+    tokens once padded to their own longest row; returns (rows, that row's length) pairs."""
+    chunks: list[tuple[slice, int]] = []
+    start = 0
+    while start < len(lengths):
+        width = max(lengths[start:])  # sorted input: lengths[start]; max() keeps unsorted input correct
+        end = start + max(1, PREFILL_CHUNK_TOKENS // width)
+        chunks.append((slice(start, end), max(lengths[start:end])))
+        start = end
+    return chunks
 
 
 def prompt_seed(seed: int, prompt: str, occurrence: int) -> int:
@@ -329,18 +356,19 @@ class HFBackend:
             mask[row, offset + slen - len(s) : offset + slen] = 1
         positions = (torch.arange(slen).unsqueeze(0) - (slen - lens).unsqueeze(1)).clamp_(min=0) + plen
         model_kwargs = {"shared_prefix_kv": prefix_kv} if apart else {}
-        rows_per_chunk = max(1, PREFILL_CHUNK_TOKENS // slen)
         logits, caches = [], []
-        for start in range(0, bsz, rows_per_chunk):
-            rows = slice(start, start + rows_per_chunk)
+        for rows, width in _prefill_chunks(lens.tolist()):
+            # this chunk's rows are at most ``width`` long: its leading ``slen - width`` positions are padding in
+            # every row, left as zeros in the buffer and masked, so the chunk runs ``width`` tokens, not ``slen``
             cache = _BufferCache(self.num_layers, capacity)
             if prefix_kv is not None and not apart:
                 for layer, (k, v) in zip(cache.layers, prefix_kv, strict=True):
                     layer.fill_prefix(k, v, len(input_ids[rows]))
+            cache.skip(slen - width)
             out = self.model(
-                input_ids=input_ids[rows].to(self.device),
+                input_ids=input_ids[rows, slen - width :].to(self.device),
                 attention_mask=mask[rows].to(self.device),
-                position_ids=positions[rows].to(self.device),
+                position_ids=positions[rows, slen - width :].to(self.device),
                 past_key_values=cache,
                 use_cache=True,
                 logits_to_keep=1,
@@ -351,7 +379,6 @@ class HFBackend:
         cache = _BufferCache.concat(caches) if keep_cache else None
         self._stats.add("prefill_tokens", int(lens.sum()))
         return torch.cat(logits), cache, mask, lens + plen, model_kwargs
-        return out.logits[:, -1].float().cpu(), cache, mask, lens + plen, model_kwargs
 
     # ------------------------------------------------------------------ API
 
