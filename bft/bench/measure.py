@@ -195,7 +195,7 @@ def _sft_examples(model_name: str, n: int) -> list[dict]:
 
 
 def sft_bft(model_name: str, steps: int) -> dict:
-    """``bft.sft.train.train_sft`` as the pipeline configures it (LoRA r=16 all-linear, residual dropout 0.1, 512
+    """``bft.sft.train.train_sft`` as the pipeline configures it (LoRA r=16 all-linear, no dropout, 512
     tokens, ``conf/sft/local.yaml``'s micro batch of 2, ``conf/trainer/cpu.yaml``'s eager attention): 4 sequences
     per optimizer step, as the plain loop's batch."""
     try:
@@ -203,7 +203,9 @@ def sft_bft(model_name: str, steps: int) -> dict:
         from bft.sft.train import train_sft
     except ImportError as err:
         return {"skipped": f"bft.sft.train.train_sft not importable: {err}"}
-    stage = SFTStageConfig(max_steps=steps, micro_batch_size=2, batch_size=4, max_seq_len=512, warmup_ratio=0.0)
+    stage = SFTStageConfig(  # as conf/sft/local.yaml: no residual dropout
+        max_steps=steps, micro_batch_size=2, batch_size=4, max_seq_len=512, warmup_ratio=0.0, dropout=0.0
+    )
     trainer = TrainerConfig(  # attention as conf/trainer/cpu.yaml sets it
         enable_progress_bar=False, checkpoint_every_n_steps=0, log_every_n_steps=1, attention="eager"
     )
