@@ -62,6 +62,8 @@ def test_curation_accounting_and_label_quality_reach_the_summary(smoke):
     curation = smoke["first"].summary["curation"]["curate_0"]
     assert sum(curation["score_histogram"].values()) == smoke["first"].reports[5].records_in
     assert 0.0 <= curation["parse_failure_rate"] <= 1.0 and curation["kept"] >= 1
+    assert curation["kept_lengths"]["n"] == curation["kept"]
+    assert curation["kept_lengths"]["n"] + curation["dropped_lengths"]["n"] == smoke["first"].reports[5].records_in
     labels = curation["labels"]
     assert set(labels) == {"precision", "recall", "auc"}
     assert 0.0 <= labels["precision"] <= 1.0 and 0.0 <= labels["recall"] <= 1.0
@@ -120,6 +122,8 @@ def test_cli_reuses_the_store_and_prints_the_summary_table(smoke):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "reused" in result.stdout and "AlpacaEval win rate" in result.stdout
     assert "curated dataset:" in result.stdout and "final model/adapter:" in result.stdout
+    flowing = " ".join(result.stdout.split())  # rich wraps long lines at the console width
+    assert "parse failures" in flowing and "kept/dropped mean chars" in flowing
     assert "computed" not in result.stdout
     wandb_dirs = list((smoke["root"] / "cli").glob("wandb/offline-run-*"))
     assert wandb_dirs, "the W&B offline run folder is missing"

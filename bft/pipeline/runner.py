@@ -162,10 +162,21 @@ def summarize(ctx: RunContext) -> dict[str, Any]:
     }
     curations = {n: a.manifest["metrics"] for n, a in ctx.artifacts.items() if n.startswith("curate_")}
     summary["curation"] = {
-        name: {k: m.get(k) for k in ("kept", "kept_fraction", "parse_failure_rate", "score_histogram", "labels")}
+        name: {
+            k: m.get(k)
+            for k in ("kept", "kept_fraction", "parse_failure_rate", "score_histogram", "kept_lengths", "dropped_lengths", "labels")
+        }
         for name, m in curations.items()
     }
     return summary
+
+
+def _lengths_text(acc: dict[str, Any]) -> str:
+    """", kept/dropped mean chars 1045/1096" when the accounting has length statistics of both sides."""
+    kept, dropped = acc.get("kept_lengths") or {}, acc.get("dropped_lengths") or {}
+    if kept.get("mean_chars") is None or dropped.get("mean_chars") is None:
+        return ""
+    return f", kept/dropped mean chars {kept['mean_chars']:.0f}/{dropped['mean_chars']:.0f}"
 
 
 def print_summary(ctx: RunContext) -> None:
@@ -186,6 +197,7 @@ def print_summary(ctx: RunContext) -> None:
     for name, acc in s.get("curation", {}).items():
         console.print(f"{name}: kept {acc['kept']} ({acc['kept_fraction']:.1%}), parse failures "
                       f"{acc['parse_failure_rate']:.1%}, histogram {acc['score_histogram']}"
+                      + _lengths_text(acc)
                       + (f", labels {acc['labels']}" if acc.get("labels") else ""))
     se = s.get("standard_error")
     win = s.get("win_rate")
