@@ -232,3 +232,11 @@ def test_prefill_attention_matches_sdpa_with_padding_gqa_and_unfilled_tail(dtype
     assert torch.isfinite(ours).all()  # padding queries see nothing: a finite average, never NaN
     for row, p in enumerate(pad):  # padding queries' outputs are never read; the rest must agree
         torch.testing.assert_close(ours[row, p:].float(), ref[row, p:].float(), atol=tol, rtol=tol)
+
+
+def test_prefill_chunks_bound_padded_tokens_and_keep_row_order():
+    from bft.generation.hf import _prefill_chunks
+
+    chunks = _prefill_chunks([5, 4, 4, 2, 1], budget=10)
+    assert [(c.start, c.stop, w) for c, w in chunks] == [(0, 2, 5), (2, 4, 4), (4, 5, 1)]
+    assert _prefill_chunks([5, 4, 1], budget=None) == [(slice(0, 3), 5)]  # accelerators: one forward

@@ -56,8 +56,8 @@ PREFIX_APART_MIN = 128
 # Decode attention reads the whole KV buffer, so it grows by this many positions when full instead of being sized
 # for ``max_new_tokens`` up front: fewer unfilled positions are read per step, for one copy every KV_GROW_STEP steps.
 KV_GROW_STEP = 32
-# Prompt tokens (rows x padded suffix length) per prefill forward: large forwards spill the activations out of
-# cache; rating prompts (190 tokens after the rubric) prefilled 7.8 pairs/s 8 rows at a time vs 5.5 with 64 rows.
+# Prompt tokens (rows x padded suffix length) per prefill forward on CPU: large forwards spill the activations out
+# of cache; rating prompts (190 tokens after the rubric) prefilled 7.8 pairs/s 8 rows at a time vs 5.5 with 64 rows.
 PREFILL_CHUNK_TOKENS = 2048
 
 
@@ -169,14 +169,14 @@ class _BufferCache(DynamicCache):
         return joined
 
 
-def _prefill_chunks(lengths: list[int]) -> list[tuple[slice, int]]:
-    """Consecutive row ranges of a batch (rows sorted longest first) holding at most ``PREFILL_CHUNK_TOKENS``
-    tokens once padded to their own longest row; returns (rows, that row's length) pairs."""
+def _prefill_chunks(lengths: list[int], budget: int | None) -> list[tuple[slice, int]]:
+    """Consecutive row ranges of a batch (rows sorted longest first) holding at most ``budget`` tokens (None: all
+    rows at once) once padded to their own longest row; returns (rows, that row's length) pairs."""
     chunks: list[tuple[slice, int]] = []
     start = 0
     while start < len(lengths):
         width = max(lengths[start:])  # sorted input: lengths[start]; max() keeps unsorted input correct
-        end = start + max(1, PREFILL_CHUNK_TOKENS // width)
+        end = len(lengths) if budget is None else min(len(lengths), start + max(1, budget // width))
         chunks.append((slice(start, end), max(lengths[start:end])))
         start = end
     return chunks
@@ -314,6 +314,11 @@ class HFBackend:
         self._stats.add("prefill_tokens", len(prefix))
         return [(layer.keys, layer.values) for layer in cache.layers]
 
+    def _prefill_budget(self) -> int | None:
+        """Prompt tokens per prefill forward: ``PREFILL_CHUNK_TOKENS`` on CPU, where large forwards spill out of
+        cache; unbounded on accelerators, which want the largest forwards (``max_batch_tokens`` still applies)."""
+        return PREFILL_CHUNK_TOKENS if self.device.type == "cpu" else None
+
     def _batches(self, ids: list[list[int]], extra: int = 0, max_tokens: int | None = None) -> list[list[int]]:
         """Indices grouped into batches of similar length, longest first (memory peaks show up at once).
 
@@ -357,7 +362,7 @@ class HFBackend:
         positions = (torch.arange(slen).unsqueeze(0) - (slen - lens).unsqueeze(1)).clamp_(min=0) + plen
         model_kwargs = {"shared_prefix_kv": prefix_kv} if apart else {}
         logits, caches = [], []
-        for rows, width in _prefill_chunks(lens.tolist()):
+        for rows, width in _prefill_chunks(lens.tolist(), self._prefill_budget()):
             # this chunk's rows are at most ``width`` long: its leading ``slen - width`` positions are padding in
             # every row, left as zeros in the buffer and masked, so the chunk runs ``width`` tokens, not ``slen``
             cache = _BufferCache(self.num_layers, capacity)
@@ -472,7 +477,8 @@ class HFBackend:
         cand = torch.tensor(cand_ids)
         suffixes = [x[len(prefix) :] for x in ids]
         # no decoding follows, so batches need not be wide: one prefill chunk each, rows of similar length
-        budget = min(PREFILL_CHUNK_TOKENS, self.max_batch_tokens or PREFILL_CHUNK_TOKENS)
+        chunk = self._prefill_budget()
+        budget = min(chunk, self.max_batch_tokens or chunk) if chunk is not None else self.max_batch_tokens
         for batch in self._batches(suffixes, max_tokens=budget):
             logits, *_ = self._prefill([suffixes[i] for i in batch], prefix_kv, len(prefix), 0, keep_cache=False)
             logp = torch.log_softmax(logits, dim=-1)[:, cand]
