@@ -43,18 +43,23 @@ def matmul_flops(dtype: torch.dtype, size: int = 2048, seconds: float = 2.0) -> 
     return 2 * size**3 * reps / (time.perf_counter() - start)
 
 
-def _plain_generate_fp32(plain, tok, prompts: list[str], new_tokens: int) -> float:
-    """New tokens/s of a plain float32 ``model.generate`` loop at batch 16 (greedy, exactly ``new_tokens`` each)."""
+def _plain_generate_b16(plain, tok, prompts: list[str], **generate_kwargs) -> list[torch.Tensor]:
+    """The new token ids of a plain ``model.generate`` loop at batch 16 (left padding), one tensor per batch."""
     tok.padding_side = "left"
-    tokens, start = 0, time.perf_counter()
+    new_ids = []
     with torch.inference_mode():
         for i in range(0, len(prompts), 16):
             enc = tok(prompts[i : i + 16], add_special_tokens=False, return_tensors="pt", padding=True)
-            out = plain.generate(
-                **enc, do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=tok.pad_token_id
-            )
-            tokens += (out.shape[1] - enc.input_ids.shape[1]) * out.shape[0]
-    return tokens / (time.perf_counter() - start)
+            out = plain.generate(**enc, pad_token_id=tok.pad_token_id, **generate_kwargs)
+            new_ids.append(out[:, enc.input_ids.shape[1] :])
+    return new_ids
+
+
+def _plain_generate_fp32(plain, tok, prompts: list[str], new_tokens: int) -> float:
+    """New tokens/s of a plain float32 ``model.generate`` loop at batch 16 (greedy, exactly ``new_tokens`` each)."""
+    start = time.perf_counter()
+    new_ids = _plain_generate_b16(plain, tok, prompts, do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+    return sum(ids.numel() for ids in new_ids) / (time.perf_counter() - start)
 
 
 def generation_workloads(tok, n_prompts: int, new_tokens: int) -> dict[str, tuple[list[str], int]]:
@@ -105,17 +110,9 @@ def generation(model_name: str, n_prompts: int, new_tokens: int, batch_size: int
 
 def _plain_sampled_generate_fp32(plain, tok, prompts: list[str], max_new_tokens: int, seed: int) -> list[str]:
     """Texts of a plain float32 ``model.generate`` loop at batch 16, sampling at temperature 1, top-p 0.9."""
-    tok.padding_side = "left"
     torch.manual_seed(seed)
-    texts: list[str] = []
-    with torch.inference_mode():
-        for i in range(0, len(prompts), 16):
-            enc = tok(prompts[i : i + 16], add_special_tokens=False, return_tensors="pt", padding=True)
-            out = plain.generate(
-                **enc, do_sample=True, temperature=1.0, top_p=0.9, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id
-            )
-            texts += tok.batch_decode(out[:, enc.input_ids.shape[1] :], skip_special_tokens=True)
-    return texts
+    new_ids = _plain_generate_b16(plain, tok, prompts, do_sample=True, temperature=1.0, top_p=0.9, max_new_tokens=max_new_tokens)
+    return [text for ids in new_ids for text in tok.batch_decode(ids, skip_special_tokens=True)]
 
 
 def curation(backend: HFBackend, n_pairs: int, n_logprob: int, n_samples: int = 4, seed: int = 0, plain=None) -> dict:

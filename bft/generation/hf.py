@@ -380,7 +380,8 @@ class HFBackend:
                 **model_kwargs,
             )
             logits.append(out.logits[:, -1].float().cpu())
-            caches.append(cache)
+            if keep_cache:
+                caches.append(cache)
         cache = _BufferCache.concat(caches) if keep_cache else None
         self._stats.add("prefill_tokens", int(lens.sum()))
         return torch.cat(logits), cache, mask, lens + plen, model_kwargs
