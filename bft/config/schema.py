@@ -136,6 +136,8 @@ class TrainerConfig:
     # attention implementation while training (transformers' attn_implementation); null keeps the model's own
     # (sdpa). conf/trainer/cpu.yaml picks eager: 12-15% faster LoRA steps at 512 tokens than SDPA's CPU flash kernel
     attention: str | None = None
+    # torch.compile each decoder layer and the output head + loss (bft.sft.compile); conf/trainer/cpu.yaml: true
+    compile: bool = False
     gradient_clip_val: float = 1.0
     log_every_n_steps: int = 5
     enable_progress_bar: bool = True

@@ -20,6 +20,11 @@ Choices:
   layer is applied only at positions whose next token is a completion token, which skips the vocabulary
   projection for prompt and padding positions; other models use the model's own ``labels=`` loss. Both are the
   mean token cross-entropy over completion tokens of the micro-batch.
+- ``compile=True`` (``trainer.compile``) compiles each decoder layer and the output head + loss
+  (:mod:`bft.sft.compile`); the state dict, checkpoints and saved adapters are the same as eager's.
+- Throughput: ``fit_seconds``/``fit_tokens`` cover the whole fit (compilation and the first step included);
+  ``steady_seconds``/``steady_tokens`` start after the first optimizer step, the steady-state rate that
+  ``bft-bench`` compares with its plain loop (whose first step is untimed as well).
 """
 
 from __future__ import annotations
@@ -29,10 +34,10 @@ from functools import partial
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 
 from bft.config.schema import PeftConfig, SFTStageConfig
 from bft.models.registry import resolve_model_path
+from bft.sft.compile import compile_decoder_layers, compiled_head_loss, head_loss
 from bft.sft.data import IGNORE_INDEX
 from bft.sft.dropout import fast_dropout, replace_dropout_modules
 from bft.sft.schedule import lr_lambda, warmup_steps_for
@@ -107,6 +112,7 @@ class SFTModule(L.LightningModule):
         frozen_dtype: torch.dtype = torch.float32,
         mixed_precision: bool = False,
         attention: str | None = None,
+        compile: bool = False,
     ):
         super().__init__()
         from transformers import AutoConfig, AutoModelForCausalLM
@@ -142,6 +148,8 @@ class SFTModule(L.LightningModule):
             replace_dropout_modules(model)  # LoRA's nn.Dropout -> FastDropout (same p)
             if mixed_precision:
                 skip_adapter_input_casts(model)
+        self.compiled_layers = compile_decoder_layers(self._causal_lm(model)) if compile else 0
+        self.head_loss = compiled_head_loss if compile else head_loss
         model.train()  # from_pretrained returns eval mode, and Lightning keeps submodule modes: enable dropout
         self.model = model
         self.trainable_names = {f"model.{n}" for n, p in model.named_parameters() if p.requires_grad}
@@ -158,10 +166,14 @@ class SFTModule(L.LightningModule):
         self._tokens_at_start = 0
         self.fit_seconds = 0.0
         self.fit_tokens = 0
+        self._steady_start: tuple[float, int] | None = None
+        self.steady_seconds = 0.0
+        self.steady_tokens = 0
 
     # --- loss -------------------------------------------------------------------------------------------------
-    def _causal_lm(self):
-        return self.model.get_base_model() if self.is_adapter else self.model
+    def _causal_lm(self, model=None):
+        model = self.model if model is None else model
+        return model.get_base_model() if self.is_adapter else model
 
     def compute_loss(self, batch: dict) -> torch.Tensor:
         """Mean cross-entropy over completion tokens (labels != -100) of one micro-batch."""
@@ -174,8 +186,7 @@ class SFTModule(L.LightningModule):
         hidden = lm.model(input_ids=batch["input_ids"], position_ids=position_ids, use_cache=False).last_hidden_state
         targets = labels[:, 1:]
         keep = targets != IGNORE_INDEX
-        logits = lm.lm_head(hidden[:, :-1][keep])
-        return F.cross_entropy(logits.float(), targets[keep])
+        return self.head_loss(hidden[:, :-1][keep], lm.lm_head.weight, targets[keep])
 
     # --- Lightning hooks --------------------------------------------------------------------------------------
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
@@ -211,9 +222,17 @@ class SFTModule(L.LightningModule):
         self._tokens_at_start = self.tokens_seen
         self.start_step = self.trainer.global_step  # > 0 when resumed from a checkpoint
 
+    def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
+        if self._steady_start is None and self.trainer.global_step > self.start_step:
+            self._steady_start = (time.perf_counter(), self.tokens_seen)
+
     def on_train_end(self) -> None:
+        now = time.perf_counter()
         if self._t0 is not None:
-            self.fit_seconds = time.perf_counter() - self._t0
+            self.fit_seconds = now - self._t0
+        if self._steady_start is not None:
+            self.steady_seconds = now - self._steady_start[0]
+            self.steady_tokens = self.tokens_seen - self._steady_start[1]
         local = torch.tensor(float(self.tokens_seen - self._tokens_at_start))
         self.fit_tokens = int(self.trainer.strategy.reduce(local, reduce_op="sum"))
 

@@ -29,6 +29,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from bft.artifacts.store import atomic_folder
 from bft.config.schema import PeftConfig, SFTStageConfig, TrainerConfig
 from bft.models.registry import cpu_has_bf16, load_tokenizer, pick_dtype
+from bft.sft.compile import can_compile
 from bft.sft.data import build_dataloader, encode_examples
 from bft.sft.module import SFTModule
 
@@ -64,6 +65,15 @@ def frozen_base_dtype(model_dtype: str, precision: str, peft: PeftConfig) -> tor
     if model_dtype == "auto":
         return torch.bfloat16 if precision.startswith("bf16") else torch.float32
     return pick_dtype(model_dtype)
+
+
+def _compile_wanted(trainer: TrainerConfig) -> bool:
+    if not trainer.compile:
+        return False
+    reason = can_compile(trainer.accelerator)
+    if reason:
+        warnings.warn(f"trainer.compile=true ignored, training eagerly: {reason}", stacklevel=3)
+    return reason is None
 
 
 def checkpoint_step(path: Path) -> int:
@@ -118,6 +128,7 @@ def train_sft(
         frozen_dtype=frozen_base_dtype(model_dtype, precision, peft),
         mixed_precision=precision.endswith("-mixed"),
         attention=trainer.attention,
+        compile=_compile_wanted(trainer),
     )
 
     ckpt_dir = out_dir / CHECKPOINT_DIR
@@ -187,6 +198,8 @@ def train_sft(
         "tokens": float(module.fit_tokens),
         "seconds": seconds,
         "tokens_per_s": module.fit_tokens / seconds if seconds > 0 else 0.0,
+        "steady_tokens_per_s": module.steady_tokens / module.steady_seconds if module.steady_seconds > 0 else 0.0,
+        "compiled_layers": float(module.compiled_layers),
         "n_examples": float(stats.n_kept),
         "n_dropped_long_prompt": float(stats.n_dropped_long_prompt),
         "n_truncated": float(stats.n_truncated),

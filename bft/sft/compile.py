@@ -1,0 +1,61 @@
+"""Regional ``torch.compile`` for training (``trainer.compile``): each decoder layer, and the output head + loss.
+
+Compiling the whole model makes one huge graph (slow to compile, recompiled for every new shape); compiling the
+repeated decoder layer once gives the same fusions for a fraction of the compile time (PyTorch's "regional
+compilation" recipe), since every layer runs the same code (``inline_inbuilt_nn_modules``: a layer's weights are
+graph inputs, so the 30 layers share one compiled graph). Inductor fuses what eager runs as dozens of small
+memory-bound ops per layer: RMSNorm's float32 round trip, rotary embeddings, the causal mask and softmax, SiLU,
+LoRA's scaling and the autocast casts. The head compiles the vocabulary projection, the float32 upcast and the
+cross-entropy into one graph, so the ``tokens x vocab`` float32 logits are never written out (forward) nor their
+gradient built in separate passes (backward).
+
+Measured on the 2-core workplace CPU (SmolLM2-135M, LoRA r16, bf16-mixed, 2x512 tokens): eager 620-680 tokens/s,
+layers compiled 770-820, layers and head 850-940; compile time ~15 s cold, ~4-6 s from inductor's on-disk cache
+(``bft-bench`` reports both). Shapes: the first call compiles for its sequence length; a second length recompiles
+once with dynamic shapes.
+
+On CPU, inductor generates C++ and needs a compiler: without one, :func:`can_compile` says why and training stays
+eager (a warning, not a failure).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import torch
+import torch.nn.functional as F
+
+
+def can_compile(accelerator: str) -> str | None:
+    """``None`` if ``torch.compile`` can run here, else the reason it cannot (one line)."""
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if on_cpu:
+        compiler = os.environ.get("CXX", "c++")
+        if shutil.which(compiler) is None and shutil.which("g++") is None:
+            return f"no C++ compiler ({compiler!r} or 'g++') on PATH for inductor's CPU code"
+    return None
+
+
+def decoder_layers(causal_lm: torch.nn.Module) -> list[torch.nn.Module]:
+    """The repeated decoder blocks of a transformers causal LM (``model.layers``), or ``[]``."""
+    layers = getattr(getattr(causal_lm, "model", None), "layers", None)
+    return list(layers) if isinstance(layers, torch.nn.ModuleList) else []
+
+
+def compile_decoder_layers(causal_lm: torch.nn.Module) -> int:
+    """Compile each decoder layer in place (state-dict keys unchanged); the whole model if none is found."""
+    layers = decoder_layers(causal_lm)
+    for layer in layers:
+        layer.compile()
+    if not layers:
+        causal_lm.compile()
+    return len(layers)
+
+
+def head_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of ``hidden @ weight.T`` (no bias, float32 logits) against ``targets``."""
+    return F.cross_entropy(F.linear(hidden, weight).float(), targets)
+
+
+compiled_head_loss = torch.compile(head_loss, dynamic=True)
