@@ -86,9 +86,11 @@ def generation(model_name: str, n_prompts: int, new_tokens: int, batch_size: int
         outs = backend.generate(prompts, forced, seed=0)
         bft_tps = sum(o.new_tokens for o in outs) / (time.perf_counter() - start)
         base_tps = _plain_generate_fp32(plain, tok, prompts[:baseline_prompts], n_new)
+        mean_prompt = sum(o.prompt_tokens for o in outs) / len(outs)
+        processed_per_new = (mean_prompt + n_new) / n_new  # tokens through the model per generated token
         workloads[name] = {
             "prompts": len(prompts),
-            "mean_prompt_tokens": sum(o.prompt_tokens for o in outs) / len(outs),
+            "mean_prompt_tokens": mean_prompt,
             "new_tokens_each": n_new,
             "bft_tokens_per_s": bft_tps,
             "baseline_prompts": min(baseline_prompts, len(prompts)),
@@ -96,6 +98,10 @@ def generation(model_name: str, n_prompts: int, new_tokens: int, batch_size: int
             "speedup": bft_tps / base_tps,
             "bft_flops": bft_tps * GEN_FLOPS_PER_PARAM * params,
             "baseline_flops": base_tps * GEN_FLOPS_PER_PARAM * params,
+            # prompt tokens cost 2*params each too: the machine's work, and the bound it puts on new tokens/s
+            "processed_tokens_per_new_token": processed_per_new,
+            "bft_flops_incl_prompt": bft_tps * processed_per_new * GEN_FLOPS_PER_PARAM * params,
+            "baseline_flops_incl_prompt": base_tps * processed_per_new * GEN_FLOPS_PER_PARAM * params,
         }
     return {
         "dtype": str(next(backend.model.parameters()).dtype).removeprefix("torch."),
