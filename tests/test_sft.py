@@ -113,8 +113,10 @@ def _token_losses(model, batch: dict) -> torch.Tensor:
     return losses[targets != IGNORE_INDEX]
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])  # trainer.attention: the model's default, conf/trainer/cpu
+@pytest.mark.parametrize("attention", ["sdpa", "eager", "bft_causal_blocks"])  # the model's default, others, cpu.yaml's
 def test_packing_has_no_cross_sample_attention(tokenizer, attention):
+    import bft.sft.attention  # noqa: F401 - registers bft_causal_blocks
+
     model = load_model("tiny", dtype="float32").model
     model.set_attn_implementation(attention)
     items = [encode_example(tokenizer, e["prompt"], e["completion"], 256) for e in EXAMPLES[:3]]
@@ -227,6 +229,21 @@ def test_uncast_adapter_inputs_under_autocast_give_the_same_loss_and_float32_gra
         grads.append(lora_b.grad.clone())
     assert math.isclose(losses[0], losses[1], rel_tol=2e-2)
     assert F.cosine_similarity(grads[0].flatten(), grads[1].flatten(), dim=0) > 0.98
+
+
+def test_causal_blocks_attention_equals_eager_on_packed_and_padded_rows(tokenizer):
+    import bft.sft.attention  # noqa: F401 - registers bft_causal_blocks
+
+    model = load_model("tiny", dtype="float32").model
+    items = [encode_example(tokenizer, e["prompt"], e["completion"], 128) for e in EXAMPLES[:5]]
+    batches = [collate_packed([items[:3], items[3:]], tokenizer.pad_token_id), collate_padded(items, tokenizer.pad_token_id)]
+    for batch in batches:
+        model.set_attn_implementation("eager")
+        eager = model(input_ids=batch["input_ids"], position_ids=batch.get("position_ids")).logits
+        model.set_attn_implementation("bft_causal_blocks")
+        blocks = model(input_ids=batch["input_ids"], position_ids=batch.get("position_ids")).logits
+        assert batch["input_ids"].shape[1] % 4 != 0  # the last query block is shorter than the others
+        torch.testing.assert_close(blocks, eager, atol=1e-4, rtol=1e-4)
 
 
 def test_compiled_training_gives_the_eager_loss_and_gradients(tokenizer):

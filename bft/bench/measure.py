@@ -199,7 +199,7 @@ def _sft_examples(model_name: str, n: int) -> list[dict]:
 
 def sft_bft(model_name: str, steps: int) -> dict:
     """``bft.sft.train.train_sft`` as the pipeline configures it (LoRA r=16 all-linear, no dropout, 512
-    tokens, ``conf/sft/local.yaml``'s micro batch of 2, ``conf/trainer/cpu.yaml``'s eager attention and
+    tokens, ``conf/sft/local.yaml``'s micro batch of 2, ``conf/trainer/cpu.yaml``'s attention and
     compilation): 4 sequences per optimizer step, as the plain loop's batch."""
     try:
         from bft.config.schema import PeftConfig, SFTStageConfig, TrainerConfig
@@ -210,7 +210,7 @@ def sft_bft(model_name: str, steps: int) -> dict:
         max_steps=steps, micro_batch_size=2, batch_size=4, max_seq_len=512, warmup_ratio=0.0, dropout=0.0
     )
     trainer = TrainerConfig(  # attention as conf/trainer/cpu.yaml sets it
-        enable_progress_bar=False, checkpoint_every_n_steps=0, log_every_n_steps=1, attention="eager", compile=True
+        enable_progress_bar=False, checkpoint_every_n_steps=0, log_every_n_steps=1, attention="bft_causal_blocks", compile=True
     )
     with tempfile.TemporaryDirectory() as tmp:
         try:

@@ -134,7 +134,8 @@ class TrainerConfig:
     strategy: str = "auto"
     precision: str = "bf16-mixed"
     # attention implementation while training (transformers' attn_implementation); null keeps the model's own
-    # (sdpa). conf/trainer/cpu.yaml picks eager: 12-15% faster LoRA steps at 512 tokens than SDPA's CPU flash kernel
+    # (sdpa). conf/trainer/cpu.yaml picks bft_causal_blocks (bft.sft.attention): eager, which was 12-15% faster
+    # than SDPA's CPU flash kernel for 512-token LoRA steps, minus the masked upper triangle
     attention: str | None = None
     # torch.compile each decoder layer and the output head + loss (bft.sft.compile); conf/trainer/cpu.yaml: true
     compile: bool = False

@@ -37,6 +37,7 @@ import torch
 
 from bft.config.schema import PeftConfig, SFTStageConfig
 from bft.models.registry import resolve_model_path
+from bft.sft import attention as _training_attention  # noqa: F401 - registers trainer.attention: bft_causal_blocks
 from bft.sft.compile import compile_decoder_layers, compiled_head_loss, head_loss
 from bft.sft.data import IGNORE_INDEX
 from bft.sft.dropout import fast_dropout, replace_dropout_modules
