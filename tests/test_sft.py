@@ -25,6 +25,7 @@ from bft.sft.data import (
     pack_examples,
 )
 from bft.sft.schedule import lr_lambda
+from bft.sft.train import compile_decision, planned_tokens
 
 EXAMPLES = [
     {"prompt": f"Question {i}: what is {i} plus {i}?", "completion": f"The answer is {2 * i}. " * (1 + i % 3)}
@@ -287,3 +288,15 @@ def test_compiled_training_saves_a_loadable_adapter(tmp_path: Path, tokenizer):
     tuned = load_model("tiny", dtype="float32", adapter=result.model_dir).model
     base = load_model("tiny", dtype="float32").model
     assert _adapter_loss(tuned, tokenizer) < _adapter_loss(base, tokenizer)
+
+
+def test_compile_only_for_runs_long_enough_to_pay_for_it(tokenizer):
+    encoded, _ = encode_examples(tokenizer, EXAMPLES, 128)
+    tokens = planned_tokens(encoded, STAGE)
+    mean = sum(len(e) for e in encoded) / len(encoded)
+    assert tokens == int(mean * STAGE.batch_size * STAGE.max_steps)
+    assert compile_decision(replace(TRAINER, compile=False), tokens) == (False, "trainer.compile=false")
+    short, why = compile_decision(replace(TRAINER, compile=True, compile_min_tokens=tokens + 1), tokens)
+    assert not short and "compile_min_tokens" in why
+    if can_compile("cpu") is None:
+        assert compile_decision(replace(TRAINER, compile=True, compile_min_tokens=tokens), tokens)[0]

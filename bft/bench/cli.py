@@ -28,7 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--new-tokens", type=int, default=None, help="new tokens per augment prompt, twice per answer prompt (default 64, quick 32)"
     )
     p.add_argument("--batch-size", type=int, default=64, help="batch size of the bft hf backend")
-    p.add_argument("--sft-steps", type=int, default=None, help="timed SFT steps (default 6, quick 3)")
+    p.add_argument("--sft-steps", type=int, default=None, help="SFT steps, the first untimed (default 10, quick 3)")
     p.add_argument("--out", type=Path, default=None, help="write the JSON report here")
     p.add_argument("--quick", action="store_true", help="fewer prompts, pairs and steps (about two minutes)")
     p.add_argument("--skip-sft", action="store_true")
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> dict:
     q = args.quick
     n_prompts = args.prompts or (64 if q else 128)
     new_tokens = args.new_tokens or (32 if q else 64)
-    steps = args.sft_steps or (3 if q else 6)
+    steps = args.sft_steps or (3 if q else 10)
     report: dict = {
         "model": args.model,
         "machine": {
@@ -66,7 +66,11 @@ def run(args: argparse.Namespace) -> dict:
     report["curation"] = measure.curation(backend, n_pairs=8 if q else 16, n_logprob=32 if q else 64, plain=plain)
     del backend, plain
     if not args.skip_sft:
-        report["sft"] = {"bft": measure.sft_bft(args.model, steps), "plain_fp32_lora": measure.sft_plain(args.model, steps)}
+        report["sft"] = {
+            "bft": measure.sft_bft(args.model, steps, compile=False),
+            "bft_compiled": measure.sft_bft(args.model, steps, compile=True),
+            "plain_fp32_lora": measure.sft_plain(args.model, steps),
+        }
     report["peak_rss_mb"] = peak_rss_mb()
     report["seconds"] = time.perf_counter() - t0
     report["machine"]["loadavg_end"] = os.getloadavg()
@@ -113,7 +117,7 @@ def render(report: dict) -> Table:
         )
     for mode in ("generate", "generate_n", "logprob"):
         c = cur[mode]
-        extra = f"parsed {100 * c['parsed']:.0f}%" if "parsed" in c else f"E[score] {c['mean_expected_score']:.2f}"
+        extra = f"parsed {100 * c['parsed']:.0f}%" if "parsed" in c else f"E(score) {c['mean_expected_score']:.2f}"
         ratio = f"{c['pairs_per_s'] / cur['generate']['pairs_per_s']:.1f}x" if mode != "generate" else "1.0x"
         t.add_row(f"curation {mode} pairs/s ({c['pairs']} pairs, {extra})", f"{c['pairs_per_s']:.2f}", "", ratio, "")
     if "logprob_vs_generate_plain_fp32" in cur:
@@ -123,13 +127,16 @@ def render(report: dict) -> Table:
     if sft:
         plain = sft["plain_fp32_lora"]["tokens_per_s"]
         lora_flops = measure.LORA_FLOPS_PER_PARAM * params
-        b = sft["bft"]
-        if "skipped" in b:
-            t.add_row("SFT train tok/s bft.sft (LoRA r16, 4x512)", "skipped", _fmt(plain), "", b["skipped"][:40])
-        else:
+        for key, label in (("bft", "eager, short runs"), ("bft_compiled", "compiled, long runs")):
+            b = sft.get(key)
+            if b is None:
+                continue
+            if "skipped" in b:
+                t.add_row(f"SFT train tok/s bft.sft {label} (LoRA r16, 4x512)", "skipped", _fmt(plain), "", b["skipped"][:40])
+                continue
             peak_sft = mm["bf16_flops"] if b["precision"].startswith("bf16") else mm["fp32_flops"]
             t.add_row(
-                f"SFT train tok/s bft.sft ({b['precision']}) vs plain fp32 LoRA loop (4x512)",
+                f"SFT train tok/s bft.sft {label} ({b['precision']}) vs plain fp32 LoRA loop (4x512)",
                 _fmt(b["tokens_per_s"]),
                 _fmt(plain),
                 f"{b['tokens_per_s'] / plain:.1f}x",

@@ -197,10 +197,11 @@ def _sft_examples(model_name: str, n: int) -> list[dict]:
     ]
 
 
-def sft_bft(model_name: str, steps: int) -> dict:
+def sft_bft(model_name: str, steps: int, compile: bool) -> dict:
     """``bft.sft.train.train_sft`` as the pipeline configures it (LoRA r=16 all-linear, no dropout, 512
-    tokens, ``conf/sft/local.yaml``'s micro batch of 2, ``conf/trainer/cpu.yaml``'s attention and
-    compilation): 4 sequences per optimizer step, as the plain loop's batch."""
+    tokens, ``conf/sft/local.yaml``'s micro batch of 2, ``conf/trainer/cpu.yaml``'s attention): 4 sequences per
+    optimizer step, as the plain loop's batch. ``compile``: as a run past ``trainer.compile_min_tokens`` trains
+    (compiled layers and head), else as the embedded default's short stages (eager)."""
     try:
         from bft.config.schema import PeftConfig, SFTStageConfig, TrainerConfig
         from bft.sft.train import train_sft
@@ -210,7 +211,12 @@ def sft_bft(model_name: str, steps: int) -> dict:
         max_steps=steps, micro_batch_size=2, batch_size=4, max_seq_len=512, warmup_ratio=0.0, dropout=0.0
     )
     trainer = TrainerConfig(  # attention as conf/trainer/cpu.yaml sets it
-        enable_progress_bar=False, checkpoint_every_n_steps=0, log_every_n_steps=1, attention="bft_causal_blocks", compile=True
+        enable_progress_bar=False,
+        checkpoint_every_n_steps=0,
+        log_every_n_steps=1,
+        attention="bft_causal_blocks",
+        compile=compile,
+        compile_min_tokens=0,
     )
     with tempfile.TemporaryDirectory() as tmp:
         try:

@@ -137,8 +137,10 @@ class TrainerConfig:
     # (sdpa). conf/trainer/cpu.yaml picks bft_causal_blocks (bft.sft.attention): eager, which was 12-15% faster
     # than SDPA's CPU flash kernel for 512-token LoRA steps, minus the masked upper triangle
     attention: str | None = None
-    # torch.compile each decoder layer and the output head + loss (bft.sft.compile); conf/trainer/cpu.yaml: true
+    # torch.compile each decoder layer and the output head + loss (bft.sft.compile), for runs that will train on
+    # at least compile_min_tokens tokens (compilation costs ~65 s on a cold inductor cache, ~5 s on a warm one)
     compile: bool = False
+    compile_min_tokens: int = 0
     gradient_clip_val: float = 1.0
     log_every_n_steps: int = 5
     enable_progress_bar: bool = True

@@ -149,6 +149,8 @@ class SFTModule(L.LightningModule):
             replace_dropout_modules(model)  # LoRA's nn.Dropout -> FastDropout (same p)
             if mixed_precision:
                 skip_adapter_input_casts(model)
+        if compile and self.is_adapter:  # layer 0's input then needs grad like the others': one graph for all layers
+            model.enable_input_require_grads()
         self.compiled_layers = compile_decoder_layers(self._causal_lm(model)) if compile else 0
         self.head_loss = compiled_head_loss if compile else head_loss
         model.train()  # from_pretrained returns eval mode, and Lightning keeps submodule modes: enable dropout

@@ -17,6 +17,7 @@ the full model (``load_model(folder)``), plus the tokenizer and ``train_metrics.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -32,6 +33,8 @@ from bft.models.registry import cpu_has_bf16, load_tokenizer, pick_dtype
 from bft.sft.compile import can_compile
 from bft.sft.data import build_dataloader, encode_examples
 from bft.sft.module import SFTModule
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
@@ -67,13 +70,23 @@ def frozen_base_dtype(model_dtype: str, precision: str, peft: PeftConfig) -> tor
     return pick_dtype(model_dtype)
 
 
-def _compile_wanted(trainer: TrainerConfig) -> bool:
+def planned_tokens(encoded: list, stage: SFTStageConfig) -> int:
+    """Tokens the run will train on: mean example length x examples per step x steps (padding not counted)."""
+    mean_length = sum(len(e) for e in encoded) / len(encoded)
+    return int(mean_length * stage.batch_size * stage.max_steps)
+
+
+def compile_decision(trainer: TrainerConfig, tokens: int) -> tuple[bool, str]:
+    """Whether to compile this run, and why (for the metrics and the log)."""
     if not trainer.compile:
-        return False
+        return False, "trainer.compile=false"
+    if tokens < trainer.compile_min_tokens:
+        return False, f"{tokens} planned tokens < trainer.compile_min_tokens={trainer.compile_min_tokens}"
     reason = can_compile(trainer.accelerator)
     if reason:
         warnings.warn(f"trainer.compile=true ignored, training eagerly: {reason}", stacklevel=3)
-    return reason is None
+        return False, reason
+    return True, f"{tokens} planned tokens >= trainer.compile_min_tokens={trainer.compile_min_tokens}"
 
 
 def checkpoint_step(path: Path) -> int:
@@ -121,6 +134,8 @@ def train_sft(
             stacklevel=2,
         )
     precision = resolve_precision(trainer.precision, trainer.accelerator)
+    compiled, compile_why = compile_decision(trainer, planned_tokens(encoded, stage))
+    log.info("training %s: %s", "compiled" if compiled else "eagerly", compile_why)
     module = SFTModule(
         base_model,
         stage,
@@ -128,7 +143,7 @@ def train_sft(
         frozen_dtype=frozen_base_dtype(model_dtype, precision, peft),
         mixed_precision=precision.endswith("-mixed"),
         attention=trainer.attention,
-        compile=_compile_wanted(trainer),
+        compile=compiled,
     )
 
     ckpt_dir = out_dir / CHECKPOINT_DIR
