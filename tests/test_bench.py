@@ -22,6 +22,7 @@ def test_bench_reports_every_measure(tmp_path: Path, capsys):
     for mode in ("generate", "generate_plain_fp32", "generate_n", "logprob"):
         assert cur[mode]["pairs_per_s"] > 0
     assert cur["logprob_vs_generate"] > 0 and cur["logprob_vs_generate_plain_fp32"] > 0
+    assert cur["logprob"]["tokens_run_per_pair"] > 0 and cur["logprob_vs_generate_ceiling"] > 0
     assert report["peak_rss_mb"] > 0
     table = capsys.readouterr().out
     assert "curation logprob vs generate through plain fp32 model.generate" in table

@@ -167,9 +167,11 @@ def curation(backend: HFBackend, n_pairs: int, n_logprob: int, n_samples: int = 
         render_chat(tok, rating_prompt(i, o, score_only=True), assistant_prefix=SCORE_PREFILL)[0] for i, o in data[:n_logprob]
     ]
     candidates = ["1", "2", "3", "4", "5"]
+    ran_before = backend.stats().get("prefill_tokens", 0)
     start = time.perf_counter()
     logps = backend.next_token_logprobs(lp_prompts, candidates)
     dt = time.perf_counter() - start
+    ran = backend.stats().get("prefill_tokens", 0) - ran_before  # the shared rubric prefix counts once
     expected = []
     for row in logps:
         probs = torch.softmax(torch.tensor(row), dim=0)
@@ -178,6 +180,8 @@ def curation(backend: HFBackend, n_pairs: int, n_logprob: int, n_samples: int = 
         "pairs": n_logprob,
         "pairs_per_s": n_logprob / dt,
         "prompt_tokens_per_s": sum(len(x) for x in backend._tokenize(lp_prompts)) / dt,
+        "tokens_run_per_pair": ran / n_logprob,
+        "tokens_run_per_s": ran / dt,
         "mean_expected_score": sum(expected) / len(expected),
         "candidate_mass": sum(math.exp(v) for row in logps for v in row) / len(logps),
     }
