@@ -9,10 +9,13 @@ LoRA's scaling and the autocast casts. The head compiles the vocabulary projecti
 cross-entropy into one graph, so the ``tokens x vocab`` float32 logits are never written out (forward) nor their
 gradient built in separate passes (backward).
 
-Measured on the 2-core workplace CPU (SmolLM2-135M, LoRA r16, bf16-mixed, 2x512 tokens): eager 620-680 tokens/s,
-layers compiled 770-820, layers and head 850-940; compile time ~15 s cold, ~4-6 s from inductor's on-disk cache
-(``bft-bench`` reports both). Shapes: the first call compiles for its sequence length; a second length recompiles
-once with dynamic shapes.
+Measured on the 2-core workplace CPU (SmolLM2-135M, LoRA r16, bf16-mixed, 2x512 tokens): eager 620-720 tokens/s,
+layers compiled 770-820, layers and head 850-970 (``bft-bench``: 54% of the bf16 roofline). Compilation takes
+~65 s on a cold inductor cache and ~5 s on a warm one, hence ``trainer.compile_min_tokens``. Shapes: the first
+call compiles for its sequence length, a second length recompiles once with dynamic shapes (compiling dynamic
+from the start took as long). With LoRA the embedding output does not need grad but every later layer's input
+does, which would give layer 0 a graph of its own: :class:`bft.sft.module.SFTModule` makes the embedding output
+require grad (``enable_input_require_grads``) so that all layers share one.
 
 On CPU, inductor generates C++ and needs a compiler: without one, :func:`can_compile` says why and training stays
 eager (a warning, not a failure).

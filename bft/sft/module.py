@@ -233,11 +233,13 @@ class SFTModule(L.LightningModule):
         now = time.perf_counter()
         if self._t0 is not None:
             self.fit_seconds = now - self._t0
+        steady_from = self.tokens_seen
         if self._steady_start is not None:
             self.steady_seconds = now - self._steady_start[0]
-            self.steady_tokens = self.tokens_seen - self._steady_start[1]
-        local = torch.tensor(float(self.tokens_seen - self._tokens_at_start))
-        self.fit_tokens = int(self.trainer.strategy.reduce(local, reduce_op="sum"))
+            steady_from = self._steady_start[1]
+        local = torch.tensor([float(self.tokens_seen - self._tokens_at_start), float(self.tokens_seen - steady_from)])
+        fit_tokens, steady_tokens = self.trainer.strategy.reduce(local, reduce_op="sum").tolist()
+        self.fit_tokens, self.steady_tokens = int(fit_tokens), int(steady_tokens)
 
     def configure_optimizers(self):
         decay, no_decay = [], []

@@ -77,7 +77,7 @@ def planned_tokens(encoded: list, stage: SFTStageConfig) -> int:
 
 
 def compile_decision(trainer: TrainerConfig, tokens: int) -> tuple[bool, str]:
-    """Whether to compile this run, and why (for the metrics and the log)."""
+    """Whether to compile this run, and why (logged)."""
     if not trainer.compile:
         return False, "trainer.compile=false"
     if tokens < trainer.compile_min_tokens:
