@@ -14,7 +14,7 @@ from bft.config.schema import PeftConfig, SFTStageConfig, TrainerConfig
 from bft.models.registry import load_model, load_tokenizer, resolve_model_path
 from bft.prompts import render_chat
 from bft.sft import TrainResult, train_sft
-from bft.sft.compile import can_compile
+from bft.sft.compile import can_compile, compile_decoder_layers
 from bft.sft.data import (
     IGNORE_INDEX,
     collate_packed,
@@ -300,3 +300,13 @@ def test_compile_only_for_runs_long_enough_to_pay_for_it(tokenizer):
     assert not short and "compile_min_tokens" in why
     if can_compile("cpu") is None:
         assert compile_decision(replace(TRAINER, compile=True, compile_min_tokens=tokens), tokens)[0]
+
+
+def test_compile_targets_decoder_layers_else_the_whole_model():
+    model = load_model("tiny", dtype="float32").model
+    n_layers = len(model.model.layers)
+    assert compile_decoder_layers(model) == n_layers
+    assert all(layer._compiled_call_impl is not None for layer in model.model.layers)
+    assert model._compiled_call_impl is None  # one graph per layer, not one for the model
+    plain = torch.nn.Sequential(torch.nn.Linear(4, 4))  # no ``model.layers``
+    assert compile_decoder_layers(plain) == 1 and plain._compiled_call_impl is not None

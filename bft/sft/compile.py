@@ -47,12 +47,11 @@ def decoder_layers(causal_lm: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 def compile_decoder_layers(causal_lm: torch.nn.Module) -> int:
-    """Compile each decoder layer in place (state-dict keys unchanged); the whole model if none is found."""
-    layers = decoder_layers(causal_lm)
+    """Compile each decoder layer in place (state-dict keys unchanged), or the whole model if none is found;
+    returns how many modules were compiled."""
+    layers = decoder_layers(causal_lm) or [causal_lm]
     for layer in layers:
         layer.compile()
-    if not layers:
-        causal_lm.compile()
     return len(layers)
 
 

@@ -152,7 +152,6 @@ class SFTModule(L.LightningModule):
         if compile and self.is_adapter:  # layer 0's input then needs grad like the others': one graph for all layers
             model.enable_input_require_grads()
         self.compiled_layers = compile_decoder_layers(self._causal_lm(model)) if compile else 0
-        self.head_loss = compiled_head_loss if compile else head_loss
         model.train()  # from_pretrained returns eval mode, and Lightning keeps submodule modes: enable dropout
         self.model = model
         self.trainable_names = {f"model.{n}" for n, p in model.named_parameters() if p.requires_grad}
@@ -189,7 +188,8 @@ class SFTModule(L.LightningModule):
         hidden = lm.model(input_ids=batch["input_ids"], position_ids=position_ids, use_cache=False).last_hidden_state
         targets = labels[:, 1:]
         keep = targets != IGNORE_INDEX
-        return self.head_loss(hidden[:, :-1][keep], lm.lm_head.weight, targets[keep])
+        loss_fn = compiled_head_loss if self.compiled_layers else head_loss
+        return loss_fn(hidden[:, :-1][keep], lm.lm_head.weight, targets[keep])
 
     # --- Lightning hooks --------------------------------------------------------------------------------------
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
