@@ -6,8 +6,8 @@ compilation" recipe), since every layer runs the same code (``inline_inbuilt_nn_
 graph inputs, so the 30 layers share one compiled graph). Inductor fuses what eager runs as dozens of small
 memory-bound ops per layer: RMSNorm's float32 round trip, rotary embeddings, the causal mask and softmax, SiLU,
 LoRA's scaling and the autocast casts. The head compiles the vocabulary projection, the float32 upcast and the
-cross-entropy into one graph, so the ``tokens x vocab`` float32 logits are never written out (forward) nor their
-gradient built in separate passes (backward).
+cross-entropy into one graph, so the float32 copy of the ``tokens x vocab`` logits is never written out
+(forward) and their gradient is not built in separate passes (backward).
 
 Measured on the 2-core workplace CPU (SmolLM2-135M, LoRA r16, bf16-mixed, 2x512 tokens): eager 620-720 tokens/s,
 layers compiled 770-820, layers and head 850-970 (``bft-bench``: 54% of the bf16 roofline). Compilation takes
