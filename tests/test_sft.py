@@ -310,3 +310,19 @@ def test_compile_targets_decoder_layers_else_the_whole_model():
     assert model._compiled_call_impl is None  # one graph per layer, not one for the model
     plain = torch.nn.Sequential(torch.nn.Linear(4, 4))  # no ``model.layers``
     assert compile_decoder_layers(plain) == 1 and plain._compiled_call_impl is not None
+
+
+def test_a_failing_compiler_gives_a_one_line_config_error(tmp_path: Path, monkeypatch):
+    import bft.sft.module
+    from bft.config.validate import ConfigError
+
+    if (reason := can_compile("cpu")) is not None:
+        pytest.skip(reason)
+
+    def broken_toolchain(*args):
+        raise torch._dynamo.exc.BackendCompilerFailed(broken_toolchain, RuntimeError("cc1plus: not found\nmore"), None)
+
+    monkeypatch.setattr(bft.sft.module, "compiled_head_loss", broken_toolchain)
+    with pytest.raises(ConfigError, match=r"trainer.compile=false") as info:
+        train_sft(EXAMPLES, "tiny", tmp_path / "run", STAGE, PeftConfig(r=8), replace(TRAINER, compile=True), seed=0)
+    assert "RuntimeError: cc1plus: not found" in str(info.value) and "\n" not in str(info.value)

@@ -29,6 +29,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from bft.artifacts.store import atomic_folder
 from bft.config.schema import PeftConfig, SFTStageConfig, TrainerConfig
+from bft.config.validate import ConfigError
 from bft.models.registry import cpu_has_bf16, load_tokenizer, pick_dtype
 from bft.sft.compile import can_compile
 from bft.sft.data import build_dataloader, encode_examples
@@ -200,7 +201,16 @@ def train_sft(
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        pl_trainer.fit(module, train_dataloaders=loader, ckpt_path=str(last) if last.exists() else None)
+        try:
+            pl_trainer.fit(module, train_dataloaders=loader, ckpt_path=str(last) if last.exists() else None)
+        except torch._dynamo.exc.BackendCompilerFailed as err:  # e.g. a broken C++ toolchain on this machine
+            inner = err.inner_exception
+            first_line = (str(inner).strip().splitlines() or [""])[0][:200]
+            raise ConfigError(
+                f"trainer.compile: torch.compile failed while training {out_dir} "
+                f"({type(inner).__name__}: {first_line}); set trainer.compile=false to train eagerly "
+                "(finished checkpoints are kept and resumed)"
+            ) from err
     if callbacks and pl_trainer.global_step % every != 0:
         pl_trainer.save_checkpoint(last)  # so that a longer run resumes from the final step
 
