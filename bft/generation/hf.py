@@ -22,7 +22,7 @@ What makes it fast (each measured by ``bft-bench``; numbers in the module docstr
 - **pre-packed bfloat16 weights** (:mod:`bft.generation.cpu_linear`): oneDNN gets each linear layer's weight in its
   blocked layout once, instead of re-laying it out on every call (5-40% faster matmuls).
 - **length-sorted batching** with left padding (order restored on return), bfloat16 where the CPU has bf16
-  matrix units (``pick_dtype("auto")``), SDPA attention, large batches.
+  matrix units (``pick_dtype("auto")``), SDPA attention off CPU, large batches.
 - **nucleus sampling without a full vocabulary sort**: the top 64 probabilities decide the nucleus for rows
   whose top-64 mass already reaches ``top_p`` (exact); other rows fall back to a full sort.
 

@@ -149,11 +149,11 @@ class SFTModule(L.LightningModule):
             replace_dropout_modules(model)  # LoRA's nn.Dropout -> FastDropout (same p)
             if mixed_precision:
                 skip_adapter_input_casts(model)
-        if compile and self.is_adapter:  # layer 0's input then needs grad like the others': one graph for all layers
-            model.enable_input_require_grads()
-        self.compiled_layers = compile_decoder_layers(self._causal_lm(model)) if compile else 0
         model.train()  # from_pretrained returns eval mode, and Lightning keeps submodule modes: enable dropout
         self.model = model
+        if compile and self.is_adapter:  # layer 0's input then needs grad like the others': one graph for all layers
+            model.enable_input_require_grads()
+        self.compiled_layers = compile_decoder_layers(self._causal_lm()) if compile else 0
         self.trainable_names = {f"model.{n}" for n, p in model.named_parameters() if p.requires_grad}
         self.trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         # A LoRA checkpoint keeps only the trainable tensors; the frozen base is reloaded from base_model.
@@ -173,9 +173,8 @@ class SFTModule(L.LightningModule):
         self.steady_tokens = 0
 
     # --- loss -------------------------------------------------------------------------------------------------
-    def _causal_lm(self, model=None):
-        model = self.model if model is None else model
-        return model.get_base_model() if self.is_adapter else model
+    def _causal_lm(self):
+        return self.model.get_base_model() if self.is_adapter else self.model
 
     def compute_loss(self, batch: dict) -> torch.Tensor:
         """Mean cross-entropy over completion tokens (labels != -100) of one micro-batch."""
