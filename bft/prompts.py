@@ -37,8 +37,7 @@ RATING_RUBRIC = (
     "knowledge in the area, is very well written, logical, easy-to-follow, engaging and insightful.\n\n"
 )
 RATING_ASK_REASONING = (
-    'Please first provide a brief reasoning you used to derive the rating score, and then write "Score: <rating>" '
-    "in the last line."
+    'Please first provide a brief reasoning you used to derive the rating score, and then write "Score: <rating>" in the last line.'
 )
 RATING_ASK_SCORE_ONLY = 'Please write only "Score: <rating>" with no reasoning.'
 RATING_PAIR = "\n\n{instruction}\n{output}"
@@ -87,9 +86,7 @@ def render_chat(tokenizer, user: str, assistant: str | None = None, assistant_pr
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + assistant_prefix
     if assistant is None:
         return prompt, ""
-    full = tokenizer.apply_chat_template(
-        messages + [{"role": "assistant", "content": assistant_prefix + assistant}], tokenize=False
-    )
+    full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": assistant_prefix + assistant}], tokenize=False)
     if not full.startswith(prompt):
         raise ValueError("chat template renders the assistant turn in a way that does not extend the prompt")
     return prompt, full[len(prompt) :]

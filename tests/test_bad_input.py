@@ -16,8 +16,14 @@ from bft.config.validate import ConfigError, validate
 REPO = Path(__file__).resolve().parents[1]
 
 
-TOPICS = ["gardening and soil health", "bicycle maintenance", "sourdough baking", "river kayaking",
-          "home insulation", "chess openings"]
+TOPICS = [
+    "gardening and soil health",
+    "bicycle maintenance",
+    "sourdough baking",
+    "river kayaking",
+    "home insulation",
+    "chess openings",
+]
 
 
 def write_bad_corpus(path: Path) -> Path:
@@ -37,14 +43,19 @@ def write_bad_corpus(path: Path) -> Path:
 
 def run_cli(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
-    return subprocess.run([sys.executable, "-m", "bft.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "bft.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
 
 
 def test_malformed_corpus_fails_with_one_line_naming_file_and_line(tmp_path):
     corpus = write_bad_corpus(tmp_path / "docs.jsonl")
-    result = run_cli("debug=smoke", "corpus=file", f"corpus.source={corpus}", f"run.artifacts_dir={tmp_path / 'a'}",
-                     f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    result = run_cli(
+        "debug=smoke",
+        "corpus=file",
+        f"corpus.source={corpus}",
+        f"run.artifacts_dir={tmp_path / 'a'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("bft: error:")]
     assert len(errors) == 1 and f"{corpus}:7" in errors[0]
@@ -83,8 +94,18 @@ def test_bad_configs_fail_fast_in_one_line(tmp_path, args):
 
 def test_fuzzed_overrides_never_crash_the_checker(compose_cfg):
     rng = random.Random(0)
-    keys = ["seed.size", "curation.threshold", "curation.iterations", "sft.final.lr", "generation.batch_size",
-            "corpus.min_chars", "rewriter.mode", "peft.method", "data.on_error", "eval.max_instances"]
+    keys = [
+        "seed.size",
+        "curation.threshold",
+        "curation.iterations",
+        "sft.final.lr",
+        "generation.batch_size",
+        "corpus.min_chars",
+        "rewriter.mode",
+        "peft.method",
+        "data.on_error",
+        "eval.max_instances",
+    ]
     values = ["-1", "0", "abc", "1e9", "null", "[1,2]", "{a: 1}", "''", "5.5", "true", "%%%"]
     for _ in range(60):
         override = f"{rng.choice(keys)}={rng.choice(values)}"

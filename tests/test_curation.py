@@ -53,13 +53,11 @@ def test_prompts_are_the_papers_verbatim():
     rating = rating_prompt("What is X?", "X is Y.")
     assert 'then write "Score: <rating>" in the last line.\n\nWhat is X?\nX is Y.' in rating
     assert "5: It means it is a perfect answer from an AI Assistant." in rating
-    assert "Score: <rating>\" with no reasoning" in rating_prompt("q", "a", score_only=True)
+    assert 'Score: <rating>" with no reasoning' in rating_prompt("q", "a", score_only=True)
     rewrite = rewrite_prompt("Why?", "Because.")
     assert "Draft Response: Because.\n\nQuestion: Why?" in rewrite
     assert rewrite.endswith("Return the rewritten response between [RES] and [/RES].")
-    assert with_tag("Do it.", "Answer with knowledge from web search.") == (
-        "Do it.\n\nAnswer with knowledge from web search."
-    )
+    assert with_tag("Do it.", "Answer with knowledge from web search.") == ("Do it.\n\nAnswer with knowledge from web search.")
 
 
 def test_render_chat_prompt_is_identical_at_train_and_inference():

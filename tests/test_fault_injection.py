@@ -15,9 +15,14 @@ from pathlib import Path
 import pytest
 
 COMMON = ["debug=smoke", "trainer.checkpoint_every_n_steps=1", "sft.final.max_steps=4", "generation.shard_size=2"]
-COMPARED = ["augment/*/candidates.jsonl", "curate/*/scored.jsonl", "rewrite/*/generated.jsonl",
-            "train_data/*/train.jsonl", "final_model/*/model/adapter_model.safetensors",
-            "eval_outputs/*/model_outputs.json"]
+COMPARED = [
+    "augment/*/candidates.jsonl",
+    "curate/*/scored.jsonl",
+    "rewrite/*/generated.jsonl",
+    "train_data/*/train.jsonl",
+    "final_model/*/model/adapter_model.safetensors",
+    "eval_outputs/*/model_outputs.json",
+]
 
 
 def _cmd(artifacts: Path, run_dir: Path) -> list[str]:
@@ -95,8 +100,14 @@ def _limit_file_size(max_bytes: int):
 def test_disk_full_mid_run_gives_one_line_keeps_finished_work_and_resumes(uninterrupted, tmp_path):
     artifacts = tmp_path / "a"
     # 1 MB: the small JSONL stages fit, the first model save (tokenizer.json, ~2 MB) does not
-    full = subprocess.run(_cmd(artifacts, tmp_path / "r1"), env=_env(), capture_output=True, text=True, timeout=600,
-                          preexec_fn=_limit_file_size(1_000_000))
+    full = subprocess.run(
+        _cmd(artifacts, tmp_path / "r1"),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=_limit_file_size(1_000_000),
+    )
     assert full.returncode == 2, full.stderr[-2000:]
     assert "Traceback" not in full.stderr
     last = full.stderr.strip().splitlines()[-1]

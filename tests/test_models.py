@@ -32,8 +32,15 @@ def test_local_folder_trains_and_generates(local_folder, tmp_path):
     assert resolve_model_path(str(local_folder)) == str(local_folder.resolve())
     examples = [{"prompt": f"Say {w}.", "completion": w} for w in ("red", "green", "blue", "cyan")]
     stage = SFTStageConfig(max_steps=1, batch_size=4, micro_batch_size=4, max_seq_len=128)
-    result = train_sft(examples, str(local_folder), tmp_path / "train", stage, PeftConfig(),
-                       TrainerConfig(precision="32-true", enable_progress_bar=False), seed=0)
+    result = train_sft(
+        examples,
+        str(local_folder),
+        tmp_path / "train",
+        stage,
+        PeftConfig(),
+        TrainerConfig(precision="32-true", enable_progress_bar=False),
+        seed=0,
+    )
     assert load(str(local_folder), adapter=result.model_dir).model is not None
     backend = make_backend(GenerationConfig(dtype="float32"), str(local_folder), adapter=result.model_dir)
     tokenizer = load_tokenizer(str(local_folder))
@@ -44,9 +51,20 @@ def test_local_folder_trains_and_generates(local_folder, tmp_path):
 def test_cli_accepts_a_model_folder(local_folder, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
     result = subprocess.run(
-        [sys.executable, "-m", "bft.cli", f"model={local_folder}", "debug=smoke", "run.dry_run=true",
-         f"run.artifacts_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}"],
-        capture_output=True, text=True, env=env, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "bft.cli",
+            f"model={local_folder}",
+            "debug=smoke",
+            "run.dry_run=true",
+            f"run.artifacts_dir={tmp_path}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-1500:]
     assert "backward_model" in result.stdout

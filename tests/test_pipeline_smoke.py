@@ -42,8 +42,18 @@ def test_every_stage_runs_and_writes_a_manifest(smoke):
     ctx = smoke["first"]
     names = [r.stage for r in ctx.reports]
     assert names == [
-        "seed", "corpus", "backward_model", "augment", "seed_model", "curate_0", "rewrite", "train_data",
-        "final_model", "eval_outputs", "base_outputs", "evaluate",
+        "seed",
+        "corpus",
+        "backward_model",
+        "augment",
+        "seed_model",
+        "curate_0",
+        "rewrite",
+        "train_data",
+        "final_model",
+        "eval_outputs",
+        "base_outputs",
+        "evaluate",
     ]
     assert not any(r.reused for r in ctx.reports)
     for report in ctx.reports:
@@ -74,8 +84,20 @@ def test_records_keep_their_provenance(smoke):
     generated = read_jsonl(ctx.artifacts["rewrite"].file("generated.jsonl"))
     assert generated
     for row in generated:
-        for key in ("id", "source_id", "text", "instruction", "backward_raw", "backward_model", "score", "judge_raw",
-                    "judge_model", "output", "rewriter_raw", "rewriter"):
+        for key in (
+            "id",
+            "source_id",
+            "text",
+            "instruction",
+            "backward_raw",
+            "backward_model",
+            "score",
+            "judge_raw",
+            "judge_model",
+            "output",
+            "rewriter_raw",
+            "rewriter",
+        ):
             assert key in row, key
     scored = read_jsonl(ctx.artifacts["curate_0"].file("scored.jsonl"))
     kept = [r for r in scored if r["kept"]]
@@ -111,13 +133,30 @@ PLANTED = "sk-PLANTED-fake-key-0123456789abcdef"
 
 
 def test_cli_reuses_the_store_and_prints_the_summary_table(smoke):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OPENAI_API_KEY": PLANTED,
-           "WANDB_API_KEY": PLANTED, "HF_TOKEN": PLANTED}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+        "OPENAI_API_KEY": PLANTED,
+        "WANDB_API_KEY": PLANTED,
+        "HF_TOKEN": PLANTED,
+    }
     result = subprocess.run(
-        [sys.executable, "-m", "bft.cli", "debug=smoke", "curation.labels=embedded", "logger=wandb_offline",
-         f"run.artifacts_dir={smoke['artifacts']}",
-         f"hydra.run.dir={smoke['root'] / 'cli'}"],
-        capture_output=True, text=True, env=env, cwd=smoke["root"], timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "bft.cli",
+            "debug=smoke",
+            "curation.labels=embedded",
+            "logger=wandb_offline",
+            f"run.artifacts_dir={smoke['artifacts']}",
+            f"hydra.run.dir={smoke['root'] / 'cli'}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=smoke["root"],
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "reused" in result.stdout and "AlpacaEval win rate" in result.stdout
@@ -143,7 +182,6 @@ def test_skip_mode_finishes_a_run_on_a_dirty_corpus_and_reports_the_skips(smoke,
     corpus = write_bad_corpus(tmp_path / "dirty.jsonl")
     ctx = smoke["run"]("corpus=file", f"corpus.source={corpus}", "data.on_error=skip", name="dirty")
     counts = ctx.artifacts["corpus"].manifest["counts"]
-    assert counts["skipped_input"] == {"malformed_json": 1, "empty_field": 1, "non_utf8": 1, "duplicate_id": 1,
-                                       "missing_field": 1}
+    assert counts["skipped_input"] == {"malformed_json": 1, "empty_field": 1, "non_utf8": 1, "duplicate_id": 1, "missing_field": 1}
     assert counts["in"] == 6
     assert ctx.summary["win_rate"] is not None

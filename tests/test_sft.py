@@ -28,8 +28,7 @@ from bft.sft.schedule import lr_lambda
 from bft.sft.train import compile_decision, planned_tokens
 
 EXAMPLES = [
-    {"prompt": f"Question {i}: what is {i} plus {i}?", "completion": f"The answer is {2 * i}. " * (1 + i % 3)}
-    for i in range(8)
+    {"prompt": f"Question {i}: what is {i} plus {i}?", "completion": f"The answer is {2 * i}. " * (1 + i % 3)} for i in range(8)
 ]
 TRAINER = TrainerConfig(accelerator="cpu", enable_progress_bar=False, checkpoint_every_n_steps=2)
 STAGE = SFTStageConfig(lr=1e-2, warmup_ratio=0.0, max_steps=4, batch_size=4, micro_batch_size=2, max_seq_len=128)

@@ -32,9 +32,7 @@ def expected_score(logprobs: list[float]) -> tuple[float, float, list[float]]:
     return expectation, max(probs), probs
 
 
-def score_pairs(
-    pairs: list[Record], backend: GenerationBackend, tokenizer, cfg: CurationConfig, seed: int
-) -> list[Record]:
+def score_pairs(pairs: list[Record], backend: GenerationBackend, tokenizer, cfg: CurationConfig, seed: int) -> list[Record]:
     """Return one scored record per input pair (same order), with the raw judge text kept beside the score."""
     score_only = cfg.scoring == "logprob"
     prefix = SCORE_PREFILL if score_only else ""

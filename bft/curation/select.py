@@ -16,8 +16,7 @@ def select(scored: list[Record], threshold: float | None, top_k: int | None, top
     if threshold is None and top_k is None and top_fraction is None:
         raise ValueError("curation: set one of threshold, top_k or top_fraction")
     eligible = [
-        i for i, r in enumerate(scored)
-        if r.get("score") is not None and (threshold is None or float(r["score"]) >= threshold - 1e-9)
+        i for i, r in enumerate(scored) if r.get("score") is not None and (threshold is None or float(r["score"]) >= threshold - 1e-9)
     ]
     if top_k is not None or top_fraction is not None:
         limit = top_k if top_k is not None else round(len(scored) * float(top_fraction))

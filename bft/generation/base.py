@@ -98,7 +98,10 @@ def make_backend(gen_cfg: GenerationConfig, model_name: str, adapter: str | None
         from bft.generation.hf import HFBackend
 
         return HFBackend.from_name(
-            model_name, dtype=gen_cfg.dtype, adapter=adapter, batch_size=gen_cfg.batch_size,
+            model_name,
+            dtype=gen_cfg.dtype,
+            adapter=adapter,
+            batch_size=gen_cfg.batch_size,
             max_batch_tokens=gen_cfg.max_batch_tokens,
         )
     if gen_cfg.backend == "vllm":

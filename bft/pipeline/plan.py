@@ -90,9 +90,7 @@ def _generation(cfg: DictConfig) -> list[Step]:
         for i in range(cfg.curation.iterations):
             if i > 0:
                 model_step = f"curation_model_{i}"
-                steps.append(
-                    Step(model_step, CURATION_MODEL, {"seed": "seed", "curated": curated}, s._training_key(cfg, "seed"))
-                )
+                steps.append(Step(model_step, CURATION_MODEL, {"seed": "seed", "curated": curated}, s._training_key(cfg, "seed")))
                 judge = model_step
             steps.append(Step(f"curate_{i}", CURATE, {"augment": "augment", "judge": judge}, curate_key))
             curated = f"curate_{i}"
@@ -115,13 +113,17 @@ def _training_and_eval(cfg: DictConfig, generated: str) -> list[Step]:
             "train_data",
             TRAIN_DATA,
             {"seed": "seed", "generated": generated},
-            {"seed_tag": cfg.sft.seed_tag, "web_tag": cfg.sft.web_tag, "eval_set": cfg.eval.set,
-             "eval_max_instances": cfg.eval.max_instances, "max_generated": cfg.data.max_generated,
-             "seed": cfg.run.seed},
+            {
+                "seed_tag": cfg.sft.seed_tag,
+                "web_tag": cfg.sft.web_tag,
+                "eval_set": cfg.eval.set,
+                "eval_max_instances": cfg.eval.max_instances,
+                "max_generated": cfg.data.max_generated,
+                "seed": cfg.run.seed,
+            },
         ),
         Step("final_model", FINAL_MODEL, {"train_data": "train_data"}, s._training_key(cfg, "final")),
-        Step("eval_outputs", EVAL_OUTPUTS, {"final_model": "final_model"},
-             _eval_generation(cfg) | {"tag": cfg.eval.inference_tag}),
+        Step("eval_outputs", EVAL_OUTPUTS, {"final_model": "final_model"}, _eval_generation(cfg) | {"tag": cfg.eval.inference_tag}),
     ]
     evaluate_upstream = {"eval_outputs": "eval_outputs"}
     if cfg.eval.reference == "base":

@@ -41,8 +41,9 @@ def run_step(ctx: RunContext, step: Step) -> Artifact:
         log.info("%s: done in %.1f s, peak RSS so far %.0f MB", step.name, seconds, peak_rss_mb())
     counts = artifact.manifest.get("counts", {})
     ctx.reports.append(
-        StageReport(step.name, artifact.key, artifact.reused, _count(counts.get("in")), _count(counts.get("out")),
-                    seconds, artifact.path)
+        StageReport(
+            step.name, artifact.key, artifact.reused, _count(counts.get("in")), _count(counts.get("out")), seconds, artifact.path
+        )
     )
     ctx.logger.log_stage(step.name, counts, artifact.manifest.get("metrics", {}), seconds, artifact.reused)
     ctx.artifacts[step.name] = artifact
@@ -99,8 +100,16 @@ def plan_table(cfg: DictConfig) -> list[dict[str, Any]]:
         key = store.key_for(step.stage.name, step.config, upstream)
         keys[step.name] = key
         cached = (store.path_for(step.stage.name, key) / "manifest.json").exists()
-        rows.append({"step": step.name, "stage": step.stage.name, "reads": dict(step.upstream),
-                     "writes": list(step.stage.writes), "key": key, "cached": cached})
+        rows.append(
+            {
+                "step": step.name,
+                "stage": step.stage.name,
+                "reads": dict(step.upstream),
+                "writes": list(step.stage.writes),
+                "key": key,
+                "cached": cached,
+            }
+        )
     return rows
 
 
@@ -112,8 +121,13 @@ def print_plan(cfg: DictConfig) -> None:
     for column in ("step", "reads", "writes", "artifact", "status"):
         table.add_column(column)
     for row in plan_table(cfg):
-        table.add_row(row["step"], ", ".join(row["reads"].values()) or "-", ", ".join(row["writes"]),
-                      f"{row['stage']}/{row['key']}", "cached" if row["cached"] else "to compute")
+        table.add_row(
+            row["step"],
+            ", ".join(row["reads"].values()) or "-",
+            ", ".join(row["writes"]),
+            f"{row['stage']}/{row['key']}",
+            "cached" if row["cached"] else "to compute",
+        )
     Console(width=120).print(table)
 
 
@@ -155,8 +169,7 @@ def summarize(ctx: RunContext) -> dict[str, Any]:
         "leaderboard": str(ctx.artifacts["evaluate"].file("leaderboard.json")),
         "wandb_dir": str(ctx.logger.dir) if ctx.logger.dir else None,
         "stages": {
-            r.stage: {"reused": r.reused, "in": r.records_in, "out": r.records_out, "seconds": round(r.seconds, 1),
-                      "key": r.key}
+            r.stage: {"reused": r.reused, "in": r.records_in, "out": r.records_out, "seconds": round(r.seconds, 1), "key": r.key}
             for r in ctx.reports
         },
     }
@@ -172,7 +185,7 @@ def summarize(ctx: RunContext) -> dict[str, Any]:
 
 
 def _lengths_text(acc: dict[str, Any]) -> str:
-    """", kept/dropped mean chars 1045/1096" when the accounting has length statistics of both sides."""
+    """ ", kept/dropped mean chars 1045/1096" when the accounting has length statistics of both sides."""
     kept, dropped = acc.get("kept_lengths") or {}, acc.get("dropped_lengths") or {}
     if kept.get("mean_chars") is None or dropped.get("mean_chars") is None:
         return ""
@@ -188,22 +201,29 @@ def print_summary(ctx: RunContext) -> None:
         table.add_column(column)
     for r in ctx.reports:
         table.add_row(
-            r.stage, "reused" if r.reused else "computed", str(r.records_in if r.records_in is not None else "-"),
-            str(r.records_out if r.records_out is not None else "-"), f"{r.seconds:.1f}", f"{r.key}",
+            r.stage,
+            "reused" if r.reused else "computed",
+            str(r.records_in if r.records_in is not None else "-"),
+            str(r.records_out if r.records_out is not None else "-"),
+            f"{r.seconds:.1f}",
+            f"{r.key}",
         )
     console = Console(width=120)
     console.print(table)
     s = ctx.summary
     for name, acc in s.get("curation", {}).items():
-        console.print(f"{name}: kept {acc['kept']} ({acc['kept_fraction']:.1%}), parse failures "
-                      f"{acc['parse_failure_rate']:.1%}, histogram {acc['score_histogram']}"
-                      + _lengths_text(acc)
-                      + (f", labels {acc['labels']}" if acc.get("labels") else ""))
+        console.print(
+            f"{name}: kept {acc['kept']} ({acc['kept_fraction']:.1%}), parse failures "
+            f"{acc['parse_failure_rate']:.1%}, histogram {acc['score_histogram']}"
+            + _lengths_text(acc)
+            + (f", labels {acc['labels']}" if acc.get("labels") else "")
+        )
     se = s.get("standard_error")
     win = s.get("win_rate")
     console.print(
         f"AlpacaEval win rate vs {s['reference']} ({s['annotator']} judge, n={s['n']}): "
-        + (f"{win:.2f}" if win is not None else "n/a") + (f" ± {se:.2f}" if se is not None else "")
+        + (f"{win:.2f}" if win is not None else "n/a")
+        + (f" ± {se:.2f}" if se is not None else "")
     )
     console.print(f"curated dataset: {s['curated_dataset']}")
     console.print(f"final model/adapter: {s['final_model']}")

@@ -246,9 +246,7 @@ def compute_rewrite(ctx: RunContext, upstream: dict[str, Artifact], work: Path) 
     source = upstream["curated"]
     pairs = read_jsonl(source.file("curated.jsonl" if source.stage.startswith("curate") else "candidates.jsonl"))
     if not pairs:
-        raise PipelineError(
-            f"{source.stage}: 0 pairs left to train on; lower curation.threshold or use curation.top_fraction"
-        )
+        raise PipelineError(f"{source.stage}: 0 pairs left to train on; lower curation.threshold or use curation.top_fraction")
     if cfg.rewriter.name == "none":
         generated = [{**p, "output": p["text"], "rewriter": "none"} for p in pairs]
         reused = 0
@@ -278,8 +276,7 @@ def compute_baseline_data(ctx: RunContext, upstream: dict[str, Artifact], work: 
     result = read_records(path, required={"instruction": str, "output": str}, on_error=ctx.cfg.data.on_error)
     rows = [{**r, "id": r.get("id", f"{path.stem}-{i}")} for i, r in enumerate(result.records)]
     write_jsonl_atomic(work / "generated.jsonl", rows)
-    return StageOutput(counts={"in": len(rows) + sum(result.skipped.values()), "out": len(rows),
-                               "skipped_input": result.skipped})
+    return StageOutput(counts={"in": len(rows) + sum(result.skipped.values()), "out": len(rows), "skipped_input": result.skipped})
 
 
 def compute_train_data(ctx: RunContext, upstream: dict[str, Artifact], work: Path) -> StageOutput:
@@ -304,13 +301,17 @@ def compute_train_data(ctx: RunContext, upstream: dict[str, Artifact], work: Pat
     write_jsonl_atomic(work / "train.jsonl", rows)
     write_jsonl_atomic(work / "decontaminated.jsonl", dropped)
     return StageOutput(
-        counts={"in": len(seed) + len(generated), "out": len(rows), "seed": len(seed), "generated": len(kept),
-                "decontaminated": count_reasons(dropped)},
+        counts={
+            "in": len(seed) + len(generated),
+            "out": len(rows),
+            "seed": len(seed),
+            "generated": len(kept),
+            "decontaminated": count_reasons(dropped),
+        },
     )
 
 
-def _answer_eval_set(ctx: RunContext, work: Path, name: str, adapter: str | None, tag: str | None,
-                     generator: str) -> StageOutput:
+def _answer_eval_set(ctx: RunContext, work: Path, name: str, adapter: str | None, tag: str | None, generator: str) -> StageOutput:
     from bft.eval.sets import load_eval_set
     from bft.generation.base import Sampling
     from bft.prompts import render_chat, with_tag
@@ -324,8 +325,12 @@ def _answer_eval_set(ctx: RunContext, work: Path, name: str, adapter: str | None
         prompts = [render_chat(tokenizer, with_tag(r["instruction"], tag))[0] for r in shard]
         completions = backend.generate(prompts, sampling, _shard_seed(cfg, "eval", index))
         return [
-            {"instruction": r["instruction"], "output": c.text.strip(), "generator": generator,
-             "dataset": r.get("dataset", cfg.eval.set)}
+            {
+                "instruction": r["instruction"],
+                "output": c.text.strip(),
+                "generator": generator,
+                "dataset": r.get("dataset", cfg.eval.set),
+            }
             for r, c in zip(shard, completions, strict=True)
         ]
 
@@ -368,7 +373,12 @@ def compute_evaluate(ctx: RunContext, upstream: dict[str, Artifact], work: Path)
     (work / "model_outputs.json").write_text(json.dumps(outputs, indent=2, ensure_ascii=False))
     (work / "reference_outputs.json").write_text(json.dumps(references, indent=2, ensure_ascii=False))
     result = score_outputs(
-        outputs, references, cfg.eval.annotator, work, judge_model=cfg.eval.judge_model, seed=cfg.run.seed,
+        outputs,
+        references,
+        cfg.eval.annotator,
+        work,
+        judge_model=cfg.eval.judge_model,
+        seed=cfg.run.seed,
         lc_weights_dir=cfg.eval.lc_weights_dir,
     )
     return StageOutput(counts={"in": len(outputs), "out": len(outputs)}, metrics=dict(result))

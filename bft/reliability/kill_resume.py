@@ -18,13 +18,17 @@ import sys
 import time
 from pathlib import Path
 
-COMPARED = ("curate/*/curated.jsonl", "curate/*/scored.jsonl", "augment/*/candidates.jsonl", "rewrite/*/generated.jsonl",
-            "train_data/*/train.jsonl")
+COMPARED = (
+    "curate/*/curated.jsonl",
+    "curate/*/scored.jsonl",
+    "augment/*/candidates.jsonl",
+    "rewrite/*/generated.jsonl",
+    "train_data/*/train.jsonl",
+)
 
 
 def bft_command(store: Path, run_dir: Path, overrides: list[str]) -> list[str]:
-    return [sys.executable, "-m", "bft.cli", *overrides, f"run.artifacts_dir={store}", f"hydra.run.dir={run_dir}",
-            "logger=disabled"]
+    return [sys.executable, "-m", "bft.cli", *overrides, f"run.artifacts_dir={store}", f"hydra.run.dir={run_dir}", "logger=disabled"]
 
 
 def digests(store: Path) -> dict[str, str]:
@@ -40,8 +44,9 @@ def run_with_kills(store: Path, overrides: list[str], kills: int, window: tuple[
     rng = random.Random(seed)
     killed_at = []
     for attempt in range(kills + 1):
-        proc = subprocess.Popen(bft_command(store, store / f"run{attempt}", overrides),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            bft_command(store, store / f"run{attempt}", overrides), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         if attempt < kills:
             delay = rng.uniform(*window)
             try:
@@ -72,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     clean, killed = args.store / "clean", args.store / "killed"
     started = time.time()
     if not digests(clean):
-        subprocess.run(bft_command(clean, clean / "run", args.overrides), check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            bft_command(clean, clean / "run", args.overrides), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
     print(f"uninterrupted run: {time.time() - started:.0f}s", flush=True)
     kills = run_with_kills(killed, args.overrides, args.kills, (args.min_seconds, args.max_seconds), args.seed)
     a, b = digests(clean), digests(killed)

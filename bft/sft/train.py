@@ -125,13 +125,10 @@ def train_sft(
     tokenizer = load_tokenizer(base_model)
     encoded, stats = encode_examples(tokenizer, examples, stage.max_seq_len)
     if not encoded:
-        raise ValueError(
-            f"no training examples for {out_dir}: all {stats.n_input} prompts reach max_seq_len={stage.max_seq_len}"
-        )
+        raise ValueError(f"no training examples for {out_dir}: all {stats.n_input} prompts reach max_seq_len={stage.max_seq_len}")
     if stats.n_dropped_long_prompt:
         warnings.warn(
-            f"dropped {stats.n_dropped_long_prompt}/{stats.n_input} examples whose prompt reaches "
-            f"max_seq_len={stage.max_seq_len}",
+            f"dropped {stats.n_dropped_long_prompt}/{stats.n_input} examples whose prompt reaches max_seq_len={stage.max_seq_len}",
             stacklevel=2,
         )
     precision = resolve_precision(trainer.precision, trainer.accelerator)
@@ -195,7 +192,12 @@ def train_sft(
     last = ckpt_dir / LAST_CHECKPOINT
     done_steps = checkpoint_step(last)
     loader = build_dataloader(
-        encoded, stage.grouping, stage.micro_batch_size, stage.max_seq_len, tokenizer.pad_token_id, seed,
+        encoded,
+        stage.grouping,
+        stage.micro_batch_size,
+        stage.max_seq_len,
+        tokenizer.pad_token_id,
+        seed,
         start=done_steps * accumulate,
     )
     start = time.perf_counter()
