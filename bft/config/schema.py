@@ -21,6 +21,8 @@ class ModelConfig:
     revision: str | None = None
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     trust_remote_code: bool = False
+    # prompt format: model (the tokenizer's own) | llama2_inst | chatml | path to a .jinja file (bft.models.chat_templates)
+    chat_template: str = "model"
 
 
 @dataclass
@@ -64,6 +66,7 @@ class RewriterConfig:
     """The aligned model that rewrites kept documents. ``none`` = filtering only; ``seed_model`` = M0."""
 
     name: str = "smollm2_135m"
+    chat_template: str = "model"  # as model.chat_template, for the rewriter (ignored for none / seed_model)
     mode: str = "rewrite"  # rewrite | distill
     temperature: float = 1.0
     top_p: float = 0.9
