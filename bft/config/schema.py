@@ -165,7 +165,12 @@ class GenerationConfig:
     dtype: str = "auto"  # auto = bfloat16 where the CPU/GPU supports it
     shard_size: int = 64  # records per resumable shard
     augment: SamplingConfig = field(default_factory=SamplingConfig)
-    vllm: dict[str, Any] = field(default_factory=lambda: {"enable_prefix_caching": True, "gpu_memory_utilization": 0.9})
+    # vLLM placement (backend=vllm; bft.generation.vllm.engine_kwargs passes them to vllm.LLM)
+    tensor_parallel_size: int = 1  # GPUs each model replica is split over
+    data_parallel_size: int = 1  # model replicas (vLLM's offline data parallelism; 1 = one replica)
+    gpu_memory_utilization: float = 0.9  # fraction of each GPU's memory vLLM may take (weights + KV cache)
+    max_model_len: int | None = None  # prompt + completion tokens per sequence; None = the model's context length
+    vllm: dict[str, Any] = field(default_factory=lambda: {"enable_prefix_caching": True})  # any other vllm.LLM kwargs
 
 
 @dataclass
