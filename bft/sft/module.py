@@ -20,6 +20,9 @@ Choices:
   layer is applied only at positions whose next token is a completion token, which skips the vocabulary
   projection for prompt and padding positions; other models use the model's own ``labels=`` loss. Both are the
   mean token cross-entropy over completion tokens of the micro-batch.
+- The model is built in :meth:`SFTModule.configure_model`, which Lightning calls inside the strategy's init context
+  (FSDP wrapping, DeepSpeed ZeRO-3 ``zero.Init``), not in ``__init__``; sharded full fine-tuning exports through
+  :mod:`bft.sft.export`.
 - ``compile=True`` (``trainer.compile``) compiles each decoder layer and the output head + loss
   (:mod:`bft.sft.compile`); the state dict, checkpoints and saved adapters are the same as eager's.
 - Throughput: ``fit_seconds``/``fit_tokens`` cover the whole fit (compilation and the first step included);
@@ -160,6 +163,13 @@ class SFTModule(L.LightningModule):
         from transformers import AutoConfig, AutoModelForCausalLM
 
         stage, peft, path = self.stage, self.peft, self.base_path
+        strategy = getattr(self._trainer, "strategy", None)
+        if getattr(strategy, "zero_stage_3", False):
+            # Lightning wraps this hook in deepspeed.zero.Init; transformers' documented non-Trainer integration
+            # (HfDeepSpeedConfig, kept alive while loading) makes from_pretrained fill the partitioned parameters.
+            from transformers.integrations import HfDeepSpeedConfig
+
+            self._hf_deepspeed = HfDeepSpeedConfig(strategy.config)
         config = AutoConfig.from_pretrained(path)
         config.use_cache = False
         load = {"attn_implementation": self._attention} if self._attention else {}
