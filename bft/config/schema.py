@@ -21,6 +21,8 @@ class ModelConfig:
     revision: str | None = None
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     trust_remote_code: bool = False
+    # prompt format: model (the tokenizer's own) | llama2_inst | chatml | path to a .jinja file (bft.models.chat_templates)
+    chat_template: str = "model"
 
 
 @dataclass
@@ -64,6 +66,7 @@ class RewriterConfig:
     """The aligned model that rewrites kept documents. ``none`` = filtering only; ``seed_model`` = M0."""
 
     name: str = "smollm2_135m"
+    chat_template: str = "model"  # as model.chat_template, for the rewriter (ignored for none / seed_model)
     mode: str = "rewrite"  # rewrite | distill
     temperature: float = 1.0
     top_p: float = 0.9
@@ -162,7 +165,12 @@ class GenerationConfig:
     dtype: str = "auto"  # auto = bfloat16 where the CPU/GPU supports it
     shard_size: int = 64  # records per resumable shard
     augment: SamplingConfig = field(default_factory=SamplingConfig)
-    vllm: dict[str, Any] = field(default_factory=lambda: {"enable_prefix_caching": True, "gpu_memory_utilization": 0.9})
+    # vLLM placement (backend=vllm; bft.generation.vllm.engine_kwargs passes them to vllm.LLM)
+    tensor_parallel_size: int = 1  # GPUs each model replica is split over
+    data_parallel_size: int = 1  # model replicas (vLLM's offline data parallelism; 1 = one replica)
+    gpu_memory_utilization: float = 0.9  # fraction of each GPU's memory vLLM may take (weights + KV cache)
+    max_model_len: int | None = None  # prompt + completion tokens per sequence; None = the model's context length
+    vllm: dict[str, Any] = field(default_factory=lambda: {"enable_prefix_caching": True})  # any other vllm.LLM kwargs
 
 
 @dataclass
