@@ -9,9 +9,11 @@ Every record is validated as it is read: with ``data.on_error=raise`` the first 
 from __future__ import annotations
 
 import glob as globlib
+import itertools
 import json
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -154,6 +156,17 @@ class _BftDocuments:
         return Document(text=data[self.text_field], id=str(doc_id) if doc_id is not None else fallback, metadata=metadata)
 
 
+def _binary_lines(handle: Any, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """Lines of a binary stream read in chunks (compressed streams may lack ``readline``)."""
+    rest = b""
+    while block := handle.read(chunk):
+        parts = (rest + block).split(b"\n")
+        rest = parts.pop()
+        yield from parts
+    if rest:
+        yield rest
+
+
 class _FileShards:
     """Mixin for disk readers: task ``rank`` reads ``files[rank::world_size]`` of the resolved, sorted list."""
 
@@ -178,24 +191,24 @@ class JsonRecordsReader(_FileShards, _BftDocuments, BaseDiskReader):
 
     def _items(self, filepath: str):
         with self.data_folder.open(filepath, "rb", compression=self.compression) as handle:
-            head = handle.read(64).lstrip()
-            handle.seek(0)
-            if head.startswith(b"["):
+            lines = _binary_lines(handle)
+            first = next(lines, b"")
+            if first.lstrip().startswith(b"["):  # one JSON list (read whole: such files are small by nature)
                 try:
-                    items = json.load(handle)
-                except json.JSONDecodeError as err:
-                    yield 0, DataError(f"{filepath}:{err.lineno}", f"invalid JSON ({err.msg})", "invalid_json")
+                    items = json.loads(first + b"".join(lines))
+                except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                    yield 0, DataError(filepath, f"invalid JSON ({err})", "invalid_json")
                     return
                 yield from enumerate(items)
                 return
-            for index, raw in enumerate(handle):
+            for index, raw in enumerate(itertools.chain([first], lines)):
                 if not raw.strip():
                     continue
                 try:
                     yield index, json.loads(raw)
                 except (json.JSONDecodeError, UnicodeDecodeError) as err:
                     reason = "non_utf8" if isinstance(err, UnicodeDecodeError) else "invalid_json"
-                    yield index, DataError(f"{filepath}:{index + 1}", f"not a JSON record ({err})", reason)
+                    yield index, DataError(filepath, f"not a JSON record ({err})", reason)
 
     def read_file(self, filepath: str):
         where = os.path.join(self.location_prefix, filepath)
