@@ -84,9 +84,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{r['seconds']:.1f} s in the stage"
         )
     if len(results) > 1:
-        print(
-            f"peak RSS ratio {results[-1]['scale']}x / {results[0]['scale']}x: {results[-1]['peak_rss_mb'] / results[0]['peak_rss_mb']:.2f}"
-        )
+        first, last = results[0], results[-1]
+        print(f"peak RSS ratio {last['scale']}x / {first['scale']}x: {last['peak_rss_mb'] / first['peak_rss_mb']:.2f}")
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
