@@ -284,3 +284,21 @@ def test_slurm_and_ray_compose_into_datatrove_executors(tmp_path: Path, monkeypa
         build_corpus(ray, "raise", tmp_path / "r" / "c.jsonl")
     assert type(captured["last"]).__name__ == "RayPipelineExecutor"
     assert (captured["last"].tasks, captured["last"].workers, captured["last"].cpus_per_task) == (3, 4, 2)
+
+
+def test_interrupted_run_resumes_from_finished_tasks_with_full_counts(tmp_path: Path) -> None:
+    good = [[{"id": f"d{k}-{i}", "text": english(k * 10 + i)} for i in range(3)] for k in range(2)]
+    write_shards(tmp_path / "docs", good, suffix=".jsonl")
+    fresh = build_corpus(cfg(tmp_path / "docs"), "raise", tmp_path / "fresh" / "c.jsonl")
+    broken = tmp_path / "docs" / "part-001.jsonl"
+    original = broken.read_text()
+    broken.write_text(original + "{broken\n")
+    out = tmp_path / "resumed" / "c.jsonl"
+    with pytest.raises(DataError, match=r"part-001\.jsonl:4"):
+        build_corpus(cfg(tmp_path / "docs"), "raise", out)  # task 0 finished, task 1 failed
+    assert (tmp_path / "resumed" / "_datatrove" / "output" / "00000.jsonl").is_file() or (
+        tmp_path / "resumed" / "_datatrove" / "filtered" / "00000.jsonl"
+    ).is_file()
+    broken.write_text(original)
+    resumed = build_corpus(cfg(tmp_path / "docs"), "raise", out)
+    assert resumed == fresh and out.read_bytes() == (tmp_path / "fresh" / "c.jsonl").read_bytes()

@@ -8,7 +8,6 @@ in task order into ``filters.json``.
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -39,9 +38,14 @@ class ExampleWriter(JsonlWriter):
 
 
 def read_stats(logging_dir: str) -> list[dict[str, Any]]:
-    """datatrove's merged stats of one executor: one ``{name, stats}`` per pipeline step, in order."""
-    with open(os.path.join(logging_dir, "stats.json"), encoding="utf-8") as handle:
-        return json.load(handle)
+    """datatrove's stats of one executor summed over its tasks' own files (``stats/<rank>.json``, which also
+    survive a resumed run where finished tasks are skipped): one ``{name, stats}`` per pipeline step, in order."""
+    from datatrove.utils.stats import PipelineStats
+
+    total = PipelineStats()
+    for path in sorted(Path(logging_dir, "stats").glob("*.json")):
+        total = total + PipelineStats.from_json(json.loads(path.read_text(encoding="utf-8")))
+    return json.loads(total.to_json())
 
 
 def stat_total(step_stats: dict[str, Any], key: str) -> int:
