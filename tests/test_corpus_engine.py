@@ -190,7 +190,7 @@ def test_bad_records_raise_with_location_or_are_counted(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"s\.jsonl\.gz:2: "):
         build_corpus(cfg(tmp_path / "docs"), "raise", tmp_path / "o" / "c.jsonl")
     counts = build_corpus(cfg(tmp_path / "docs"), "skip", tmp_path / "s" / "c.jsonl")
-    assert counts["skipped_input"] == {"empty_field": 1, "invalid_json": 1} and counts["out"] == 1
+    assert counts["skipped_input"] == {"empty_field": 1, "malformed_json": 1} and counts["out"] == 1
     with pytest.raises(DataError, match="file not found"):
         build_corpus(cfg(tmp_path / "missing.jsonl"), "raise", tmp_path / "m" / "c.jsonl")
     with pytest.raises(DataError, match="unknown filter 'gopher'"):

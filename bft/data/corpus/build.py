@@ -11,11 +11,13 @@ from its finished tasks) and are removed at the end.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,6 +121,22 @@ def main_chain(cfg: CorpusConfig, source: Source, on_error: str, tasks: int, scr
     return chain
 
 
+@contextlib.contextmanager
+def _datatrove_log(path: Path) -> Iterator[None]:
+    """Send datatrove's console output (per-task logs, stats banners, progress bars) to ``path``, so the run's
+    console shows bft's one-line summary and a failing record's one-line error, not datatrove's tracebacks."""
+    from datatrove.utils.logging import setup_default_logger
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as sink, contextlib.redirect_stderr(sink):
+        setup_default_logger()  # loguru keeps the stream it was given: point it at the file now ...
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+    setup_default_logger()  # ... and back at the console afterwards
+
+
 def _final_writer(scratch: str) -> JsonlWriter:
     return JsonlWriter(f"{scratch}/output", output_filename="${rank}.jsonl", compression=None, adapter=bft_record)
 
@@ -170,7 +188,8 @@ def build_corpus(cfg: CorpusConfig | Mapping[str, Any], on_error: str, out_file:
         buckets = executor("buckets", stages["buckets"], config.num_buckets, depends=main)
         clusters = executor("clusters", stages["clusters"], 1, depends=buckets)
         last = executor("filter", [*stages["filter"], _final_writer(str(scratch))], tasks, depends=clusters)
-    run_chain(last, "corpus")
+    with _datatrove_log(scratch / "logs" / "console.log"):
+        run_chain(last, "corpus")
     return _account(cfg, source, chain, tasks, scratch, out_file)
 
 

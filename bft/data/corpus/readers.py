@@ -130,19 +130,25 @@ class _BftDocuments:
         self.bucket_field = cfg.bucket_field
         self.source_name = source_name
         self.location_prefix = location_prefix
+        self._seen_ids: set[int] = set()  # hashes of this task's ids (8 bytes each, not the corpus)
 
     def get_document_from_dict(self, data: dict, source_file: str, id_in_file: int | str) -> Document | None:
         line = id_in_file + 1 if isinstance(id_in_file, int) else id_in_file
         where = os.path.join(self.location_prefix, source_file) if self.location_prefix else source_file
+        doc_id = data.get(self.id_field) if isinstance(data, dict) else None
         try:
             validate_record(data, f"{where}:{line}", {self.text_field: str})
+            if doc_id is not None:
+                key = hash((type(doc_id).__name__, doc_id if isinstance(doc_id, str | int) else str(doc_id)))
+                if key in self._seen_ids:
+                    raise DataError(f"{where}:{line}", f"duplicate {self.id_field} {doc_id!r}", "duplicate_id")
+                self._seen_ids.add(key)
         except DataError as err:
             if self.on_error == "raise":
                 raise
             self.stat_update(f"skipped_{err.reason}")
             return None
         name = _stem(source_file) if self.location_prefix and self.source_name != EMBEDDED else self.source_name
-        doc_id = data.get(self.id_field)
         metadata: dict[str, Any] = {
             "url": str(data.get("url") or ""),
             "source": str(data.get("source") or name),
@@ -154,6 +160,21 @@ class _BftDocuments:
         index = id_in_file if isinstance(id_in_file, int) else str(id_in_file).replace("/", "-")
         fallback = f"{name}-{index:06d}" if isinstance(index, int) else f"{name}-{index}"
         return Document(text=data[self.text_field], id=str(doc_id) if doc_id is not None else fallback, metadata=metadata)
+
+
+def _parse_line(raw: bytes) -> Any:
+    """One JSONL line: the parsed value, or a DataError (binary, not UTF-8, malformed JSON) without location."""
+    if b"\x00" in raw:
+        return DataError("", "line holds binary data (NUL bytes)", "binary")
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        bad = raw[err.start : err.start + 1].hex()
+        return DataError("", f"not valid UTF-8 (byte 0x{bad} at column {err.start + 1})", "non_utf8")
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as err:
+        return DataError("", f"malformed JSON ({err.msg} at column {err.colno})", "malformed_json")
 
 
 def _binary_lines(handle: Any, chunk: int = 1 << 20) -> Iterator[bytes]:
@@ -189,26 +210,25 @@ class JsonRecordsReader(_FileShards, _BftDocuments, BaseDiskReader):
         super().__init__(data_folder, **kwargs)
         self.compression = compression
 
-    def _items(self, filepath: str):
+    def _items(self, filepath: str) -> Iterator[tuple[int, Any]]:
+        """(index, parsed record or DataError) for every record; JSONL line by line, or one JSON list."""
         with self.data_folder.open(filepath, "rb", compression=self.compression) as handle:
             lines = _binary_lines(handle)
             first = next(lines, b"")
             if first.lstrip().startswith(b"["):  # one JSON list (read whole: such files are small by nature)
                 try:
-                    items = json.loads(first + b"".join(lines))
-                except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                    yield 0, DataError(filepath, f"invalid JSON ({err})", "invalid_json")
+                    items = json.loads((first + b"".join(lines)).decode("utf-8"))
+                except UnicodeDecodeError as err:
+                    yield 0, DataError("", f"not valid UTF-8 (byte offset {err.start})", "non_utf8")
+                    return
+                except json.JSONDecodeError as err:
+                    yield err.lineno - 1, DataError("", f"malformed JSON ({err.msg} at column {err.colno})", "malformed_json")
                     return
                 yield from enumerate(items)
                 return
             for index, raw in enumerate(itertools.chain([first], lines)):
-                if not raw.strip():
-                    continue
-                try:
-                    yield index, json.loads(raw)
-                except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                    reason = "non_utf8" if isinstance(err, UnicodeDecodeError) else "invalid_json"
-                    yield index, DataError(filepath, f"not a JSON record ({err})", reason)
+                if raw.strip():
+                    yield index, _parse_line(raw)
 
     def read_file(self, filepath: str):
         where = os.path.join(self.location_prefix, filepath)
@@ -216,7 +236,7 @@ class JsonRecordsReader(_FileShards, _BftDocuments, BaseDiskReader):
             with self.track_time():
                 if isinstance(item, DataError):
                     if self.on_error == "raise":
-                        raise DataError(f"{where}:{index + 1}", str(item).split(": ", 1)[-1], item.reason)
+                        raise DataError(f"{where}:{index + 1}", str(item).removeprefix(": "), item.reason)
                     self.stat_update(f"skipped_{item.reason}")
                     continue
                 document = self.get_document_from_dict(item, filepath, index)
