@@ -189,8 +189,11 @@ def test_bad_records_raise_with_location_or_are_counted(tmp_path: Path) -> None:
     (tmp_path / "docs" / "s.jsonl.gz").write_bytes(gzip.compress(("\n".join(rows) + "\n").encode()))
     with pytest.raises(DataError, match=r"s\.jsonl\.gz:2: "):
         build_corpus(cfg(tmp_path / "docs"), "raise", tmp_path / "o" / "c.jsonl")
+    (tmp_path / "docs" / "t.jsonl").write_text(json.dumps({"id": "t", "text": english(2)}) + "\n")
+    with pytest.raises(DataError, match=r"s\.jsonl\.gz:2: malformed JSON"):  # raised in a worker process
+        build_corpus(cfg(tmp_path / "docs", workers=2), "raise", tmp_path / "o2" / "c.jsonl")
     counts = build_corpus(cfg(tmp_path / "docs"), "skip", tmp_path / "s" / "c.jsonl")
-    assert counts["skipped_input"] == {"empty_field": 1, "malformed_json": 1} and counts["out"] == 1
+    assert counts["skipped_input"] == {"empty_field": 1, "malformed_json": 1} and counts["out"] == 2
     with pytest.raises(DataError, match="file not found"):
         build_corpus(cfg(tmp_path / "missing.jsonl"), "raise", tmp_path / "m" / "c.jsonl")
     with pytest.raises(DataError, match="unknown filter 'gopher'"):

@@ -145,7 +145,7 @@ class _BftDocuments:
                 self._seen_ids.add(key)
         except DataError as err:
             if self.on_error == "raise":
-                raise
+                raise RecordError(err.location, str(err).removeprefix(f"{err.location}: "), err.reason) from None
             self.stat_update(f"skipped_{err.reason}")
             return None
         name = _stem(source_file) if self.location_prefix and self.source_name != EMBEDDED else self.source_name
@@ -160,6 +160,21 @@ class _BftDocuments:
         index = id_in_file if isinstance(id_in_file, int) else str(id_in_file).replace("/", "-")
         fallback = f"{name}-{index:06d}" if isinstance(index, int) else f"{name}-{index}"
         return Document(text=data[self.text_field], id=str(doc_id) if doc_id is not None else fallback, metadata=metadata)
+
+
+class RecordError(DataError):
+    """A bad input record found inside a datatrove task: a DataError that survives pickling, so that a worker
+    process of a multi-worker executor hands it back intact (DataError's constructor takes three arguments)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (str(self), self.location, self.reason))
+
+
+def _rebuild(message: str, location: str, reason: str) -> RecordError:
+    err = RecordError.__new__(RecordError)
+    ValueError.__init__(err, message)
+    err.location, err.reason = location, reason
+    return err
 
 
 def _parse_line(raw: bytes) -> Any:
@@ -236,7 +251,7 @@ class JsonRecordsReader(_FileShards, _BftDocuments, BaseDiskReader):
             with self.track_time():
                 if isinstance(item, DataError):
                     if self.on_error == "raise":
-                        raise DataError(f"{where}:{index + 1}", str(item).removeprefix(": "), item.reason)
+                        raise RecordError(f"{where}:{index + 1}", str(item).removeprefix(": "), item.reason)
                     self.stat_update(f"skipped_{item.reason}")
                     continue
                 document = self.get_document_from_dict(item, filepath, index)
