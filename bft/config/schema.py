@@ -59,6 +59,22 @@ class CorpusConfig:
     max_symbol_ratio: float = 0.3
     max_caps_line_ratio: float = 0.5
     min_mean_line_chars: float = 20.0
+    # datatrove engine (bft/data/corpus): format, language, extra filters, executor
+    format: str = "auto"  # auto | jsonl | parquet | warc (a folder/glob/file; auto = from the file names)
+    glob: str | None = None  # file pattern inside a folder source, e.g. "documents/*.json.gz"
+    languages: list[str] = field(default_factory=lambda: ["en"])  # [] = keep every language
+    language_threshold: float = 0.5  # py3langid probability of the top language
+    filters: list[str] = field(default_factory=list)  # gopher_repetition, gopher_quality, c4, fineweb, humpback
+    segment_by: str = "paragraphs"  # paragraphs | headers (Humpback: the text under each header)
+    perplexity_bucket: str | None = None  # BFT: keep Dolma's "head" bucket when the metadata has it
+    bucket_field: str = "bucket"
+    tokenizer: str | None = None  # BFT: drop documents over max_tokens tokens of this tokenizer
+    max_tokens: int | None = None
+    executor: str = "local"  # local | slurm | ray
+    workers: int = 1
+    tasks: int | None = None  # None: one task per input file
+    executor_options: dict[str, Any] = field(default_factory=dict)  # e.g. partition, time for slurm
+    filter_examples: int = 3  # removed examples kept per filter in filters.json
 
 
 @dataclass
