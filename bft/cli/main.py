@@ -20,6 +20,7 @@ register_configs()
 
 
 def run(cfg: DictConfig) -> float | None:
+    from bft.config.machine import check_machine
     from bft.config.validate import validate
     from bft.eval.annotators import check_annotator_ready
     from bft.models.registry import resolve_model_path
@@ -29,6 +30,7 @@ def run(cfg: DictConfig) -> float | None:
     if cfg.run.dry_run:
         print_plan(cfg)
         return None
+    check_machine(cfg)  # a dry run plans for any machine; a real run needs this one to have what the config asks
     check_annotator_ready(cfg.eval.annotator)
     resolve_model_path(cfg.model.name)  # a missing model folder fails here, before any work
     run_dir = Path(HydraConfig.get().runtime.output_dir)
