@@ -23,6 +23,7 @@ def run(cfg: DictConfig) -> float | None:
     from bft.config.machine import check_machine
     from bft.config.validate import validate
     from bft.eval.annotators import check_annotator_ready
+    from bft.logger.console import is_verbose, setup_console
     from bft.models.registry import resolve_model_path
     from bft.pipeline.runner import print_plan, print_summary, run_pipeline
 
@@ -31,6 +32,7 @@ def run(cfg: DictConfig) -> float | None:
         print_plan(cfg)
         return None
     check_machine(cfg)  # a dry run plans for any machine; a real run needs this one to have what the config asks
+    setup_console(is_verbose(HydraConfig.get().verbose))
     check_annotator_ready(cfg.eval.annotator)
     resolve_model_path(cfg.model.name)  # a missing model folder fails here, before any work
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -87,8 +89,14 @@ def expand_model_overrides(argv: list[str], conf_dir: str = CONF_DIR) -> list[st
     return expanded
 
 
+_VERBOSE_FLAGS = ("-v", "--verbose")
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if any(a in _VERBOSE_FLAGS for a in sys.argv[1:]):  # bft -v: every library's own lines (bft.logger.console)
+        os.environ["BFT_VERBOSE"] = "1"
+        sys.argv[1:] = [a for a in sys.argv[1:] if a not in _VERBOSE_FLAGS]
     sys.argv[1:] = expand_model_overrides(sys.argv[1:])
     problem = precheck_overrides(sys.argv[1:])
     if problem:
