@@ -69,11 +69,20 @@ def setup_console(verbose: bool = False) -> None:
         _short_console_format()
 
 
+class BftOrImportant(logging.Filter):
+    """On the terminal: bft's own INFO lines, and warnings or errors from anyone (libraries log INFO to the root)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name == "bft" or record.name.startswith(("bft.", "__main__"))
+
+
 def _short_console_format() -> None:
-    """``10:06:16 seed: computing (8a08...)`` on the terminal; the run's log file keeps Hydra's full format."""
+    """``10:06:16 seed: computing (8a08...)`` on the terminal; the run's log file keeps Hydra's full format and all."""
     for handler in logging.getLogger().handlers:
         if type(handler) is logging.StreamHandler:
             handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+            if not any(isinstance(f, BftOrImportant) for f in handler.filters):
+                handler.addFilter(BftOrImportant())
 
 
 def _import_quietly() -> None:
