@@ -94,6 +94,10 @@ _VERBOSE_FLAGS = ("-v", "--verbose")
 
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if sys.argv[1:2] == ["export"]:  # bft export run=<run folder or key>: Hugging Face formats (bft.export)
+        from bft.export.cli import main as export_main
+
+        return export_main(sys.argv[2:])
     if any(a in _VERBOSE_FLAGS for a in sys.argv[1:]):  # bft -v: every library's own lines (bft.logger.console)
         os.environ["BFT_VERBOSE"] = "1"
         sys.argv[1:] = [a for a in sys.argv[1:] if a not in _VERBOSE_FLAGS]

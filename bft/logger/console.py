@@ -63,6 +63,12 @@ def setup_console(verbose: bool = False) -> None:
         (tlog.enable_progress_bar if verbose else tlog.disable_progress_bar)()
     except ImportError:
         pass
+    try:
+        import datasets
+
+        (datasets.enable_progress_bars if verbose else datasets.disable_progress_bars)()
+    except ImportError:
+        pass
     if not verbose:
         for category, message in KNOWN_WARNINGS:
             warnings.filterwarnings("ignore", message=message, category=category)
