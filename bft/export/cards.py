@@ -49,7 +49,8 @@ def input_sources(artifacts: dict[str, Artifact]) -> dict[str, str]:
 
 
 def licences(artifacts: dict[str, Artifact]) -> dict[str, str]:
-    return {role: KNOWN_LICENCES.get(str(src), f"as given by the user ({src}): not stated") for role, src in input_sources(artifacts).items()}
+    sources = input_sources(artifacts)
+    return {role: KNOWN_LICENCES.get(str(src), f"as given by the user ({src}): not stated") for role, src in sources.items()}
 
 
 def models_used(artifacts: dict[str, Artifact], summary: dict | None) -> dict[str, str]:
@@ -96,7 +97,7 @@ def dataset_card(artifacts: dict[str, Artifact], written: dict[str, dict[str, An
         "instruction for each web document, a seed model rates each pair and the best are kept, and a rewriter turns "
         "each kept document into an answer.",
         "## Configs",
-        _table([(f"`{n}`", f"{w['rows']} rows; columns {', '.join(w['columns'])} (from {w['stage']}/{w['key']})") for n, w in written.items()]),
+        _table([(f"`{n}`", _describe_set(w)) for n, w in written.items()]),
         "## Sources and licences (as given)",
         _table([(role, f"{src} - licence: {lic.get(role, 'not stated')}") for role, src in input_sources(artifacts).items()]),
         "## Filters and counts",
@@ -134,7 +135,7 @@ def model_card(artifacts: dict[str, Artifact], base_model: str, merged: bool, da
         tags=["bft", "instruction-tuning", "alpaca-eval"],
         datasets=[dataset_ref] if dataset_ref else None,
     )
-    sft, peft = config.get("sft", {}), config.get("peft", {})
+    sft, peft, precision = config.get("sft", {}), config.get("peft", {}), config.get("precision")
     train_counts = _counts(artifacts, "train_data")
     eval_rows = [
         ("win rate", _round(evaluation.get("win_rate"))),
@@ -154,7 +155,7 @@ def model_card(artifacts: dict[str, Artifact], base_model: str, merged: bool, da
             + [("dataset", dataset_ref)] * bool(dataset_ref)
         ),
         "## Hyperparameters",
-        _table([*((f"sft.{k}", v) for k, v in sft.items()), *((f"peft.{k}", v) for k, v in peft.items()), ("precision", config.get("precision"))]),
+        _table([*((f"sft.{k}", v) for k, v in sft.items()), *((f"peft.{k}", v) for k, v in peft.items()), ("precision", precision)]),
         "## Evaluation (AlpacaEval)",
         _table(eval_rows) if evaluation else "not evaluated",
     ]
@@ -163,3 +164,7 @@ def model_card(artifacts: dict[str, Artifact], base_model: str, merged: bool, da
 
 def _round(value: Any) -> Any:
     return round(value, 2) if isinstance(value, float) else value
+
+
+def _describe_set(written: dict[str, Any]) -> str:
+    return f"{written['rows']} rows; columns {', '.join(written['columns'])} (from {written['stage']}/{written['key']})"

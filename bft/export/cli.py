@@ -75,7 +75,6 @@ def export(args: argparse.Namespace, api: Any = None) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     from bft.errors import one_line_errors
-
     from bft.logger.console import is_verbose, setup_console
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
