@@ -39,10 +39,11 @@ RANGES: list[tuple[str, Range]] = [
     ("*temperature", (0, True, _INF, False, "a temperature >= 0")),
     ("*.min_*", (0, True, _INF, False, "a number >= 0")),
     ("*.compile_min_tokens", (0, True, _INF, False, "a count >= 0")),
+    ("*.checkpoint_every_n_steps", (0, True, _INF, False, "a step count >= 0 (0: no checkpoints)")),
     ("*.seed", (0, True, _INF, False, "an integer >= 0")),
 ]
 # integer settings that count things the run needs at least one of (a batch, a step, a shard, a rank...)
-_POSITIVE_INT = ("*.max_*", "*size", "*_steps", "*.iterations", "*.n_samples", "*.num_*", "*.top_k", "*.r", "*every_n*")
+_POSITIVE_INT = ("*.max_*", "*size", "*_steps", "*.iterations", "*.n_samples", "*num_*", "*.top_k", "*.r", "*every_n*")
 _COUNT: Range = (1, True, _INF, False, "an integer >= 1")
 _NONNEG: Range = (0, True, _INF, False, "a number >= 0")
 

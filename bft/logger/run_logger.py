@@ -43,6 +43,19 @@ def _flatten(prefix: str, payload: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+def default_group(name: str, run_dir: Path) -> str:
+    """The jobs of one run share a group; so do all runs of one Hydra multirun (named after its sweep folder)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            return f"{name}-{Path(HydraConfig.get().sweep.dir).name}"
+    except ImportError:
+        pass
+    return f"{name}-{run_dir.name}"
+
+
 class RunLogger:
     def __init__(self, cfg: LoggerConfig, run_dir: Path, config: dict[str, Any], name: str, tags: list[str] | None = None):
         self.cfg = cfg
@@ -56,7 +69,7 @@ class RunLogger:
         os.environ.setdefault("WANDB_SILENT", "true")
         self.name = name
         self.run_dir = run_dir
-        self.group = cfg.group or f"{name}-{run_dir.name}"
+        self.group = cfg.group or default_group(name, run_dir)
         self.tags = list(dict.fromkeys([*cfg.tags, *(tags or [])]))
         self.run = wandb.init(
             project=cfg.project,
