@@ -139,4 +139,4 @@ def test_real_cli_exits_2_in_one_line_within_seconds(tmp_path, overrides):
     assert len(lines) == 1 and lines[0].startswith("bft: error:"), lines
     assert "Traceback" not in result.stderr
     assert seconds < 15, f"took {seconds:.1f} s"
-    assert not (tmp_path / "a").exists()  # no work before the error
+    assert not (tmp_path / "a").exists() and not (tmp_path / "run").exists()  # no work, not even a run folder

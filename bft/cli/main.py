@@ -61,9 +61,18 @@ def precheck_overrides(argv: list[str]) -> str | None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from bft.config.validate import ConfigError, validate
+
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            compose(config_name="config", overrides=argv)
+            cfg = compose(config_name="config", overrides=argv, return_hydra_config=True)
+        validate(cfg)  # schema keys, mandatory values, ranges: before Hydra creates the run folder
+        if not cfg.run.dry_run:
+            from bft.config.machine import check_machine
+
+            check_machine(cfg)
+    except ConfigError as err:
+        return str(err)
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         text = f"{err}\n{err.__cause__ or ''}"
         lines = [line.strip() for line in text.splitlines() if line.strip()]
