@@ -138,5 +138,5 @@ def test_real_cli_exits_2_in_one_line_within_seconds(tmp_path, overrides):
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("bft: error:"), lines
     assert "Traceback" not in result.stderr
-    assert seconds < 15, f"took {seconds:.1f} s"
+    assert seconds < 20, f"took {seconds:.1f} s"  # about 2 s on an idle 2-core machine
     assert not (tmp_path / "a").exists() and not (tmp_path / "run").exists()  # no work, not even a run folder

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
+from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -15,7 +17,14 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def _no_gpu_driver() -> bool:
+    """Linux without the NVIDIA or ROCm kernel driver has no CUDA device: known without importing torch (seconds)."""
+    return sys.platform == "linux" and not any(Path(p).exists() for p in ("/proc/driver/nvidia/version", "/dev/kfd"))
+
+
 def cuda_device_count() -> int:
+    if _no_gpu_driver():
+        return 0
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -26,10 +35,7 @@ def check_machine(cfg: DictConfig) -> None:
     if accelerator in _GPU_ACCELERATORS:
         count = cuda_device_count()
         if count == 0:
-            raise ConfigError(
-                f"trainer.accelerator={accelerator} but this machine has no CUDA GPU (torch.cuda.is_available() is False); "
-                "use trainer=cpu"
-            )
+            raise ConfigError(f"trainer.accelerator={accelerator} but this machine has no CUDA GPU; use trainer=cpu")
         devices = cfg.trainer.devices
         if isinstance(devices, int) and devices > count:
             raise ConfigError(f"trainer.devices={devices} but this machine has {count} CUDA GPU(s)")
