@@ -1,7 +1,8 @@
 """The console a person reads: one line per message, no ads or known warnings, a training bar in optimizer steps.
 
 Training runs for real (the tiny model, 4 optimizer steps of 2 micro-batches each) in a fresh process whose root
-logger is set up the way Hydra sets it up, so what is asserted is what ``bft`` prints.
+logger is set up by Hydra's own job-logging config before Lightning is imported (Lightning then adds a handler of
+its own, and every Lightning line printed twice before bft.logger.console), so what is asserted is what ``bft`` prints.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 SCRIPT = textwrap.dedent(
     """
-    import logging, sys
+    import logging, logging.config, sys
     from pathlib import Path
-    import lightning.pytorch  # imported before logging is configured, as in `bft`: it adds a handler of its own
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")  # Hydra's job logging
+    import hydra, yaml
+    # Hydra's own job logging (console + file handlers on the root), configured before lightning is imported, as in bft
+    conf = yaml.safe_load((Path(hydra.__file__).parent / "conf/hydra/job_logging/default.yaml").read_text())
+    conf["handlers"]["file"]["filename"] = str(Path(sys.argv[1]) / "job.log")
+    logging.config.dictConfig(conf)
     from bft.logger.console import setup_console
     setup_console(verbose=sys.argv[2] == "1")
     from bft.config.schema import PeftConfig, SFTStageConfig, TrainerConfig
