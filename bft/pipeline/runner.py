@@ -45,7 +45,7 @@ def run_step(ctx: RunContext, step: Step) -> Artifact:
             step.name, artifact.key, artifact.reused, _count(counts.get("in")), _count(counts.get("out")), seconds, artifact.path
         )
     )
-    ctx.logger.log_stage(step.name, counts, artifact.manifest.get("metrics", {}), seconds, artifact.reused)
+    ctx.logger.log_step(step.name, artifact, upstream, seconds)  # metrics, a W&B job per computed stage, lineage
     ctx.artifacts[step.name] = artifact
     return artifact
 

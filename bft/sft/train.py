@@ -164,6 +164,8 @@ def train_sft(
         compile=compiled,
     )
 
+    from bft.logger.progress import training_bars
+
     ckpt_dir = out_dir / CHECKPOINT_DIR
     every = trainer.checkpoint_every_n_steps
     callbacks = []
@@ -191,7 +193,7 @@ def train_sft(
         enable_model_summary=False,
         logger=logger or False,
         enable_checkpointing=bool(callbacks),
-        callbacks=callbacks,
+        callbacks=[*callbacks, *training_bars(trainer.enable_progress_bar, out_dir.parent.name)],  # bft.logger.progress
         default_root_dir=str(out_dir),
         use_distributed_sampler=False,
         num_sanity_val_steps=0,
