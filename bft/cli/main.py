@@ -23,7 +23,8 @@ def run(cfg: DictConfig) -> float | None:
     from bft.config.validate import validate
     from bft.eval.annotators import check_annotator_ready
     from bft.models.registry import resolve_model_path
-    from bft.pipeline.runner import print_plan, print_summary, run_pipeline
+    from bft.pipeline.dryrun import print_plan
+    from bft.pipeline.runner import print_summary, run_pipeline
 
     validate(cfg)
     if cfg.run.dry_run:

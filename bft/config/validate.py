@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from bft.errors import BftError
 
-class ConfigError(ValueError):
+
+class ConfigError(BftError, ValueError):
     pass
 
 
