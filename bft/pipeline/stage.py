@@ -24,7 +24,7 @@ from bft.config.schema import GenerationConfig
 Compute = Callable[[DictConfig, dict[str, Artifact], Path], StageOutput]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity: two declarations with equal fields are still two stages
 class Stage:
     name: str  # the artifact folder: <artifacts_dir>/<name>/<key>
     reads: tuple[str, ...]  # logical upstream names; "name?" = optional
@@ -36,11 +36,15 @@ class Stage:
 
     def config_slice(self, cfg: DictConfig) -> DictConfig:
         """The stage's typed slice of ``cfg``: only its settings, read-only, unknown keys raise."""
-        out = OmegaConf.create({})
+        nested: dict[str, Any] = {}
         for path in self.settings:
-            OmegaConf.update(out, path, OmegaConf.select(cfg, path, throw_on_missing=True), force_add=True)
+            *parents, leaf = path.split(".")
+            node = nested
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = OmegaConf.select(cfg, path, throw_on_missing=True)
+        out = OmegaConf.create(nested, flags={"readonly": True})
         OmegaConf.set_struct(out, True)
-        OmegaConf.set_readonly(out, True)
         return out
 
     def key_config(self, config_slice: DictConfig) -> dict[str, Any]:
