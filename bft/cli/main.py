@@ -24,6 +24,7 @@ def run(cfg: DictConfig) -> float | None:
     from bft.eval.annotators import check_annotator_ready
     from bft.models.registry import resolve_model_path
     from bft.pipeline.dryrun import print_plan
+    from bft.pipeline.roles import models_to_load
     from bft.pipeline.runner import print_summary, run_pipeline
 
     validate(cfg)
@@ -31,7 +32,8 @@ def run(cfg: DictConfig) -> float | None:
         print_plan(cfg)
         return None
     check_annotator_ready(cfg.eval.annotator)
-    resolve_model_path(cfg.model.name)  # a missing model folder fails here, before any work
+    for name in models_to_load(cfg):  # a missing model folder fails here, before any work
+        resolve_model_path(name)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     ctx = run_pipeline(cfg, run_dir)
     print_summary(ctx)

@@ -11,6 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from bft.errors import BftError
+
+
+class CostError(BftError, ValueError):
+    """A cost setting (``run.cost.*``) the estimate cannot use."""
+
+
 # Dense bf16/fp16 tensor-core peak TFLOP/s (vendor datasheets, without sparsity).
 PEAK_TFLOPS: dict[str, float] = {
     "A100-40GB": 312.0,
@@ -61,9 +68,9 @@ def flops(params: int, tokens: int, kind: str) -> float:
 def gpu_hours(total_flops: float, gpu: str, mfu: float) -> float:
     """Accelerator-hours for ``total_flops`` on ``gpu`` (a ``PEAK_TFLOPS`` name) at model FLOPs utilisation ``mfu``."""
     if gpu not in PEAK_TFLOPS:
-        raise ValueError(f"run.cost.gpu={gpu!r} is not one of {', '.join(PEAK_TFLOPS)}")
+        raise CostError(f"run.cost.gpu={gpu!r} is not one of {', '.join(PEAK_TFLOPS)}")
     if not 0 < mfu <= 1:
-        raise ValueError(f"run.cost.mfu must be in (0, 1], got {mfu}")
+        raise CostError(f"run.cost.mfu must be in (0, 1], got {mfu}")
     return total_flops / (PEAK_TFLOPS[gpu] * 1e12 * mfu) / 3600
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from bft.config.validate import ConfigError
+from bft.rewriter.source import rewriter_source
 
 # setting -> the setting it takes its value from when null
 FALLBACKS: dict[str, str] = {
@@ -40,8 +41,6 @@ def resolve(cfg: DictConfig) -> DictConfig:
 
 def roles(cfg: DictConfig) -> dict[str, Any]:
     """Which model plays which role, for the dry run and the summary."""
-    from bft.rewriter.source import rewriter_source
-
     cfg = resolve(cfg)
     source = rewriter_source(cfg)
     rewriter = {"model": source.model, "seed_model": cfg.curation_model.name, "none": None}[source.kind]
@@ -60,3 +59,11 @@ def backward_seed_overrides(cfg: DictConfig) -> dict[str, Any] | None:
     if cfg.seed.size is not None and cfg.seed.size_scope == "forward":
         return {"seed.size": None, "seed.size_scope": "all"}
     return None
+
+
+def models_to_load(cfg: DictConfig) -> list[str]:
+    """Every base model a run loads by name (the trained roles and a rewriter model), once each."""
+    models = roles(cfg)
+    names = [models["backward"], models["curation"], models["final"]]
+    source = rewriter_source(resolve(cfg))
+    return list(dict.fromkeys([*names, *([source.model] if source.kind == "model" else [])]))

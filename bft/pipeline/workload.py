@@ -126,6 +126,7 @@ class Workload:
             per = INSTRUCTION_TOKENS + PROMPT_OVERHEAD["judge"] + 2 * cfg.eval.max_new_tokens
             return self._generate(step, cfg.eval.judge_model, self.eval_n, per)
         records = {"seed": self.seed, "corpus": self.docs, "train_data": _sum(self.seed, self.generated)}.get(name)
+        records = self.eval_n if name == "evaluate" else records
         if step.name == "seed_full":
             records = self.full_seed
         return Work(step.name, None, None, records, None, "none")
