@@ -121,7 +121,7 @@ def _reads_one(step: Step, path: str, cfg: DictConfig) -> bool:
     return False
 
 
-@pytest.mark.parametrize("base", sorted(BASES))
+@pytest.mark.parametrize("base", [b if b == "default" else pytest.param(b, marks=pytest.mark.slow) for b in sorted(BASES)])
 def test_a_key_changes_exactly_when_a_setting_its_stage_reads_changes(compose_cfg, base):
     cfg = compose_cfg(*BASES[base])
     before = _keys(cfg)
