@@ -115,8 +115,11 @@ def _reads_one(step: Step, path: str, cfg: DictConfig) -> bool:
         if _under(path, setting):
             return True
         for role, source in FALLBACKS.items():
-            reaches = _under(setting, role) or _under(role, setting)
-            if reaches and OmegaConf.select(cfg, role) is None and _under(path, source):
+            if OmegaConf.select(cfg, role) is not None:
+                continue
+            if _under(setting, role) and _under(path, source + setting[len(role) :]):  # final_model.name <- model.name
+                return True
+            if _under(role, setting) and _under(path, source):  # the rewriter node holds rewriter.name <- model.name
                 return True
     return False
 
@@ -155,10 +158,13 @@ def test_training_settings_that_change_results_are_in_the_training_keys(compose_
 
 
 def test_only_result_neutral_settings_are_left_out_of_keys():
+    """Leaving a setting out of a key needs a reason: these only change display, logging and resume points."""
     from bft.pipeline import plan as plan_module
 
+    neutral = {"trainer.enable_progress_bar", "trainer.log_every_n_steps", "trainer.checkpoint_every_n_steps"}
+    assert set(TRAINER_UNKEYED) == neutral
     stages = [v for v in vars(plan_module).values() if isinstance(v, Stage)]
-    assert stages and all(set(s.unkeyed) <= set(TRAINER_UNKEYED) for s in stages)
+    assert stages and all(set(s.unkeyed) <= neutral for s in stages)
 
 
 def test_a_slice_refuses_undeclared_settings(compose_cfg):
@@ -235,6 +241,15 @@ def test_compute_functions_read_only_the_settings_their_stage_declares(module_na
     for stage, chains in reads.items():
         undeclared = sorted(c for c in chains if not _declared(c, stage))
         assert not undeclared, f"{stage.compute.__name__} reads {undeclared}, which stage {stage.name} does not declare"
+
+
+@pytest.mark.parametrize("module_name", ["data", "training", "generation", "rewrite", "evaluation"])
+def test_every_declared_setting_is_read(module_name):
+    """No setting in a key that its compute function never reads (it would recompute for nothing)."""
+    module = importlib.import_module(f"bft.pipeline.stages.{module_name}")
+    for stage, chains in _stage_module_reads(module).items():
+        unread = [s for s in stage.settings if not any(_under(s, c) or _under(c, s) for c in chains)]
+        assert not unread, f"stage {stage.name} ({stage.compute.__name__}) declares {unread} but never reads them"
 
 
 def test_the_code_scan_sees_an_undeclared_read():

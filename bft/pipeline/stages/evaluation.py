@@ -95,7 +95,7 @@ EVAL_OUTPUTS = Stage(
     (*_ANSWERING, "eval.inference_tag", "run.name"),
     compute_eval_outputs,
 )
-BASE_OUTPUTS = Stage("base_outputs", (), ("model_outputs.json",), (*_ANSWERING, "final_model"), compute_base_outputs)
+BASE_OUTPUTS = Stage("base_outputs", (), ("model_outputs.json",), (*_ANSWERING, "final_model.name"), compute_base_outputs)
 EVALUATE = Stage(
     "evaluate",
     ("eval_outputs", "base_outputs?"),

@@ -77,4 +77,4 @@ REWRITE_BY_SEED_MODEL = Stage(
     compute_rewrite_by_seed_model,
     exports=_EXPORTS,
 )
-KEEP_TEXT = Stage("rewrite", ("pairs",), ("generated.jsonl",), ("rewriter.source",), compute_keep_text, exports=_EXPORTS)
+KEEP_TEXT = Stage("rewrite", ("pairs",), ("generated.jsonl",), (), compute_keep_text, exports=_EXPORTS)  # reads no setting
