@@ -15,14 +15,20 @@ DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 _RUST_IO_ERROR = re.compile(r"(?P<strerror>[^:]+?) \(os error (?P<errno>\d+)\)")
 
 
-def expected_errors() -> tuple[type[BaseException], ...]:
-    from bft.config.validate import ConfigError
-    from bft.data.io import DataError
-    from bft.eval.annotators import AnnotatorError
-    from bft.models.registry import ModelNotFoundError
-    from bft.pipeline.context import PipelineError
+class BftError(Exception):
+    """Base of every expected error (bad config, bad input, a missing model, ...): the CLI prints its first line
+    and exits 2. A new expected error is one line: ``class XError(BftError, ValueError): ...``."""
 
-    return (ConfigError, DataError, ModelNotFoundError, PipelineError, AnnotatorError, FileNotFoundError, OSError)
+
+class PipelineError(BftError, RuntimeError):
+    """A stage cannot go on, with a clear one-line reason (empty data, an undeclared output, ...)."""
+
+
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (BftError, OSError)  # FileNotFoundError is an OSError
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    return EXPECTED_ERRORS
 
 
 def as_os_error(err: BaseException) -> OSError | None:

@@ -33,6 +33,24 @@ def test_compute_then_reuse_with_manifest(tmp_path):
     assert again.reused and again.key == art.key and len(calls) == 1
 
 
+def test_a_declared_file_that_was_not_written_stops_publishing(tmp_path):
+    from bft.errors import PipelineError
+
+    store = ArtifactStore(tmp_path)
+    with pytest.raises(PipelineError, match=r"stage: compute did not write its declared missing\.jsonl, model/"):
+        store.get_or_compute("stage", {"a": 1}, {}, _write, writes=("out.txt", "missing.jsonl", "model/"))
+    assert not list((tmp_path / "stage").glob("*/manifest.json"))
+
+    def with_model(work: Path) -> StageOutput:
+        (work / "model").mkdir()
+        (work / "model" / "weights.bin").write_bytes(b"w")
+        (work / "missing.jsonl").write_text("{}\n")
+        return _write(work)
+
+    art = store.get_or_compute("stage", {"a": 1}, {}, with_model, writes=("out.txt", "missing.jsonl", "model/"))
+    assert not art.reused and art.file("model/weights.bin").exists()
+
+
 def test_key_depends_on_config_and_upstream(tmp_path):
     store = ArtifactStore(tmp_path)
     up = store.get_or_compute("up", {"x": 1}, {}, _write)

@@ -84,7 +84,7 @@ def test_methods_are_small_deltas_with_the_right_stages(compose_cfg, method, exp
 
 
 def test_changing_only_the_rewriter_keeps_upstream_keys(compose_cfg, tmp_path):
-    from bft.pipeline.runner import plan_table
+    from bft.pipeline.dryrun import plan_table
 
     a = {r["step"]: r["key"] for r in plan_table(compose_cfg(f"run.artifacts_dir={tmp_path}"))}
     b = {r["step"]: r["key"] for r in plan_table(compose_cfg(f"run.artifacts_dir={tmp_path}", "rewriter=none"))}
@@ -96,7 +96,7 @@ def test_changing_only_the_rewriter_keeps_upstream_keys(compose_cfg, tmp_path):
 
 
 def test_seed_size_changes_seed_but_not_corpus_keys(compose_cfg, tmp_path):
-    from bft.pipeline.runner import plan_table
+    from bft.pipeline.dryrun import plan_table
 
     a = {r["step"]: r["key"] for r in plan_table(compose_cfg("seed.size=16"))}
     b = {r["step"]: r["key"] for r in plan_table(compose_cfg("seed.size=32"))}

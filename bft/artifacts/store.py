@@ -25,7 +25,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from bft.errors import writing
+from bft.errors import PipelineError, writing
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +99,14 @@ class Artifact:
     path: Path
     manifest: dict[str, Any]
     reused: bool = False
+    exports: dict[str, str] = field(default_factory=dict)  # logical output name -> file, set by its stage
 
     def file(self, name: str) -> Path:
         return self.path / name
+
+    def export(self, name: str) -> Path:
+        """The file this artifact hands downstream under a logical name (e.g. ``pairs``)."""
+        return self.path / self.exports[name]
 
 
 @dataclass
@@ -115,6 +120,11 @@ class StageOutput:
 
 class CorruptArtifactError(RuntimeError):
     pass
+
+
+def missing_writes(work: Path, writes: tuple[str, ...]) -> list[str]:
+    """Declared outputs not in ``work``: ``name/`` must be a folder, anything else a file."""
+    return [w for w in writes if not ((work / w).is_dir() if w.endswith("/") else (work / w).is_file())]
 
 
 class ArtifactStore:
@@ -158,11 +168,13 @@ class ArtifactStore:
         config: dict[str, Any],
         upstream: dict[str, Artifact],
         compute: Callable[[Path], StageOutput],
+        writes: tuple[str, ...] = (),
     ) -> Artifact:
         """Return the artifact for (stage, config, upstream), computing it under a lock if needed.
 
         ``compute(work_dir)`` writes its files into ``work_dir`` (a persistent ``.partial`` folder, so it can
-        resume) and returns counts/metrics for the manifest.
+        resume) and returns counts/metrics for the manifest. Every file in ``writes`` must exist before the
+        artifact is published (``PipelineError`` otherwise; the partial folder is kept).
         """
         upstream_keys = {name: art.key for name, art in upstream.items()}
         key = self.key_for(stage, config, upstream_keys)
@@ -180,6 +192,9 @@ class ArtifactStore:
             started = time.time()
             with writing(work):  # a full disk names the stage's folder; its completed shards stay for the re-run
                 output = compute(work)
+            missing = missing_writes(work, writes)
+            if missing:
+                raise PipelineError(f"{stage}: compute did not write its declared {', '.join(missing)} in {work}")
             files = {
                 str(p.relative_to(work)): file_sha256(p)
                 for p in sorted(work.rglob("*"))

@@ -25,7 +25,9 @@ def run(cfg: DictConfig) -> float | None:
     from bft.eval.annotators import check_annotator_ready
     from bft.logger.console import is_verbose, setup_console
     from bft.models.registry import resolve_model_path
-    from bft.pipeline.runner import print_plan, print_summary, run_pipeline
+    from bft.pipeline.dryrun import print_plan
+    from bft.pipeline.roles import models_to_load
+    from bft.pipeline.runner import print_summary, run_pipeline
 
     validate(cfg)
     if cfg.run.dry_run:
@@ -34,7 +36,8 @@ def run(cfg: DictConfig) -> float | None:
     check_machine(cfg)  # a dry run plans for any machine; a real run needs this one to have what the config asks
     setup_console(is_verbose(HydraConfig.get().verbose))
     check_annotator_ready(cfg.eval.annotator)
-    resolve_model_path(cfg.model.name)  # a missing model folder fails here, before any work
+    for name in models_to_load(cfg):  # a missing model folder fails here, before any work
+        resolve_model_path(name)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     ctx = run_pipeline(cfg, run_dir)
     print_summary(ctx)

@@ -79,10 +79,12 @@ class CorpusConfig:
 
 @dataclass
 class RewriterConfig:
-    """The aligned model that rewrites kept documents. ``none`` = filtering only; ``seed_model`` = M0."""
+    """Who writes the answers of kept documents (resolved in ``bft.rewriter.source``): ``source=model`` (the model
+    ``name``; null = the base ``model``), ``seed_model`` (M0, BFT's ablation) or ``none`` (filtering only)."""
 
-    name: str = "smollm2_135m"
-    chat_template: str = "model"  # as model.chat_template, for the rewriter (ignored for none / seed_model)
+    source: str = "model"  # model | seed_model | none
+    name: str | None = "smollm2_135m"
+    chat_template: str = "model"  # as model.chat_template, for the rewriter (ignored for source none / seed_model)
     mode: str = "rewrite"  # rewrite | distill
     temperature: float = 1.0
     top_p: float = 0.9
@@ -193,7 +195,7 @@ class GenerationConfig:
 class EvalConfig:
     set: str = "embedded"  # embedded | ae1 | ae2 | path to alpaca_eval-format JSON/JSONL
     annotator: str = "local"  # local | alpaca_eval_gpt4 | weighted_alpaca_eval_gpt4_turbo | any alpaca_eval name | test_length_judge
-    judge_model: str = "smollm2_135m"
+    judge_model: str | None = "smollm2_135m"  # the local annotator's model; null = the base ``model``
     reference: str = "base"  # dataset (the set's own reference outputs) | base | <run folder>
     max_instances: int | None = None
     inference_tag: str = "Answer in the style of an AI Assistant."
@@ -222,16 +224,30 @@ class DataConfig:
 
 
 @dataclass
+class CostConfig:
+    """The dry run's accelerator-hours estimate (bft.pipeline.cost): FLOPs / (peak of ``gpu`` x ``mfu``)."""
+
+    gpu: str = "A100-80GB"  # a name in bft.pipeline.cost.PEAK_TFLOPS
+    mfu: float = 0.4  # achieved fraction of the peak
+
+
+@dataclass
 class RunConfig:
     seed: int = 0
     artifacts_dir: str = "artifacts"
     name: str = "default"
-    dry_run: bool = False  # print the plan (stages, artifact keys, cached or not) and stop
+    dry_run: bool = False  # print the plan (stages, models, records, tokens, cost, cached or not) and stop
+    cost: CostConfig = field(default_factory=CostConfig)
 
 
 @dataclass
 class BftConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
+    # Per-role base models (bft.pipeline.roles); null = ``model``. Set one with a package override in an
+    # experiment's defaults, e.g. ``- /model@backward_model: llama2_70b``, or ``+backward_model.name=...``.
+    backward_model: ModelConfig | None = None  # trained on (output -> instruction) pairs
+    curation_model: ModelConfig | None = None  # M0 (seed model) and M_i, the curation judges
+    final_model: ModelConfig | None = None  # the model that is fine-tuned and evaluated
     seed: SeedConfig = field(default_factory=SeedConfig)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     rewriter: RewriterConfig = field(default_factory=RewriterConfig)

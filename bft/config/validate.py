@@ -6,8 +6,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from bft.errors import BftError
 
-class ConfigError(ValueError):
+
+class ConfigError(BftError, ValueError):
     pass
 
 

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bft.errors import writing
+from bft.errors import BftError, writing
 
 ON_ERROR_CHOICES = ("raise", "skip")
 _BINARY_CONTROL_RATIO = 0.01
 
 
-class DataError(ValueError):
+class DataError(BftError, ValueError):
     """A bad input file or record; the message is one line: ``file:line: what is wrong``."""
 
     def __init__(self, location: str, message: str, reason: str = "invalid") -> None:

@@ -25,6 +25,8 @@ from typing import Any
 
 import yaml
 
+from bft.errors import BftError
+
 LOCAL = "local"
 TEST_JUDGE = "test_length_judge"
 AE2_WEIGHTED = "weighted_alpaca_eval_gpt4_turbo"
@@ -42,7 +44,7 @@ ENV_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-class AnnotatorError(ValueError):
+class AnnotatorError(BftError, ValueError):
     """An annotator that cannot be used; the message is one line and says what to do."""
 
 

@@ -97,11 +97,18 @@ def clear_registered_templates() -> None:
 
 
 def model_roles(cfg: Any) -> list[tuple[str, str | None, str]]:
-    """(model name, chat_template setting, config key) of every role that loads a pretrained model by name."""
+    """(model name, chat_template setting, config key) of every role that loads a pretrained model by name:
+    the base ``model``, the per-role ``backward_model`` / ``curation_model`` / ``final_model`` (null = ``model``)
+    and a rewriter with ``rewriter.source=model``."""
     roles = [(cfg.model.name, cfg.model.get("chat_template"), "model.chat_template")]
+    for role in ("backward_model", "curation_model", "final_model"):
+        node = cfg.get(role)
+        if node is not None and node.get("name") is not None:
+            roles.append((node.name, node.get("chat_template"), f"{role}.chat_template"))
     rewriter = cfg.get("rewriter")
-    if rewriter is not None and rewriter.name not in ("none", "seed_model"):
-        roles.append((rewriter.name, rewriter.get("chat_template"), "rewriter.chat_template"))
+    if rewriter is not None and rewriter.get("source", "model") == "model" and rewriter.name not in ("none", "seed_model"):
+        name = rewriter.name if rewriter.name is not None else cfg.model.name
+        roles.append((name, rewriter.get("chat_template"), "rewriter.chat_template"))
     return roles
 
 

@@ -18,6 +18,7 @@ import torch
 from filelock import FileLock
 
 from bft.artifacts.store import atomic_folder
+from bft.errors import BftError
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -30,7 +31,7 @@ HUB_ALIASES: dict[str, str] = {
 }
 
 
-class ModelNotFoundError(ValueError):
+class ModelNotFoundError(BftError, ValueError):
     """A model name that is neither registered, a local folder, nor loadable from the hub."""
 
 

@@ -1,4 +1,5 @@
-"""What every stage gets: the composed config, the artifact store, the run folder and the logger."""
+"""What a run holds: the composed config (for the summary; stages get only their slice), the artifact store, the
+run folder, the logger, and each step's report and artifact."""
 
 from __future__ import annotations
 
@@ -9,11 +10,10 @@ from typing import Any
 from omegaconf import DictConfig
 
 from bft.artifacts.store import Artifact, ArtifactStore
+from bft.errors import PipelineError
 from bft.logger.run_logger import RunLogger
 
-
-class PipelineError(RuntimeError):
-    """A failure with a clear one-line explanation (bad input, empty data, ...)."""
+__all__ = ["PipelineError", "RunContext", "StageReport"]
 
 
 @dataclass

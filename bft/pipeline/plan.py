@@ -1,21 +1,31 @@
-"""Which stages a composed config runs, in order, and how each one's upstream names map to earlier steps."""
+"""Which stages a composed config runs, in order, and how each one's upstream names map to earlier steps.
+
+The plan is built from the RESOLVED config (``bft.pipeline.roles.resolve``): each step gets its stage's slice.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from bft.pipeline import stages as s
+from bft.pipeline.roles import backward_seed_overrides, resolve
+from bft.pipeline.stage import Stage
+from bft.pipeline.stages.data import BASELINE_DATA, CORPUS, SEED, TRAIN_DATA
+from bft.pipeline.stages.evaluation import BASE_OUTPUTS, EVAL_OUTPUTS, EVALUATE
+from bft.pipeline.stages.generation import AUGMENT, CURATE
+from bft.pipeline.stages.rewrite import KEEP_TEXT, REWRITE_BY_MODEL, REWRITE_BY_SEED_MODEL
+from bft.pipeline.stages.training import BACKWARD_MODEL, CURATION_MODEL, FINAL_MODEL, SEED_MODEL
+from bft.rewriter.source import rewriter_source
 
 
 @dataclass(frozen=True)
 class Step:
     name: str  # unique within a run, e.g. curate_1
-    stage: s.Stage
+    stage: Stage
     upstream: dict[str, str]  # logical input name -> earlier step name
-    config: dict[str, Any]
+    slice: DictConfig  # the stage's settings, the only config its compute sees
 
     def __post_init__(self) -> None:
         """The upstream names must be exactly what the stage declares it reads (``name?`` = optional)."""
@@ -25,110 +35,70 @@ class Step:
         if not required <= given <= allowed:
             raise ValueError(f"step {self.name}: reads {sorted(given)}, but stage {self.stage.name} declares {self.stage.reads}")
 
-
-def _stage(name: str, reads: tuple[str, ...], writes: tuple[str, ...], compute: s.Compute) -> s.Stage:
-    return s.Stage(name=name, reads=reads, writes=writes, compute=compute)
-
-
-SEED = _stage("seed", (), ("seed.jsonl",), s.compute_seed)
-SEED_FULL = _stage("seed", (), ("seed.jsonl",), s.compute_full_seed)
-CORPUS = _stage("corpus", (), ("corpus.jsonl",), s.compute_corpus)
-BACKWARD_MODEL = _stage("backward_model", ("seed",), ("model/",), s.compute_backward_model)
-AUGMENT = _stage("augment", ("corpus", "backward_model"), ("candidates.jsonl",), s.compute_augment)
-SEED_MODEL = _stage("seed_model", ("seed",), ("model/",), s.compute_seed_model)
-CURATE = _stage("curate", ("augment", "judge"), ("scored.jsonl", "curated.jsonl", "accounting.json"), s.compute_curate)
-CURATION_MODEL = _stage("curation_model", ("seed", "curated"), ("model/",), s.compute_curation_model)
-REWRITE = _stage("rewrite", ("curated", "rewriter?"), ("generated.jsonl",), s.compute_rewrite)
-BASELINE_DATA = _stage("baseline_data", (), ("generated.jsonl",), s.compute_baseline_data)
-TRAIN_DATA = _stage("train_data", ("seed", "generated"), ("train.jsonl", "decontaminated.jsonl"), s.compute_train_data)
-FINAL_MODEL = _stage("final_model", ("train_data",), ("model/",), s.compute_final_model)
-BASE_OUTPUTS = _stage("base_outputs", (), ("model_outputs.json",), s.compute_base_outputs)
-EVAL_OUTPUTS = _stage("eval_outputs", ("final_model",), ("model_outputs.json",), s.compute_eval_outputs)
-EVALUATE = _stage("evaluate", ("eval_outputs", "base_outputs?"), ("leaderboard.json",), s.compute_evaluate)
+    @property
+    def config(self) -> dict[str, Any]:
+        """What the artifact key hashes."""
+        return self.stage.key_config(self.slice)
 
 
-def _eval_generation(cfg: DictConfig) -> dict[str, Any]:
-    keys = ("set", "max_instances", "temperature", "top_p", "max_new_tokens")
-    return {k: s._plain(cfg.eval[k]) for k in keys} | {"generation": s._generation_key(cfg), "seed": cfg.run.seed}
+def _step(cfg: DictConfig, name: str, stage: Stage, upstream: dict[str, str] | None = None) -> Step:
+    return Step(name, stage, upstream or {}, stage.config_slice(cfg))
 
 
 def build_plan(cfg: DictConfig) -> list[Step]:
-    data_policy = cfg.data.on_error
-    seed_step = Step("seed", SEED, {}, {"seed": s._plain(cfg.seed), "run_seed": cfg.run.seed, "on_error": data_policy})
+    cfg = resolve(cfg)
+    steps = [_step(cfg, "seed", SEED)]
     if cfg.data.baseline_file:
-        baseline = Step("baseline_data", BASELINE_DATA, {}, {"file": cfg.data.baseline_file, "on_error": data_policy})
-        return [seed_step, baseline, *_training_and_eval(cfg, "baseline_data")]
-    steps = [seed_step]
-    if cfg.seed.size is not None and cfg.seed.size_scope == "forward":
-        full = {**seed_step.config, "seed": {**seed_step.config["seed"], "size": None, "size_scope": "all"}}
-        steps.append(Step("seed_full", SEED_FULL, {}, full))
-    return [*steps, *_generation(cfg), *_training_and_eval(cfg, "rewrite")]
+        return [*steps, _step(cfg, "baseline_data", BASELINE_DATA), *_training_and_eval(cfg, "baseline_data")]
+    backward_seed = "seed"
+    overrides = backward_seed_overrides(cfg)
+    if overrides is not None:
+        full = cfg.copy()
+        for path, value in overrides.items():
+            OmegaConf.update(full, path, value)
+        steps.append(_step(full, "seed_full", SEED))
+        backward_seed = "seed_full"
+    return [*steps, *_generation(cfg, backward_seed), *_training_and_eval(cfg, "rewrite")]
 
 
-def _generation(cfg: DictConfig) -> list[Step]:
+def _generation(cfg: DictConfig, backward_seed: str) -> list[Step]:
     """corpus -> backward model -> augment -> [seed model -> curate_i]* -> rewrite."""
-    data_policy = cfg.data.on_error
-    curation_cfg = {k: s._plain(v) for k, v in cfg.curation.items() if k not in ("enabled", "iterations")}
-    backward_seed = "seed_full" if cfg.seed.size is not None and cfg.seed.size_scope == "forward" else "seed"
+    source = rewriter_source(cfg)
     steps = [
-        Step("corpus", CORPUS, {}, {"corpus": s._plain(cfg.corpus), "on_error": data_policy}),
-        Step("backward_model", BACKWARD_MODEL, {"seed": backward_seed}, s._training_key(cfg, "backward")),
-        Step(
-            "augment",
-            AUGMENT,
-            {"corpus": "corpus", "backward_model": "backward_model"},
-            {"sampling": s._plain(cfg.generation.augment), "generation": s._generation_key(cfg), "seed": cfg.run.seed},
-        ),
+        _step(cfg, "corpus", CORPUS),
+        _step(cfg, "backward_model", BACKWARD_MODEL, {"seed": backward_seed}),
+        _step(cfg, "augment", AUGMENT, {"corpus": "corpus", "backward_model": "backward_model"}),
     ]
-    curated = "augment"
-    need_seed_model = cfg.curation.enabled or cfg.rewriter.name == "seed_model"
-    if need_seed_model:
-        steps.append(Step("seed_model", SEED_MODEL, {"seed": "seed"}, s._training_key(cfg, "seed")))
+    if cfg.curation.enabled or source.uses_seed_model:
+        steps.append(_step(cfg, "seed_model", SEED_MODEL, {"seed": "seed"}))
+    pairs = "augment"
     if cfg.curation.enabled:
         judge = "seed_model"
-        curate_key = {"curation": curation_cfg, "generation": s._generation_key(cfg), "seed": cfg.run.seed}
         for i in range(cfg.curation.iterations):
             if i > 0:
-                model_step = f"curation_model_{i}"
-                steps.append(Step(model_step, CURATION_MODEL, {"seed": "seed", "curated": curated}, s._training_key(cfg, "seed")))
-                judge = model_step
-            steps.append(Step(f"curate_{i}", CURATE, {"augment": "augment", "judge": judge}, curate_key))
-            curated = f"curate_{i}"
-    rewrite_upstream = {"curated": curated}
-    if cfg.rewriter.name == "seed_model":
-        rewrite_upstream["rewriter"] = "seed_model"
-    rewrite_key = (
-        {"name": "none"}
-        if cfg.rewriter.name == "none"
-        else {"rewriter": s._plain(cfg.rewriter), "generation": s._generation_key(cfg), "seed": cfg.run.seed}
-    )
-    steps.append(Step("rewrite", REWRITE, rewrite_upstream, rewrite_key))
+                judge = f"curation_model_{i}"
+                steps.append(_step(cfg, judge, CURATION_MODEL, {"seed": "seed", "curated": pairs}))
+            steps.append(_step(cfg, f"curate_{i}", CURATE, {"augment": "augment", "judge": judge}))
+            pairs = f"curate_{i}"
+    if source.kind == "none":
+        steps.append(_step(cfg, "rewrite", KEEP_TEXT, {"pairs": pairs}))
+    elif source.uses_seed_model:
+        steps.append(_step(cfg, "rewrite", REWRITE_BY_SEED_MODEL, {"pairs": pairs, "rewriter": "seed_model"}))
+    else:
+        steps.append(_step(cfg, "rewrite", REWRITE_BY_MODEL, {"pairs": pairs}))
     return steps
 
 
 def _training_and_eval(cfg: DictConfig, generated: str) -> list[Step]:
     """train_data -> final model -> eval outputs (+ base outputs) -> evaluate."""
     steps = [
-        Step(
-            "train_data",
-            TRAIN_DATA,
-            {"seed": "seed", "generated": generated},
-            {
-                "seed_tag": cfg.sft.seed_tag,
-                "web_tag": cfg.sft.web_tag,
-                "eval_set": cfg.eval.set,
-                "eval_max_instances": cfg.eval.max_instances,
-                "max_generated": cfg.data.max_generated,
-                "seed": cfg.run.seed,
-            },
-        ),
-        Step("final_model", FINAL_MODEL, {"train_data": "train_data"}, s._training_key(cfg, "final")),
-        Step("eval_outputs", EVAL_OUTPUTS, {"final_model": "final_model"}, _eval_generation(cfg) | {"tag": cfg.eval.inference_tag}),
+        _step(cfg, "train_data", TRAIN_DATA, {"seed": "seed", "generated": generated}),
+        _step(cfg, "final_model", FINAL_MODEL, {"train_data": "train_data"}),
+        _step(cfg, "eval_outputs", EVAL_OUTPUTS, {"final_model": "final_model"}),
     ]
     evaluate_upstream = {"eval_outputs": "eval_outputs"}
     if cfg.eval.reference == "base":
-        steps.append(Step("base_outputs", BASE_OUTPUTS, {}, _eval_generation(cfg) | {"model": s._plain(cfg.model)}))
+        steps.append(_step(cfg, "base_outputs", BASE_OUTPUTS))
         evaluate_upstream["base_outputs"] = "base_outputs"
-    evaluate_key = {k: s._plain(cfg.eval[k]) for k in ("annotator", "judge_model", "reference", "lc_weights_dir")}
-    steps.append(Step("evaluate", EVALUATE, evaluate_upstream, evaluate_key | {"seed": cfg.run.seed}))
+    steps.append(_step(cfg, "evaluate", EVALUATE, evaluate_upstream))
     return steps

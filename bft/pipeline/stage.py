@@ -1,0 +1,69 @@
+"""What a stage is: the one declaration that holds what it reads, what it writes, the config it reads, and its
+compute function.
+
+``settings`` are dotted config paths (of the config after ``bft.pipeline.roles.resolve``); the stage's slice is
+exactly those paths, typed as in ``bft.config.schema``, and its artifact key hashes that slice except the
+``unkeyed`` paths: settings that are read but proven not to change the result (progress bars, log and checkpoint
+frequency). ``compute(slice, upstream, work)`` gets nothing else: reading a setting that is not declared raises.
+``exports`` names the file a downstream stage consumes under a logical name (``pairs``: what rewrite reads), so no
+stage tests its upstream's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from bft.artifacts.store import Artifact, StageOutput
+from bft.config.schema import GenerationConfig
+
+Compute = Callable[[DictConfig, dict[str, Artifact], Path], StageOutput]
+
+
+@dataclass(frozen=True, eq=False)  # identity: two declarations with equal fields are still two stages
+class Stage:
+    name: str  # the artifact folder: <artifacts_dir>/<name>/<key>
+    reads: tuple[str, ...]  # logical upstream names; "name?" = optional
+    writes: tuple[str, ...]  # files (or folders, "model/") the store checks before publishing
+    settings: tuple[str, ...]  # config paths forming the slice (and key)
+    compute: Compute
+    unkeyed: tuple[str, ...] = ()  # sub-paths of settings read but not hashed (no effect on results)
+    exports: Mapping[str, str] = field(default_factory=dict)  # logical output name -> file
+
+    def config_slice(self, cfg: DictConfig) -> DictConfig:
+        """The stage's typed slice of ``cfg``: only its settings, read-only, unknown keys raise."""
+        nested: dict[str, Any] = {}
+        for path in self.settings:
+            *parents, leaf = path.split(".")
+            node = nested
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = OmegaConf.select(cfg, path, throw_on_missing=True)
+        out = OmegaConf.create(nested, flags={"readonly": True})
+        OmegaConf.set_struct(out, True)
+        return out
+
+    def key_config(self, config_slice: DictConfig) -> dict[str, Any]:
+        """The part of the slice hashed into the artifact key: the slice minus ``unkeyed`` paths."""
+        plain = OmegaConf.to_container(config_slice, resolve=True)
+        for path in self.unkeyed:
+            *parents, leaf = path.split(".")
+            node = plain
+            for part in parents:
+                node = node[part]
+            node.pop(leaf)
+        return plain
+
+
+# Trainer settings that do not change a trained model: display, logging frequency, resume points.
+TRAINER_UNKEYED = ("trainer.enable_progress_bar", "trainer.log_every_n_steps", "trainer.checkpoint_every_n_steps")
+# Generation-engine settings every generating stage reads (sampling is per stage: generation.augment, curation.*).
+ENGINE = tuple(f"generation.{f.name}" for f in fields(GenerationConfig) if f.name != "augment")
+
+
+def shard_seed(run_seed: int, stage: str, index: int) -> int:
+    return (run_seed * 1_000_003 + sum(map(ord, stage)) * 7919 + index) % (2**31)

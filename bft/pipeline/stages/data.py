@@ -1,0 +1,88 @@
+"""Data stages: the seed pairs, the web corpus, a baseline dataset, and the final training set."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from bft.artifacts.store import Artifact, StageOutput
+from bft.data.io import read_jsonl, write_jsonl_atomic
+from bft.errors import PipelineError
+from bft.pipeline.stage import Stage
+from bft.pipeline.stages.common import tagged_examples
+
+
+def compute_seed(c: DictConfig, upstream: dict[str, Artifact], work: Path) -> StageOutput:
+    from bft.data.seed import load_seed
+
+    records = load_seed(c.seed, seed=c.run.seed, on_error=c.data.on_error)
+    write_jsonl_atomic(work / "seed.jsonl", records)
+    return StageOutput(counts={"in": len(records), "out": len(records)})
+
+
+def compute_corpus(c: DictConfig, upstream: dict[str, Artifact], work: Path) -> StageOutput:
+    """The cleaned web corpus, built by the datatrove pipeline of ``bft.data.corpus`` (readers, filters, MinHash)."""
+    from omegaconf import OmegaConf
+
+    from bft.data.corpus import build_corpus
+
+    counts = build_corpus(OmegaConf.to_container(c.corpus, resolve=True), c.data.on_error, work / "corpus.jsonl")
+    if not counts["out"]:
+        raise PipelineError(f"corpus: cleaning kept 0 of {counts['in']} documents (removed: {counts['removed']})")
+    return StageOutput(counts=counts)
+
+
+def compute_baseline_data(c: DictConfig, upstream: dict[str, Artifact], work: Path) -> StageOutput:
+    """An existing instruction dataset (Alpaca-GPT4, ShareGPT, ...) in place of generated data."""
+    from bft.data.io import read_records
+
+    path = Path(c.data.baseline_file)
+    result = read_records(path, required={"instruction": str, "output": str}, on_error=c.data.on_error)
+    rows = [{**r, "id": r.get("id", f"{path.stem}-{i}")} for i, r in enumerate(result.records)]
+    write_jsonl_atomic(work / "generated.jsonl", rows)
+    return StageOutput(counts={"in": len(rows) + sum(result.skipped.values()), "out": len(rows), "skipped_input": result.skipped})
+
+
+def compute_train_data(c: DictConfig, upstream: dict[str, Artifact], work: Path) -> StageOutput:
+    from bft.eval.decontaminate import count_reasons, decontaminate
+    from bft.eval.sets import load_eval_set
+
+    seed = read_jsonl(upstream["seed"].file("seed.jsonl"))
+    generated = read_jsonl(upstream["generated"].export("generated"))
+    if not generated:
+        raise PipelineError("train_data: the generated set is empty (nothing survived curation and rewriting)")
+    eval_instructions = [r["instruction"] for r in load_eval_set(c.eval.set, c.eval.max_instances)]
+    kept, dropped = decontaminate(generated, eval_instructions)
+    if c.data.max_generated is not None and len(kept) > c.data.max_generated:
+        chosen = sorted(random.Random(c.run.seed).sample(range(len(kept)), c.data.max_generated))
+        kept = [kept[i] for i in chosen]
+    rows = [{**e, "origin": "seed"} for e in tagged_examples(seed, c.sft.seed_tag)]
+    rows += [
+        {**e, "origin": "generated", "id": r.get("id"), "source_id": r.get("source_id")}
+        for e, r in zip(tagged_examples(kept, c.sft.web_tag), kept, strict=True)
+    ]
+    write_jsonl_atomic(work / "train.jsonl", rows)
+    write_jsonl_atomic(work / "decontaminated.jsonl", dropped)
+    counts = {"in": len(seed) + len(generated), "out": len(rows), "seed": len(seed), "generated": len(kept)}
+    return StageOutput(counts={**counts, "decontaminated": count_reasons(dropped)})
+
+
+SEED = Stage("seed", (), ("seed.jsonl",), ("seed", "run.seed", "data.on_error"), compute_seed)
+CORPUS = Stage("corpus", (), ("corpus.jsonl",), ("corpus", "data.on_error"), compute_corpus)
+BASELINE_DATA = Stage(
+    "baseline_data",
+    (),
+    ("generated.jsonl",),
+    ("data.baseline_file", "data.on_error"),
+    compute_baseline_data,
+    exports={"generated": "generated.jsonl"},
+)
+TRAIN_DATA = Stage(
+    "train_data",
+    ("seed", "generated"),
+    ("train.jsonl", "decontaminated.jsonl"),
+    ("sft.seed_tag", "sft.web_tag", "eval.set", "eval.max_instances", "data.max_generated", "run.seed"),
+    compute_train_data,
+)

@@ -1,0 +1,109 @@
+"""The run summary: the dict written to summary.json (and W&B), and the table printed at the end of a run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bft.pipeline.context import RunContext
+from bft.pipeline.roles import roles
+
+
+def summarize(ctx: RunContext) -> dict[str, Any]:
+    evaluate = ctx.artifacts["evaluate"].manifest["metrics"]
+    cfg = ctx.cfg
+    summary: dict[str, Any] = {
+        "run": {
+            "name": cfg.run.name,
+            "method": cfg.method,
+            "model": cfg.model.name,
+            "models": roles(cfg),
+            "seed_source": cfg.seed.source,
+            "seed_size": cfg.seed.size,
+            "corpus": cfg.corpus.source,
+            "rewriter": cfg.rewriter.name,
+            "rewriter_mode": cfg.rewriter.mode,
+            "curation_enabled": cfg.curation.enabled,
+            "curation_iterations": cfg.curation.iterations,
+            "curation_scoring": cfg.curation.scoring,
+            "curation_threshold": cfg.curation.threshold,
+            "max_generated": cfg.data.max_generated,
+            "baseline_file": cfg.data.baseline_file,
+            "eval_set": cfg.eval.set,
+            "tags": list(cfg.tags),
+            "group": cfg.logger.group,
+            "run_dir": str(ctx.run_dir),
+        },
+        "win_rate": evaluate.get("win_rate"),
+        "standard_error": evaluate.get("standard_error"),
+        "length_controlled_winrate": evaluate.get("length_controlled_winrate"),
+        "discrete_win_rate": evaluate.get("discrete_win_rate"),
+        "n": evaluate.get("n_total"),
+        "n_generated": ctx.artifacts["train_data"].manifest["counts"].get("generated"),
+        "annotator": ctx.cfg.eval.annotator,
+        "reference": ctx.cfg.eval.reference,
+        "curated_dataset": str((ctx.artifacts.get("rewrite") or ctx.artifacts["baseline_data"]).file("generated.jsonl")),
+        "train_dataset": str(ctx.artifacts["train_data"].file("train.jsonl")),
+        "final_model": str(ctx.artifacts["final_model"].file("model")),
+        "leaderboard": str(ctx.artifacts["evaluate"].file("leaderboard.json")),
+        "wandb_dir": str(ctx.logger.dir) if ctx.logger.dir else None,
+        "stages": {
+            r.stage: {"reused": r.reused, "in": r.records_in, "out": r.records_out, "seconds": round(r.seconds, 1), "key": r.key}
+            for r in ctx.reports
+        },
+    }
+    curations = {n: a.manifest["metrics"] for n, a in ctx.artifacts.items() if n.startswith("curate_")}
+    summary["curation"] = {
+        name: {
+            k: m.get(k)
+            for k in ("kept", "kept_fraction", "parse_failure_rate", "score_histogram", "kept_lengths", "dropped_lengths", "labels")
+        }
+        for name, m in curations.items()
+    }
+    return summary
+
+
+def _lengths_text(acc: dict[str, Any]) -> str:
+    """ ", kept/dropped mean chars 1045/1096" when the accounting has length statistics of both sides."""
+    kept, dropped = acc.get("kept_lengths") or {}, acc.get("dropped_lengths") or {}
+    if kept.get("mean_chars") is None or dropped.get("mean_chars") is None:
+        return ""
+    return f", kept/dropped mean chars {kept['mean_chars']:.0f}/{dropped['mean_chars']:.0f}"
+
+
+def print_summary(ctx: RunContext) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"bft run '{ctx.cfg.run.name}'")
+    for column in ("stage", "status", "in", "out", "seconds", "artifact"):
+        table.add_column(column)
+    for r in ctx.reports:
+        table.add_row(
+            r.stage,
+            "reused" if r.reused else "computed",
+            str(r.records_in if r.records_in is not None else "-"),
+            str(r.records_out if r.records_out is not None else "-"),
+            f"{r.seconds:.1f}",
+            f"{r.key}",
+        )
+    console = Console(width=120)
+    console.print(table)
+    s = ctx.summary
+    for name, acc in s.get("curation", {}).items():
+        console.print(
+            f"{name}: kept {acc['kept']} ({acc['kept_fraction']:.1%}), parse failures "
+            f"{acc['parse_failure_rate']:.1%}, histogram {acc['score_histogram']}"
+            + _lengths_text(acc)
+            + (f", labels {acc['labels']}" if acc.get("labels") else "")
+        )
+    se = s.get("standard_error")
+    win = s.get("win_rate")
+    console.print(
+        f"AlpacaEval win rate vs {s['reference']} ({s['annotator']} judge, n={s['n']}): "
+        + (f"{win:.2f}" if win is not None else "n/a")
+        + (f" ± {se:.2f}" if se is not None else "")
+    )
+    console.print(f"curated dataset: {s['curated_dataset']}")
+    console.print(f"final model/adapter: {s['final_model']}")
+    console.print(f"W&B run folder: {s['wandb_dir'] or 'disabled'}")
+    console.print(f"summary: {ctx.run_dir / 'summary.json'}")
