@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from bft.artifacts.shards import run_sharded
+from bft.artifacts.shards import iter_outputs, shard_seed, write_jsonl_counted
 from bft.artifacts.store import Artifact, StageOutput
 from bft.data.io import read_jsonl, write_jsonl_atomic
 from bft.pipeline.context import PipelineError, RunContext
@@ -55,7 +55,7 @@ def _training_key(cfg: DictConfig, stage: str) -> dict[str, Any]:
 
 
 def _shard_seed(cfg: DictConfig, stage: str, index: int) -> int:
-    return (cfg.run.seed * 1_000_003 + sum(map(ord, stage)) * 7919 + index) % (2**31)
+    return shard_seed(cfg.run.seed, stage, index)
 
 
 # ----------------------------------------------------------------------------------------------- data stages
@@ -156,38 +156,17 @@ def compute_final_model(ctx: RunContext, upstream: dict[str, Artifact], work: Pa
 # ----------------------------------------------------------------------------------------- generation stages
 
 
-def _progress(stage: str) -> Callable[[int, int], None]:
-    def report(done: int, total: int) -> None:
-        log.info("%s: shard %d/%d", stage, done, total)
-
-    return report
-
-
 def compute_augment(ctx: RunContext, upstream: dict[str, Artifact], work: Path) -> StageOutput:
-    from bft.generation.base import Sampling
-    from bft.parsers import parse_instruction
-    from bft.prompts import backtranslation_prompt, render_chat
+    from bft.workers import run_stage, stage_job
 
     cfg = ctx.cfg
-    docs = read_jsonl(upstream["corpus"].file("corpus.jsonl"))
-    backend, tokenizer = backend_for(cfg.generation, *model_ref(upstream["backward_model"]))
-    aug = cfg.generation.augment
-    sampling = Sampling(temperature=aug.temperature, top_p=aug.top_p, max_new_tokens=aug.max_new_tokens)
-
-    def process(shard: list[Record], index: int) -> list[Record]:
-        prompts = [render_chat(tokenizer, backtranslation_prompt(d["text"]))[0] for d in shard]
-        completions = backend.generate(prompts, sampling, _shard_seed(cfg, "augment", index))
-        return [
-            {**d, "instruction": parse_instruction(c.text), "backward_raw": c.text, "backward_model": upstream["backward_model"].key}
-            for d, c in zip(shard, completions, strict=True)
-        ]
-
-    records, reused = run_sharded(docs, work, cfg.generation.shard_size, process, _progress("augment"))
-    candidates = [r for r in records if r["instruction"]]
-    write_jsonl_atomic(work / "candidates.jsonl", candidates)
+    params = {"sampling": _plain(cfg.generation.augment), "model_key": upstream["backward_model"].key}
+    job = stage_job(cfg, "augment", upstream["corpus"].file("corpus.jsonl"), work, model_ref(upstream["backward_model"]), params)
+    run = run_stage(job, cfg.workers)
+    kept = write_jsonl_counted(work / "candidates.jsonl", (r for r in iter_outputs(work, run.n_shards) if r["instruction"]))
     return StageOutput(
-        counts={"in": len(docs), "out": len(candidates), "empty_instructions": len(records) - len(candidates)},
-        metrics={"shards_reused": reused, **backend.stats()},
+        counts={"in": run.n_records, "out": kept, "empty_instructions": run.n_records - kept},
+        metrics={"shards_reused": run.reused, **run.metrics},
     )
 
 
@@ -204,18 +183,15 @@ def compute_curate(ctx: RunContext, upstream: dict[str, Artifact], work: Path) -
     from bft.curation.metrics import binarize_labels, curation_accounting, selection_quality
     from bft.curation.score import score_pairs
     from bft.curation.select import select
+    from bft.workers import run_stage, stage_job
 
     cfg = ctx.cfg
     cur = cfg.curation
-    candidates = read_jsonl(upstream["augment"].file("candidates.jsonl"))
     judge = upstream["judge"]
-    backend, tokenizer = backend_for(cfg.generation, *model_ref(judge))
-
-    def process(shard: list[Record], index: int) -> list[Record]:
-        scored = score_pairs(shard, backend, tokenizer, cur, _shard_seed(cfg, "curate", index))
-        return [{**r, "judge_model": judge.key, "scoring": cur.scoring} for r in scored]
-
-    scored, reused = run_sharded(candidates, work, cfg.generation.shard_size, process, _progress("curate"))
+    params = {"curation": _plain(cur), "model_key": judge.key}
+    job = stage_job(cfg, "curate", upstream["augment"].file("candidates.jsonl"), work, model_ref(judge), params)
+    run = run_stage(job, cfg.workers)
+    scored = list(iter_outputs(work, run.n_shards))
     keep = select(scored, cur.threshold, cur.top_k, cur.top_fraction)
     for record, kept in zip(scored, keep, strict=True):
         record["kept"] = kept
@@ -228,44 +204,42 @@ def compute_curate(ctx: RunContext, upstream: dict[str, Artifact], work: Path) -
 
         labelled = read_records(labels_path(cur.labels), required={"instruction": str, "output": str}).records
         pairs = [{"instruction": r["instruction"], "text": r["output"]} for r in labelled]
+        backend, tokenizer = run.backend or backend_for(cfg.generation, *model_ref(judge))
         label_scores = score_pairs(pairs, backend, tokenizer, cur, _shard_seed(cfg, "labels", 0))
         label_keep = select(label_scores, cur.threshold, cur.top_k, cur.top_fraction)
         labels = binarize_labels([r["label"] for r in labelled])
         accounting["labels"] = selection_quality(labels, label_keep, [r.get("score") for r in label_scores])
     (work / "accounting.json").write_text(json.dumps(accounting, indent=2))
     return StageOutput(
-        counts={"in": len(candidates), "out": len(curated)},
-        metrics={**accounting, "shards_reused": reused, **backend.stats()},
+        counts={"in": run.n_records, "out": len(curated)},
+        metrics={**accounting, "shards_reused": run.reused, **run.metrics},
     )
 
 
 def compute_rewrite(ctx: RunContext, upstream: dict[str, Artifact], work: Path) -> StageOutput:
-    from bft.rewriter.rewrite import rewrite_pairs
+    from bft.workers import run_stage, stage_job
 
     cfg = ctx.cfg
     source = upstream["curated"]
-    pairs = read_jsonl(source.file("curated.jsonl" if source.stage.startswith("curate") else "candidates.jsonl"))
-    if not pairs:
-        raise PipelineError(f"{source.stage}: 0 pairs left to train on; lower curation.threshold or use curation.top_fraction")
+    pairs_file = source.file("curated.jsonl" if source.stage.startswith("curate") else "candidates.jsonl")
     if cfg.rewriter.name == "none":
+        pairs = read_jsonl(pairs_file)
+        if not pairs:
+            raise PipelineError(f"{source.stage}: 0 pairs left to train on; lower curation.threshold or use curation.top_fraction")
+        n_in = len(pairs)
         generated = [{**p, "output": p["text"], "rewriter": "none"} for p in pairs]
-        reused = 0
-        stats: dict[str, Any] = {}
+        metrics: dict[str, Any] = {"shards_reused": 0}
     else:
         name, adapter = model_ref(upstream["rewriter"]) if "rewriter" in upstream else (cfg.rewriter.name, None)
-        backend, tokenizer = backend_for(cfg.generation, name, adapter)
-
-        def process(shard: list[Record], index: int) -> list[Record]:
-            return rewrite_pairs(shard, backend, tokenizer, cfg.rewriter, _shard_seed(cfg, "rewrite", index), name)
-
-        generated, reused = run_sharded(pairs, work, cfg.generation.shard_size, process, _progress("rewrite"))
-        stats = backend.stats()
-    kept = [r for r in generated if r["output"]]
-    write_jsonl_atomic(work / "generated.jsonl", kept)
-    return StageOutput(
-        counts={"in": len(pairs), "out": len(kept), "unparsed": len(generated) - len(kept)},
-        metrics={"shards_reused": reused, **stats},
-    )
+        params = {"rewriter": _plain(cfg.rewriter), "model_name": name}
+        run = run_stage(stage_job(cfg, "rewrite", pairs_file, work, (name, adapter), params), cfg.workers)
+        if not run.n_records:
+            raise PipelineError(f"{source.stage}: 0 pairs left to train on; lower curation.threshold or use curation.top_fraction")
+        n_in = run.n_records
+        generated = iter_outputs(work, run.n_shards)
+        metrics = {"shards_reused": run.reused, **run.metrics}
+    kept = write_jsonl_counted(work / "generated.jsonl", (r for r in generated if r["output"]))
+    return StageOutput(counts={"in": n_in, "out": kept, "unparsed": n_in - kept}, metrics=metrics)
 
 
 def compute_baseline_data(ctx: RunContext, upstream: dict[str, Artifact], work: Path) -> StageOutput:
@@ -313,30 +287,16 @@ def compute_train_data(ctx: RunContext, upstream: dict[str, Artifact], work: Pat
 
 def _answer_eval_set(ctx: RunContext, work: Path, name: str, adapter: str | None, tag: str | None, generator: str) -> StageOutput:
     from bft.eval.sets import load_eval_set
-    from bft.generation.base import Sampling
-    from bft.prompts import render_chat, with_tag
+    from bft.workers import run_stage, stage_job
 
     cfg = ctx.cfg
-    rows = load_eval_set(cfg.eval.set, cfg.eval.max_instances)
-    backend, tokenizer = backend_for(cfg.generation, name, adapter)
-    sampling = Sampling(temperature=cfg.eval.temperature, top_p=cfg.eval.top_p, max_new_tokens=cfg.eval.max_new_tokens)
-
-    def process(shard: list[Record], index: int) -> list[Record]:
-        prompts = [render_chat(tokenizer, with_tag(r["instruction"], tag))[0] for r in shard]
-        completions = backend.generate(prompts, sampling, _shard_seed(cfg, "eval", index))
-        return [
-            {
-                "instruction": r["instruction"],
-                "output": c.text.strip(),
-                "generator": generator,
-                "dataset": r.get("dataset", cfg.eval.set),
-            }
-            for r, c in zip(shard, completions, strict=True)
-        ]
-
-    outputs, reused = run_sharded(rows, work, cfg.generation.shard_size, process, _progress("eval outputs"))
+    inputs = write_jsonl_counted(work / "workers" / "inputs.jsonl", load_eval_set(cfg.eval.set, cfg.eval.max_instances))
+    sampling = {"temperature": cfg.eval.temperature, "top_p": cfg.eval.top_p, "max_new_tokens": cfg.eval.max_new_tokens}
+    params = {"sampling": sampling, "tag": tag, "generator": generator, "eval_set": cfg.eval.set}
+    run = run_stage(stage_job(cfg, "answer", work / "workers" / "inputs.jsonl", work, (name, adapter), params), cfg.workers)
+    outputs = list(iter_outputs(work, run.n_shards))
     (work / "model_outputs.json").write_text(json.dumps(outputs, indent=2, ensure_ascii=False))
-    return StageOutput(counts={"in": len(rows), "out": len(outputs)}, metrics={"shards_reused": reused, **backend.stats()})
+    return StageOutput(counts={"in": inputs, "out": len(outputs)}, metrics={"shards_reused": run.reused, **run.metrics})
 
 
 def compute_eval_outputs(ctx: RunContext, upstream: dict[str, Artifact], work: Path) -> StageOutput:
