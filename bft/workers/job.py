@@ -111,10 +111,10 @@ def process_shards(
             before = dict(backend.stats())
             started = time.perf_counter()
             result = process(parse_lines(lines), index)
-            write_jsonl_atomic(target, result)
             stats = _delta(dict(backend.stats()), before)
             stats.update(records=len(lines), wall_seconds=time.perf_counter() - started)
-            write_json_atomic(stats_path(work, index), stats)
+            write_json_atomic(stats_path(work, index), stats)  # before the shard: whoever sees the shard sees its stats
+            write_jsonl_atomic(target, result)
             done += 1
         finally:
             claim.release()

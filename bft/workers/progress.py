@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bft.artifacts.shards import shard_path
+from bft.workers.job import stats_path
 
 log = logging.getLogger("bft.progress")
 
@@ -46,9 +47,9 @@ class StageProgress:
         self.clock = clock
         self.started = clock()
         self.done_shards: set[int] = {i for i in range(self.n_shards) if shard_path(work, i).exists()}
+        self.records_done = sum(self._shard_records(i) for i in self.done_shards)
         self.start_records = self.records_done
         self.new_tokens = 0.0
-        self._seen_stats: set[Path] = set()
         self.tty = sys.stderr.isatty() if tty is None else tty
         self.min_log_seconds = min_log_seconds
         self._last_log_time = self.started
@@ -78,10 +79,6 @@ class StageProgress:
         return min(self.shard_size, self.n_records - index * self.shard_size)
 
     @property
-    def records_done(self) -> int:
-        return sum(self._shard_records(i) for i in self.done_shards)
-
-    @property
     def elapsed(self) -> float:
         return max(self.clock() - self.started, 1e-9)
 
@@ -96,16 +93,23 @@ class StageProgress:
         return (self.n_records - self.records_done) * self.elapsed / new
 
     def poll(self) -> None:
+        """Pick up shards other processes finished since the last call."""
         for index in range(self.n_shards):
             if index not in self.done_shards and shard_path(self.work, index).exists():
-                self.done_shards.add(index)
-        stats_dir = self.work / "workers" / "stats"
-        if stats_dir.is_dir():
-            for path in stats_dir.glob("shard-*.json"):
-                if path not in self._seen_stats:
-                    self._seen_stats.add(path)
-                    self.new_tokens += float(json.loads(path.read_text()).get("new_tokens", 0))
+                self._count(index)
         self._show()
+
+    def shard_done(self, index: int) -> None:
+        """This process just finished shard ``index``."""
+        self._count(index)
+        self._show()
+
+    def _count(self, index: int) -> None:
+        self.done_shards.add(index)
+        self.records_done += self._shard_records(index)
+        stats = stats_path(self.work, index)
+        if stats.exists():
+            self.new_tokens += float(json.loads(stats.read_text()).get("new_tokens", 0))
 
     def _show(self) -> None:
         if self._bar is not None:

@@ -72,7 +72,7 @@ def run_stage(job: ShardJob, wcfg: DictConfig | None = None) -> ShardRun:
     backend = None
     errors: list[str] = []
     if missing and engine == "inprocess":
-        _, backend = process_shards(job, on_shard=lambda _: progress.poll())
+        _, backend = process_shards(job, on_shard=progress.shard_done)
     elif missing and engine == "submitit":
         params = OmegaConf.to_container(wcfg.submitit, resolve=True) if wcfg.submitit else {}
         errors = run_submitit(path, count, wcfg.cluster, {"name": f"bft-{job.stage}", **params}, progress.poll, wcfg.poll_seconds)
