@@ -27,11 +27,21 @@ def _first_line(err: BaseException | str) -> str:
     return lines[-1][:300] if lines else type(err).__name__
 
 
+def _require(module: str, engine: str):
+    import importlib
+
+    from bft.pipeline.context import PipelineError
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise PipelineError(f"workers.engine={engine} needs the '{module}' package: pip install 'bft[workers]'") from None
+
+
 def run_submitit(
     job_path: Path, count: int, cluster: str, params: dict[str, Any], poll: Callable[[], None], poll_seconds: float
 ) -> list[str]:
-    import submitit
-
+    submitit = _require("submitit", "submitit")
     executor = submitit.AutoExecutor(folder=str(job_path.parent / "submitit" / "%j"), cluster=cluster)
     executor.update_parameters(**params)
     jobs = executor.map_array(run_worker, [str(job_path)] * count, list(range(count)), [count] * count)
@@ -49,8 +59,7 @@ def run_submitit(
 
 
 def run_ray(job_path: Path, count: int, options: dict[str, Any], poll: Callable[[], None], poll_seconds: float) -> list[str]:
-    import ray
-
+    ray = _require("ray", "ray")
     options = dict(options)
     address = options.pop("address", None)
     if not ray.is_initialized():
