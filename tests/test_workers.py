@@ -168,3 +168,23 @@ def test_stage_memory_stays_flat_as_the_input_grows_20x(tmp_path, monkeypatch):
     small = _stage_peak_bytes(tmp_path / "1x", 100, monkeypatch)
     large = _stage_peak_bytes(tmp_path / "20x", 2000, monkeypatch)
     assert large < 1.5 * small, (small, large)  # collecting the 20x outputs in a list measured 6.9 MB against 0.55 MB
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("workers.engine=mpi", "workers.engine='mpi' is not one of inprocess, submitit, ray"),
+        ("workers.count=0", "workers.count must be >= 1"),
+    ],
+)
+def test_bad_workers_config_fails_before_any_work(compose_cfg, override, message):
+    from bft.config.validate import ConfigError, validate
+
+    with pytest.raises(ConfigError, match=message):
+        validate(compose_cfg(override))
+
+
+def test_workers_group_composes_each_engine(compose_cfg):
+    assert compose_cfg().workers.engine == "inprocess"
+    assert (compose_cfg("workers=local").workers.cluster, compose_cfg("workers=slurm").workers.cluster) == ("local", "slurm")
+    assert compose_cfg("workers=ray", "workers.ray.address=auto").workers.ray.address == "auto"
