@@ -188,3 +188,26 @@ def test_workers_group_composes_each_engine(compose_cfg):
     assert compose_cfg().workers.engine == "inprocess"
     assert (compose_cfg("workers=local").workers.cluster, compose_cfg("workers=slurm").workers.cluster) == ("local", "slurm")
     assert compose_cfg("workers=ray", "workers.ray.address=auto").workers.ray.address == "auto"
+
+
+def test_slurm_workers_compose_into_submitits_sbatch_script(compose_cfg, tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from bft.workers.engines import make_executor
+
+    fake_bin = tmp_path / "bin"  # submitit only checks that srun exists; nothing is submitted here
+    fake_bin.mkdir()
+    (fake_bin / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (fake_bin / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
+    workers = compose_cfg("workers=slurm", "+workers.submitit.slurm_partition=gpu").workers
+    executor = make_executor(tmp_path, workers.cluster, OmegaConf.to_container(workers.submitit))
+    script = executor._executor._make_submission_file_text("python -m bft.workers job.json", "uid")
+    for line in (
+        "#SBATCH --partition=gpu",
+        "#SBATCH --gpus-per-node=1",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --mem=64GB",
+        "#SBATCH --time=1440",
+    ):
+        assert line in script, script

@@ -38,12 +38,18 @@ def _require(module: str, engine: str):
         raise PipelineError(f"workers.engine={engine} needs the '{module}' package: pip install 'bft[workers]'") from None
 
 
+def make_executor(folder: Path, cluster: str, params: dict[str, Any]):
+    """submitit's own executor for ``cluster`` (local processes, a Slurm array, or debug), logs under ``folder``."""
+    submitit = _require("submitit", "submitit")
+    executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=cluster)
+    executor.update_parameters(**params)
+    return executor
+
+
 def run_submitit(
     job_path: Path, count: int, cluster: str, params: dict[str, Any], poll: Callable[[], None], poll_seconds: float
 ) -> list[str]:
-    submitit = _require("submitit", "submitit")
-    executor = submitit.AutoExecutor(folder=str(job_path.parent / "submitit" / "%j"), cluster=cluster)
-    executor.update_parameters(**params)
+    executor = make_executor(job_path.parent / "submitit", cluster, params)
     jobs = executor.map_array(run_worker, [str(job_path)] * count, list(range(count)), [count] * count)
     if cluster != "debug":
         while not all(job.done() for job in jobs):
