@@ -52,11 +52,12 @@ def setting(tmp_path_factory):
         local = compose(
             config_name="config", overrides=["debug=smoke", "workers=local", "workers.count=2", "workers.poll_seconds=0.2"]
         )
+        ray = compose(config_name="config", overrides=["debug=smoke", "workers=ray", "workers.poll_seconds=0.2"])
     tmp = tmp_path_factory.mktemp("workers")
     _corpus(tmp / "corpus.jsonl")
     job = _job(cfg, tmp, "one")
     run = run_stage(job, cfg.workers)
-    return {"cfg": cfg, "local": local.workers, "tmp": tmp, "reference": _shard_bytes(Path(job.work)), "run": run}
+    return {"cfg": cfg, "local": local.workers, "ray": ray.workers, "tmp": tmp, "reference": _shard_bytes(Path(job.work)), "run": run}
 
 
 def test_one_in_process_worker_computes_every_shard(setting):
@@ -74,6 +75,17 @@ def test_two_local_worker_processes_give_byte_identical_shards(setting):
     assert run.metrics["workers"] == 2 and run.metrics["engine"] == "submitit" and run.reused == 0
     assert _shard_bytes(Path(job.work)) == setting["reference"]
     assert sorted(p.name for p in Path(job.work).iterdir()) == ["shards"]
+
+
+def test_two_ray_workers_give_byte_identical_shards(setting):
+    ray = pytest.importorskip("ray")  # the 'workers' extra
+    job = _job(setting["cfg"], setting["tmp"], "ray")
+    try:
+        run = run_stage(job, setting["ray"])
+    finally:
+        ray.shutdown()
+    assert run.metrics["workers"] == 2 and run.metrics["engine"] == "ray"
+    assert _shard_bytes(Path(job.work)) == setting["reference"]
 
 
 def test_a_killed_worker_leaves_its_shard_to_the_rerun(setting):
