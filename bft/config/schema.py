@@ -192,6 +192,19 @@ class GenerationConfig:
 
 
 @dataclass
+class WorkersConfig:
+    """How generation stages spread their shards over processes (bft.workers); never part of an artifact key."""
+
+    engine: str = "inprocess"  # inprocess | submitit | ray
+    count: int = 1  # workers (submitit array tasks / Ray tasks); each claims shards until none is left
+    cluster: str = "local"  # submitit: local (processes on this machine) | slurm (array job) | debug
+    threads_per_worker: int | None = None  # torch threads per worker; null: cores / count for local processes
+    poll_seconds: float = 2.0  # how often the driving process refreshes progress while workers run
+    submitit: dict[str, Any] = field(default_factory=dict)  # submitit executor parameters (timeout_min, slurm_partition, ...)
+    ray: dict[str, Any] = field(default_factory=dict)  # address (null: local Ray), num_cpus, num_gpus per worker
+
+
+@dataclass
 class EvalConfig:
     set: str = "embedded"  # embedded | ae1 | ae2 | path to alpaca_eval-format JSON/JSONL
     annotator: str = "local"  # local | alpaca_eval_gpt4 | weighted_alpaca_eval_gpt4_turbo | any alpaca_eval name | test_length_judge
@@ -256,6 +269,7 @@ class BftConfig:
     peft: PeftConfig = field(default_factory=PeftConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     data: DataConfig = field(default_factory=DataConfig)

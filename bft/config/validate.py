@@ -23,6 +23,8 @@ _CHOICES = {
     "seed.size_scope": ("all", "forward"),
     "model.dtype": ("auto", "float32", "bfloat16", "float16"),
     "generation.dtype": ("auto", "float32", "bfloat16", "float16"),
+    "workers.engine": ("inprocess", "submitit", "ray"),
+    "workers.cluster": ("local", "slurm", "debug"),
 }
 _SFT_CHOICES = {"schedule": ("cosine", "linear", "constant"), "grouping": ("length", "packing", "none")}
 
@@ -90,5 +92,7 @@ def _check_values(cfg: DictConfig) -> None:
         raise ConfigError("corpus.min_chars must be smaller than corpus.max_chars")
     if cfg.generation.batch_size < 1 or cfg.generation.shard_size < 1:
         raise ConfigError("generation.batch_size and generation.shard_size must be >= 1")
+    if cfg.workers.count < 1:
+        raise ConfigError(f"workers.count must be >= 1, got {cfg.workers.count}")
     if cfg.rewriter.name == "none" and not cfg.curation.enabled:
         raise ConfigError("rewriter=none with curation disabled leaves raw, unfiltered text: enable one of them")

@@ -18,6 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from bft.artifacts.shards import shard_seed  # noqa: F401  (re-exported: stages seed their own extra passes)
 from bft.artifacts.store import Artifact, StageOutput
 from bft.config.schema import GenerationConfig
 
@@ -63,7 +64,5 @@ class Stage:
 TRAINER_UNKEYED = ("trainer.enable_progress_bar", "trainer.log_every_n_steps", "trainer.checkpoint_every_n_steps")
 # Generation-engine settings every generating stage reads (sampling is per stage: generation.augment, curation.*).
 ENGINE = tuple(f"generation.{f.name}" for f in fields(GenerationConfig) if f.name != "augment")
-
-
-def shard_seed(run_seed: int, stage: str, index: int) -> int:
-    return (run_seed * 1_000_003 + sum(map(ord, stage)) * 7919 + index) % (2**31)
+# Who runs a generation stage's shards (bft.workers): N workers give what one gives, so never hashed.
+WORKERS = ("workers",)

@@ -7,39 +7,26 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from bft.artifacts.shards import run_sharded
+from bft.artifacts.shards import iter_outputs, write_jsonl_counted
 from bft.artifacts.store import Artifact, StageOutput
 from bft.errors import PipelineError
-from bft.pipeline.models import backend_for, model_ref
-from bft.pipeline.stage import ENGINE, Stage, shard_seed
-from bft.pipeline.stages.common import Record, progress
+from bft.pipeline.models import model_ref
+from bft.pipeline.stage import ENGINE, WORKERS, Stage
+from bft.pipeline.stages.common import Record
 
 
 def _answer_eval_set(c: DictConfig, work: Path, name: str, adapter: str | None, tag: str | None, generator: str) -> StageOutput:
+    """The model's answers to the eval set, shard by shard, by the workers ``workers`` asks for (bft.workers)."""
     from bft.eval.sets import load_eval_set
-    from bft.generation.base import Sampling
-    from bft.prompts import render_chat, with_tag
+    from bft.workers import run_stage, stage_job
 
-    rows = load_eval_set(c.eval.set, c.eval.max_instances)
-    backend, tokenizer = backend_for(c.generation, name, adapter)
-    sampling = Sampling(temperature=c.eval.temperature, top_p=c.eval.top_p, max_new_tokens=c.eval.max_new_tokens)
-
-    def process(shard: list[Record], index: int) -> list[Record]:
-        prompts = [render_chat(tokenizer, with_tag(r["instruction"], tag))[0] for r in shard]
-        completions = backend.generate(prompts, sampling, shard_seed(c.run.seed, "eval", index))
-        return [
-            {
-                "instruction": r["instruction"],
-                "output": x.text.strip(),
-                "generator": generator,
-                "dataset": r.get("dataset", c.eval.set),
-            }
-            for r, x in zip(shard, completions, strict=True)
-        ]
-
-    outputs, reused = run_sharded(rows, work, c.generation.shard_size, process, progress("eval outputs"))
+    inputs = write_jsonl_counted(work / "workers" / "inputs.jsonl", load_eval_set(c.eval.set, c.eval.max_instances))
+    sampling = {"temperature": c.eval.temperature, "top_p": c.eval.top_p, "max_new_tokens": c.eval.max_new_tokens}
+    params = {"sampling": sampling, "tag": tag, "generator": generator, "eval_set": c.eval.set}
+    run = run_stage(stage_job(c, "answer", work / "workers" / "inputs.jsonl", work, (name, adapter), params), c.workers)
+    outputs = list(iter_outputs(work, run.n_shards))
     (work / "model_outputs.json").write_text(json.dumps(outputs, indent=2, ensure_ascii=False))
-    return StageOutput(counts={"in": len(rows), "out": len(outputs)}, metrics={"shards_reused": reused, **backend.stats()})
+    return StageOutput(counts={"in": inputs, "out": len(outputs)}, metrics={"shards_reused": run.reused, **run.metrics})
 
 
 def compute_eval_outputs(c: DictConfig, upstream: dict[str, Artifact], work: Path) -> StageOutput:
@@ -92,10 +79,13 @@ EVAL_OUTPUTS = Stage(
     "eval_outputs",
     ("final_model",),
     ("model_outputs.json",),
-    (*_ANSWERING, "eval.inference_tag", "run.name"),
+    (*_ANSWERING, "eval.inference_tag", "run.name", *WORKERS),
     compute_eval_outputs,
+    unkeyed=WORKERS,
 )
-BASE_OUTPUTS = Stage("base_outputs", (), ("model_outputs.json",), (*_ANSWERING, "final_model.name"), compute_base_outputs)
+BASE_OUTPUTS = Stage(
+    "base_outputs", (), ("model_outputs.json",), (*_ANSWERING, "final_model.name", *WORKERS), compute_base_outputs, unkeyed=WORKERS
+)
 EVALUATE = Stage(
     "evaluate",
     ("eval_outputs", "base_outputs?"),

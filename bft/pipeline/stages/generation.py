@@ -7,42 +7,27 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from bft.artifacts.shards import run_sharded
+from bft.artifacts.shards import iter_outputs, write_jsonl_counted
 from bft.artifacts.store import Artifact, StageOutput
 from bft.config.schema import CurationConfig
-from bft.data.io import read_jsonl, write_jsonl_atomic
+from bft.data.io import write_jsonl_atomic
 from bft.pipeline.models import backend_for, model_ref
-from bft.pipeline.stage import ENGINE, Stage, shard_seed
-from bft.pipeline.stages.common import Record, progress
+from bft.pipeline.stage import ENGINE, WORKERS, Stage, shard_seed
 
 
 def compute_augment(c: DictConfig, upstream: dict[str, Artifact], work: Path) -> StageOutput:
-    from bft.generation.base import Sampling
-    from bft.parsers import parse_instruction
-    from bft.prompts import backtranslation_prompt, render_chat
+    """Self-augmentation over the corpus, shard by shard, by the workers ``workers`` asks for (bft.workers)."""
+    from bft.workers import run_stage, stage_job
 
-    docs = read_jsonl(upstream["corpus"].file("corpus.jsonl"))
-    backend, tokenizer = backend_for(c.generation, *model_ref(upstream["backward_model"]))
-    aug = c.generation.augment
-    sampling = Sampling(temperature=aug.temperature, top_p=aug.top_p, max_new_tokens=aug.max_new_tokens)
-    backward_key = upstream["backward_model"].key
-
-    def process(shard: list[Record], index: int) -> list[Record]:
-        prompts = [render_chat(tokenizer, backtranslation_prompt(d["text"]))[0] for d in shard]
-        completions = backend.generate(prompts, sampling, shard_seed(c.run.seed, "augment", index))
-        return [
-            {**d, "instruction": parse_instruction(x.text), "backward_raw": x.text, "backward_model": backward_key}
-            for d, x in zip(shard, completions, strict=True)
-        ]
-
-    records, reused = run_sharded(docs, work, c.generation.shard_size, process, progress("augment"))
-    candidates = [r for r in records if r["instruction"]]
-    write_jsonl_atomic(work / "candidates.jsonl", candidates)
+    backward = upstream["backward_model"]
+    params = {"sampling": OmegaConf.to_container(c.generation.augment, resolve=True), "model_key": backward.key}
+    run = run_stage(stage_job(c, "augment", upstream["corpus"].file("corpus.jsonl"), work, model_ref(backward), params), c.workers)
+    kept = write_jsonl_counted(work / "candidates.jsonl", (r for r in iter_outputs(work, run.n_shards) if r["instruction"]))
     return StageOutput(
-        counts={"in": len(docs), "out": len(candidates), "empty_instructions": len(records) - len(candidates)},
-        metrics={"shards_reused": reused, **backend.stats()},
+        counts={"in": run.n_records, "out": kept, "empty_instructions": run.n_records - kept},
+        metrics={"shards_reused": run.reused, **run.metrics},
     )
 
 
@@ -59,17 +44,13 @@ def compute_curate(c: DictConfig, upstream: dict[str, Artifact], work: Path) -> 
     from bft.curation.metrics import binarize_labels, curation_accounting, selection_quality
     from bft.curation.score import score_pairs
     from bft.curation.select import select
+    from bft.workers import run_stage, stage_job
 
     cur = c.curation
-    candidates = read_jsonl(upstream["augment"].export("pairs"))
     judge = upstream["judge"]
-    backend, tokenizer = backend_for(c.generation, *model_ref(judge))
-
-    def process(shard: list[Record], index: int) -> list[Record]:
-        scored = score_pairs(shard, backend, tokenizer, cur, shard_seed(c.run.seed, "curate", index))
-        return [{**r, "judge_model": judge.key, "scoring": cur.scoring} for r in scored]
-
-    scored, reused = run_sharded(candidates, work, c.generation.shard_size, process, progress("curate"))
+    params = {"curation": OmegaConf.to_container(cur, resolve=True), "model_key": judge.key}
+    run = run_stage(stage_job(c, "curate", upstream["augment"].export("pairs"), work, model_ref(judge), params), c.workers)
+    scored = list(iter_outputs(work, run.n_shards))  # selecting the top fraction needs every score
     keep = select(scored, cur.threshold, cur.top_k, cur.top_fraction)
     for record, kept in zip(scored, keep, strict=True):
         record["kept"] = kept
@@ -82,14 +63,15 @@ def compute_curate(c: DictConfig, upstream: dict[str, Artifact], work: Path) -> 
 
         labelled = read_records(labels_path(cur.labels), required={"instruction": str, "output": str}).records
         pairs = [{"instruction": r["instruction"], "text": r["output"]} for r in labelled]
+        backend, tokenizer = run.backend or backend_for(c.generation, *model_ref(judge))
         label_scores = score_pairs(pairs, backend, tokenizer, cur, shard_seed(c.run.seed, "labels", 0))
         label_keep = select(label_scores, cur.threshold, cur.top_k, cur.top_fraction)
         labels = binarize_labels([r["label"] for r in labelled])
         accounting["labels"] = selection_quality(labels, label_keep, [r.get("score") for r in label_scores])
     (work / "accounting.json").write_text(json.dumps(accounting, indent=2))
     return StageOutput(
-        counts={"in": len(candidates), "out": len(curated)},
-        metrics={**accounting, "shards_reused": reused, **backend.stats()},
+        counts={"in": run.n_records, "out": len(curated)},
+        metrics={**accounting, "shards_reused": run.reused, **run.metrics},
     )
 
 
@@ -97,8 +79,9 @@ AUGMENT = Stage(
     "augment",
     ("corpus", "backward_model"),
     ("candidates.jsonl",),
-    (*ENGINE, "generation.augment", "run.seed"),
+    (*ENGINE, "generation.augment", "run.seed", *WORKERS),
     compute_augment,
+    unkeyed=WORKERS,
     exports={"pairs": "candidates.jsonl"},
 )
 # curation.enabled and curation.iterations shape the plan (bft.pipeline.plan), not one curate step.
@@ -107,7 +90,8 @@ CURATE = Stage(
     "curate",
     ("augment", "judge"),
     ("scored.jsonl", "curated.jsonl", "accounting.json"),
-    (*CURATION_SETTINGS, *ENGINE, "run.seed"),
+    (*CURATION_SETTINGS, *ENGINE, "run.seed", *WORKERS),
     compute_curate,
+    unkeyed=WORKERS,
     exports={"pairs": "curated.jsonl"},
 )

@@ -4,58 +4,56 @@ read the ``pairs`` their upstream (augment or curate) exports and write ``genera
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from bft.artifacts.shards import run_sharded
+from bft.artifacts.shards import iter_outputs, write_jsonl_counted
 from bft.artifacts.store import Artifact, StageOutput
 from bft.config.schema import RewriterConfig
-from bft.data.io import read_jsonl, write_jsonl_atomic
+from bft.data.io import read_jsonl
 from bft.errors import PipelineError
-from bft.pipeline.models import backend_for, model_ref
-from bft.pipeline.stage import ENGINE, Stage, shard_seed
-from bft.pipeline.stages.common import Record, progress
+from bft.pipeline.models import model_ref
+from bft.pipeline.stage import ENGINE, WORKERS, Stage
+from bft.pipeline.stages.common import Record
 
 
-def _pairs(upstream: dict[str, Artifact]) -> list[Record]:
+def _no_pairs(source: Artifact) -> PipelineError:
+    return PipelineError(f"{source.stage}: 0 pairs left to train on; lower curation.threshold or use curation.top_fraction")
+
+
+def _write(work: Path, n_in: int, generated: Iterable[Record], metrics: dict[str, Any]) -> StageOutput:
+    kept = write_jsonl_counted(work / "generated.jsonl", (r for r in generated if r["output"]))
+    return StageOutput(counts={"in": n_in, "out": kept, "unparsed": n_in - kept}, metrics=metrics)
+
+
+def _rewrite(c: DictConfig, upstream: dict[str, Artifact], work: Path, name: str, adapter: str | None) -> StageOutput:
+    """The rewriter answers each pair, shard by shard, by the workers ``workers`` asks for (bft.workers)."""
+    from bft.workers import run_stage, stage_job
+
     source = upstream["pairs"]
-    pairs = read_jsonl(source.export("pairs"))
-    if not pairs:
-        raise PipelineError(f"{source.stage}: 0 pairs left to train on; lower curation.threshold or use curation.top_fraction")
-    return pairs
-
-
-def _write(work: Path, n_in: int, generated: list[Record], metrics: dict[str, Any]) -> StageOutput:
-    kept = [r for r in generated if r["output"]]
-    write_jsonl_atomic(work / "generated.jsonl", kept)
-    return StageOutput(counts={"in": n_in, "out": len(kept), "unparsed": len(generated) - len(kept)}, metrics=metrics)
-
-
-def _rewrite(c: DictConfig, pairs: list[Record], work: Path, name: str, adapter: str | None) -> StageOutput:
-    from bft.rewriter.rewrite import rewrite_pairs
-
-    backend, tokenizer = backend_for(c.generation, name, adapter)
-
-    def process(shard: list[Record], index: int) -> list[Record]:
-        return rewrite_pairs(shard, backend, tokenizer, c.rewriter, shard_seed(c.run.seed, "rewrite", index), name)
-
-    generated, reused = run_sharded(pairs, work, c.generation.shard_size, process, progress("rewrite"))
-    return _write(work, len(pairs), generated, {"shards_reused": reused, **backend.stats()})
+    params = {"rewriter": OmegaConf.to_container(c.rewriter, resolve=True), "model_name": name}
+    run = run_stage(stage_job(c, "rewrite", source.export("pairs"), work, (name, adapter), params), c.workers)
+    if not run.n_records:
+        raise _no_pairs(source)
+    return _write(work, run.n_records, iter_outputs(work, run.n_shards), {"shards_reused": run.reused, **run.metrics})
 
 
 def compute_rewrite_by_model(c: DictConfig, upstream: dict[str, Artifact], work: Path) -> StageOutput:
-    return _rewrite(c, _pairs(upstream), work, c.rewriter.name, None)
+    return _rewrite(c, upstream, work, c.rewriter.name, None)
 
 
 def compute_rewrite_by_seed_model(c: DictConfig, upstream: dict[str, Artifact], work: Path) -> StageOutput:
-    return _rewrite(c, _pairs(upstream), work, *model_ref(upstream["rewriter"]))
+    return _rewrite(c, upstream, work, *model_ref(upstream["rewriter"]))
 
 
 def compute_keep_text(c: DictConfig, upstream: dict[str, Artifact], work: Path) -> StageOutput:
-    pairs = _pairs(upstream)
+    pairs = read_jsonl(upstream["pairs"].export("pairs"))
+    if not pairs:
+        raise _no_pairs(upstream["pairs"])
     return _write(work, len(pairs), [{**p, "output": p["text"], "rewriter": "none"} for p in pairs], {"shards_reused": 0})
 
 
@@ -65,16 +63,18 @@ REWRITE_BY_MODEL = Stage(
     "rewrite",
     ("pairs",),
     ("generated.jsonl",),
-    (*_SAMPLING, "rewriter.name", *ENGINE, "run.seed"),
+    (*_SAMPLING, "rewriter.name", *ENGINE, "run.seed", *WORKERS),
     compute_rewrite_by_model,
+    unkeyed=WORKERS,
     exports=_EXPORTS,
 )
 REWRITE_BY_SEED_MODEL = Stage(
     "rewrite",
     ("pairs", "rewriter"),
     ("generated.jsonl",),
-    (*_SAMPLING, *ENGINE, "run.seed"),
+    (*_SAMPLING, *ENGINE, "run.seed", *WORKERS),
     compute_rewrite_by_seed_model,
+    unkeyed=WORKERS,
     exports=_EXPORTS,
 )
 KEEP_TEXT = Stage("rewrite", ("pairs",), ("generated.jsonl",), (), compute_keep_text, exports=_EXPORTS)  # reads no setting

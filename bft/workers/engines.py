@@ -1,0 +1,85 @@
+"""Start ``count`` workers on a saved :class:`~bft.workers.job.ShardJob` through an existing engine, and wait.
+
+* ``submitit``: ``cluster=local`` runs local processes (submitit's LocalExecutor), ``cluster=slurm`` a Slurm array
+  job (one task per worker, ``workers.submitit`` holds the executor parameters such as ``slurm_partition``,
+  ``gpus_per_node``, ``timeout_min``), ``cluster=debug`` runs them one after another in this process.
+* ``ray``: one Ray task per worker on the cluster at ``workers.ray.address`` (a local Ray when null).
+
+Each worker runs :func:`bft.workers.job.run_worker` with only the job file's path, its rank and the count. While
+they run, ``poll()`` is called every ``poll_seconds`` (the progress display). Returns one error text per failed
+worker (empty when all succeeded).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bft.workers.job import run_worker
+
+ENGINES = ("inprocess", "submitit", "ray")
+
+
+def _first_line(err: BaseException | str) -> str:
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else type(err).__name__
+
+
+def _require(module: str, engine: str):
+    import importlib
+
+    from bft.pipeline.context import PipelineError
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise PipelineError(f"workers.engine={engine} needs the '{module}' package: pip install 'bft[workers]'") from None
+
+
+def make_executor(folder: Path, cluster: str, params: dict[str, Any]):
+    """submitit's own executor for ``cluster`` (local processes, a Slurm array, or debug), logs under ``folder``."""
+    submitit = _require("submitit", "submitit")
+    executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=cluster)
+    executor.update_parameters(**params)
+    return executor
+
+
+def run_submitit(
+    job_path: Path, count: int, cluster: str, params: dict[str, Any], poll: Callable[[], None], poll_seconds: float
+) -> list[str]:
+    executor = make_executor(job_path.parent / "submitit", cluster, params)
+    jobs = executor.map_array(run_worker, [str(job_path)] * count, list(range(count)), [count] * count)
+    if cluster != "debug":
+        while not all(job.done() for job in jobs):
+            poll()
+            time.sleep(poll_seconds)
+    errors = []
+    for rank, job in enumerate(jobs):
+        try:
+            job.result()
+        except Exception as err:  # submitit re-raises the worker's error (or a FailedJobError with its log)
+            errors.append(f"worker {rank} (job {job.job_id}, log {job.paths.stderr}): {_first_line(err)}")
+    return errors
+
+
+def run_ray(job_path: Path, count: int, options: dict[str, Any], poll: Callable[[], None], poll_seconds: float) -> list[str]:
+    ray = _require("ray", "ray")
+    options = dict(options)
+    address = options.pop("address", None)
+    if not ray.is_initialized():
+        ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=True)
+    remote = ray.remote(**{k: v for k, v in options.items() if v is not None})(run_worker)
+    refs = [remote.remote(str(job_path), rank, count) for rank in range(count)]
+    pending = list(refs)
+    while pending:
+        _, pending = ray.wait(pending, num_returns=len(pending), timeout=poll_seconds)
+        poll()
+    errors = []
+    for rank, ref in enumerate(refs):
+        try:
+            ray.get(ref)
+        except Exception as err:  # RayTaskError wraps the worker's exception
+            errors.append(f"worker {rank}: {_first_line(err)}")
+    return errors

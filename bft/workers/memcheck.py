@@ -1,0 +1,99 @@
+"""Peak RSS of the augment stage as the corpus grows: ``python -m bft.workers.memcheck CORPUS --times 1 20``.
+
+For each factor the corpus (JSONL with ``id`` and ``text``) is replicated that many times with new ids and the real
+augment stage (``bft.pipeline.stages.compute_augment``) runs on it in a fresh process with the given model (the tiny
+test model by default) and a short ``max_new_tokens``, so the figure is the stage's own memory, not the model's.
+Prints one line per factor: records, seconds and peak RSS; the stage streams, so the figures should stay flat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bft.pipeline.memory import peak_rss_mb
+
+
+def replicate(source: Path, dest: Path, times: int) -> int:
+    """Write ``times`` copies of ``source`` into ``dest``, ids suffixed ``-rK``; return the record count."""
+    count = 0
+    with dest.open("w", encoding="utf-8") as out:
+        for k in range(times):
+            with source.open(encoding="utf-8") as handle:
+                for line in handle:
+                    if line.strip():
+                        record = json.loads(line)
+                        record["id"] = f"{record.get('id', count)}-r{k}"
+                        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                        count += 1
+    return count
+
+
+def run_augment(corpus: Path, folder: Path, overrides: list[str]) -> dict[str, float]:
+    """The augment stage on ``corpus`` in this process; the backward model is the config's base model."""
+    from hydra import compose, initialize_config_dir
+
+    from bft.artifacts.store import Artifact
+    from bft.config.schema import register_configs
+    from bft.models.registry import resolve_model_path
+    from bft.pipeline.context import RunContext
+    from bft.pipeline.stages import compute_augment
+
+    register_configs()
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["debug=smoke", "logger=disabled", *overrides])
+    model = folder / "backward_model"
+    model.mkdir()
+    (model / "model").symlink_to(resolve_model_path(cfg.model.name))
+    corpus_art = Artifact("corpus", "memcheck", corpus.parent, {})
+    backward = Artifact("backward_model", "memcheck", model, {"is_adapter": False})
+    ctx = RunContext(cfg=cfg, store=None, run_dir=folder, logger=None)  # type: ignore[arg-type]
+    work = folder / "augment.partial"
+    work.mkdir()
+    started = time.time()
+    output = compute_augment(ctx, {"corpus": corpus_art, "backward_model": backward}, work)
+    return {"records": output.counts["in"], "seconds": round(time.time() - started, 1), "peak_rss_mb": round(peak_rss_mb(), 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("corpus", type=Path)
+    parser.add_argument("--times", type=int, nargs="+", default=[1, 20])
+    parser.add_argument("--override", action="append", default=[], help="extra Hydra overrides")
+    parser.add_argument("--max-new-tokens", type=int, default=4)
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # internal: run one factor here
+    args = parser.parse_args(argv)
+    overrides = [f"generation.augment.max_new_tokens={args.max_new_tokens}", "generation.shard_size=64", *args.override]
+    if args.one:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            (folder / "corpus").mkdir()
+            corpus = folder / "corpus" / "corpus.jsonl"
+            replicate(args.corpus, corpus, args.times[0])
+            print(json.dumps(run_augment(corpus, folder, overrides)))
+        return 0
+    for times in args.times:
+        cmd = [
+            sys.executable,
+            "-m",
+            "bft.workers.memcheck",
+            str(args.corpus),
+            "--times",
+            str(times),
+            "--one",
+            f"--max-new-tokens={args.max_new_tokens}",
+            *[f"--override={o}" for o in args.override],
+        ]
+        result = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+        print(f"{times}x: {result['records']} records, {result['seconds']} s, peak RSS {result['peak_rss_mb']} MB", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
