@@ -24,6 +24,10 @@ class PipelineError(BftError, RuntimeError):
     """A stage cannot go on, with a clear one-line reason (empty data, an undeclared output, ...)."""
 
 
+class ConfigError(BftError, ValueError):
+    """A setting that cannot work, named by its key (raised before any work where possible)."""
+
+
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (BftError, OSError)  # FileNotFoundError is an OSError
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from bft.config.validate import ConfigError
-from bft.models.chat_templates import configure_chat_templates, registered_setting, template_text
+from bft.models.chat_templates import registered_setting, template_text
 from bft.models.registry import load_tokenizer
+from bft.models.template_roles import configure_chat_templates
 from bft.prompts import render_chat
 
 REPO = Path(__file__).resolve().parents[1]

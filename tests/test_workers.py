@@ -32,7 +32,7 @@ def _job(cfg, tmp: Path, name: str) -> ShardJob:
     work = tmp / name
     work.mkdir()
     params = {"sampling": {"temperature": 1.0, "top_p": 0.9, "max_new_tokens": 8}, "model_key": "test"}
-    return stage_job(cfg, "augment", tmp / "corpus.jsonl", work, ("tiny", None), params)
+    return stage_job(cfg.generation, cfg.run.seed, "augment", tmp / "corpus.jsonl", work, ("tiny", None), params)
 
 
 def _shard_bytes(work: Path) -> list[bytes]:

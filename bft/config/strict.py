@@ -20,7 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from bft.config.validate import ConfigError
+from bft.errors import ConfigError
 
 # (pattern on the dotted key, low, low inclusive, high, high inclusive, what to tell the user). First match wins;
 # patterns match the full dotted key, so "*.top_p" covers rewriter.top_p, eval.top_p, generation.augment.top_p...

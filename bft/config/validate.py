@@ -6,11 +6,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from bft.errors import BftError
+from bft.errors import ConfigError
 
-
-class ConfigError(BftError, ValueError):
-    pass
+__all__ = ["ConfigError", "validate"]
 
 
 _CHOICES = {

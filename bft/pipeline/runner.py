@@ -54,7 +54,7 @@ def run_step(ctx: RunContext, step: Step) -> Artifact:
 
 
 def run_pipeline(cfg: DictConfig, run_dir: Path) -> RunContext:
-    from bft.models.chat_templates import configure_chat_templates
+    from bft.models.template_roles import configure_chat_templates
 
     configure_chat_templates(cfg)  # a model with no chat template and no setting fails here, before any work
     if cfg.generation.backend == "vllm":

@@ -40,6 +40,7 @@ class ShardJob:
     generation: dict[str, Any]  # the generation config (backend, dtype, batch sizes, vllm options)
     params: dict[str, Any] = field(default_factory=dict)  # the processor's parameters
     threads: int | None = None  # torch threads in a worker process (None: torch's default)
+    chat_template: list[str | None] | None = None  # (setting, config key) registered for model_name in the driver
 
     @property
     def folder(self) -> Path:
@@ -64,8 +65,11 @@ def build_backend(job: ShardJob):
     """The generation backend (and its tokenizer) for the job's model, as the stage itself would build it."""
     from omegaconf import OmegaConf
 
+    from bft.models.chat_templates import register_chat_template
     from bft.pipeline.models import backend_for
 
+    if job.chat_template is not None:  # a worker process starts with no registered template settings
+        register_chat_template(job.model_name, *job.chat_template)
     return backend_for(OmegaConf.create(job.generation), job.model_name, job.adapter)
 
 

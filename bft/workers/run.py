@@ -19,6 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from bft.artifacts.shards import count_records, missing_shards, n_shards_for, remove_stale_temp_files
+from bft.models.chat_templates import registered_setting
 from bft.pipeline.context import PipelineError
 from bft.workers.engines import ENGINES, run_ray, run_submitit
 from bft.workers.job import ShardJob, process_shards
@@ -95,17 +96,27 @@ def run_stage(job: ShardJob, wcfg: DictConfig | None = None) -> ShardRun:
     return ShardRun(n_records, n_shards, n_shards - len(missing), metrics, backend)
 
 
-def stage_job(cfg: DictConfig, kind: str, source: Path, work: Path, model: tuple[str, str | None], params: dict[str, Any]) -> ShardJob:
-    """The job of a generation stage from the run's config: its input file, model reference and parameters."""
-    generation = OmegaConf.to_container(cfg.generation, resolve=True)
+def stage_job(
+    generation_cfg: DictConfig,
+    run_seed: int,
+    kind: str,
+    source: Path,
+    work: Path,
+    model: tuple[str, str | None],
+    params: dict[str, Any],
+) -> ShardJob:
+    """The job of a generation stage: the engine settings (``generation``), the run seed, its input file, model
+    reference and parameters."""
+    generation = OmegaConf.to_container(generation_cfg, resolve=True)
     return ShardJob(
         kind=kind,
         stage=kind,
         source=str(source),
         work=str(work),
-        shard_size=int(cfg.generation.shard_size),
+        shard_size=int(generation_cfg.shard_size),
         model_name=model[0],
         adapter=model[1],
         generation=generation,
-        params={**params, "run_seed": int(cfg.run.seed)},
+        params={**params, "run_seed": int(run_seed)},
+        chat_template=list(registered_setting(model[0])),
     )

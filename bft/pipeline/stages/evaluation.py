@@ -23,7 +23,9 @@ def _answer_eval_set(c: DictConfig, work: Path, name: str, adapter: str | None, 
     inputs = write_jsonl_counted(work / "workers" / "inputs.jsonl", load_eval_set(c.eval.set, c.eval.max_instances))
     sampling = {"temperature": c.eval.temperature, "top_p": c.eval.top_p, "max_new_tokens": c.eval.max_new_tokens}
     params = {"sampling": sampling, "tag": tag, "generator": generator, "eval_set": c.eval.set}
-    run = run_stage(stage_job(c, "answer", work / "workers" / "inputs.jsonl", work, (name, adapter), params), c.workers)
+    run = run_stage(
+        stage_job(c.generation, c.run.seed, "answer", work / "workers" / "inputs.jsonl", work, (name, adapter), params), c.workers
+    )
     outputs = list(iter_outputs(work, run.n_shards))
     (work / "model_outputs.json").write_text(json.dumps(outputs, indent=2, ensure_ascii=False))
     return StageOutput(counts={"in": inputs, "out": len(outputs)}, metrics={"shards_reused": run.reused, **run.metrics})

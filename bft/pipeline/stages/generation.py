@@ -23,7 +23,10 @@ def compute_augment(c: DictConfig, upstream: dict[str, Artifact], work: Path) ->
 
     backward = upstream["backward_model"]
     params = {"sampling": OmegaConf.to_container(c.generation.augment, resolve=True), "model_key": backward.key}
-    run = run_stage(stage_job(c, "augment", upstream["corpus"].file("corpus.jsonl"), work, model_ref(backward), params), c.workers)
+    run = run_stage(
+        stage_job(c.generation, c.run.seed, "augment", upstream["corpus"].file("corpus.jsonl"), work, model_ref(backward), params),
+        c.workers,
+    )
     kept = write_jsonl_counted(work / "candidates.jsonl", (r for r in iter_outputs(work, run.n_shards) if r["instruction"]))
     return StageOutput(
         counts={"in": run.n_records, "out": kept, "empty_instructions": run.n_records - kept},
@@ -49,7 +52,9 @@ def compute_curate(c: DictConfig, upstream: dict[str, Artifact], work: Path) -> 
     cur = c.curation
     judge = upstream["judge"]
     params = {"curation": OmegaConf.to_container(cur, resolve=True), "model_key": judge.key}
-    run = run_stage(stage_job(c, "curate", upstream["augment"].export("pairs"), work, model_ref(judge), params), c.workers)
+    run = run_stage(
+        stage_job(c.generation, c.run.seed, "curate", upstream["augment"].export("pairs"), work, model_ref(judge), params), c.workers
+    )
     scored = list(iter_outputs(work, run.n_shards))  # selecting the top fraction needs every score
     keep = select(scored, cur.threshold, cur.top_k, cur.top_fraction)
     for record, kept in zip(scored, keep, strict=True):

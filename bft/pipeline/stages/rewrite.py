@@ -36,7 +36,7 @@ def _rewrite(c: DictConfig, upstream: dict[str, Artifact], work: Path, name: str
 
     source = upstream["pairs"]
     params = {"rewriter": OmegaConf.to_container(c.rewriter, resolve=True), "model_name": name}
-    run = run_stage(stage_job(c, "rewrite", source.export("pairs"), work, (name, adapter), params), c.workers)
+    run = run_stage(stage_job(c.generation, c.run.seed, "rewrite", source.export("pairs"), work, (name, adapter), params), c.workers)
     if not run.n_records:
         raise _no_pairs(source)
     return _write(work, run.n_records, iter_outputs(work, run.n_shards), {"shards_reused": run.reused, **run.metrics})
