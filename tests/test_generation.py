@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from bft.generation.base import Completion, GenerationBackend, Sampling
-from bft.generation.hf import HFBackend, prompt_seed, sample_tokens
+from bft.generation.hf import HFBackend
+from bft.generation.sampling import prompt_seed, sample_tokens
 from bft.models.registry import load_model
 from bft.prompts import render_chat
 
@@ -234,9 +235,9 @@ def test_prefill_attention_matches_sdpa_with_padding_gqa_and_unfilled_tail(dtype
         torch.testing.assert_close(ours[row, p:].float(), ref[row, p:].float(), atol=tol, rtol=tol)
 
 
-def test_prefill_chunks_bound_padded_tokens_and_keep_row_order():
-    from bft.generation.hf import _prefill_chunks
+def testprefill_chunks_bound_padded_tokens_and_keep_row_order():
+    from bft.generation.batching import prefill_chunks
 
-    chunks = _prefill_chunks([5, 4, 4, 2, 1], budget=10)
+    chunks = prefill_chunks([5, 4, 4, 2, 1], budget=10)
     assert [(c.start, c.stop, w) for c, w in chunks] == [(0, 2, 5), (2, 4, 4), (4, 5, 1)]
-    assert _prefill_chunks([5, 4, 1], budget=None) == [(slice(0, 3), 5)]  # accelerators: one forward
+    assert prefill_chunks([5, 4, 1], budget=None) == [(slice(0, 3), 5)]  # accelerators: one forward

@@ -25,7 +25,6 @@ from bft.prompts import SCORE_PREFILL, backtranslation_prompt, rating_prompt, re
 
 GEN_FLOPS_PER_PARAM = 2
 LORA_FLOPS_PER_PARAM = 4
-FULL_FT_FLOPS_PER_PARAM = 6
 
 
 def n_params(model) -> int:

@@ -1,4 +1,4 @@
-"""The generation interface every pipeline step talks to, and the factory that picks a backend.
+"""The generation interface every pipeline step talks to (backends are built by :mod:`bft.generation.factory`).
 
 Backends take fully rendered prompt strings (``bft.prompts.render_chat`` output, special tokens included) and
 tokenise them without adding special tokens. Outputs come back in the order of the prompts.
@@ -9,10 +9,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
-
-if TYPE_CHECKING:
-    from bft.config.schema import GenerationConfig
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass
@@ -90,22 +87,3 @@ def single_token_ids(tokenizer, candidates: list[str]) -> list[int]:
             raise ValueError(f"candidate {candidate!r} is {len(tokens)} tokens; next_token_logprobs needs single tokens")
         ids.append(tokens[0])
     return ids
-
-
-def make_backend(gen_cfg: GenerationConfig, model_name: str, adapter: str | None = None) -> GenerationBackend:
-    """Build the backend named by ``gen_cfg.backend`` (``hf`` or ``vllm``) for ``model_name`` (+ LoRA adapter)."""
-    if gen_cfg.backend == "hf":
-        from bft.generation.hf import HFBackend
-
-        return HFBackend.from_name(
-            model_name,
-            dtype=gen_cfg.dtype,
-            adapter=adapter,
-            batch_size=gen_cfg.batch_size,
-            max_batch_tokens=gen_cfg.max_batch_tokens,
-        )
-    if gen_cfg.backend == "vllm":
-        from bft.generation.vllm import VLLMBackend
-
-        return VLLMBackend.from_name(model_name, dtype=gen_cfg.dtype, adapter=adapter, options=dict(gen_cfg.vllm))
-    raise ValueError(f"unknown generation backend '{gen_cfg.backend}' (expected 'hf' or 'vllm')")

@@ -13,7 +13,7 @@ from collections import Counter
 from typing import Any
 
 from bft.generation.base import BackendStats, Completion, Sampling, single_token_ids
-from bft.generation.hf import prompt_seed
+from bft.generation.sampling import prompt_seed
 
 
 def _import_vllm():
