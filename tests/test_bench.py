@@ -26,6 +26,7 @@ def test_bench_reports_every_measure(tmp_path: Path, capsys):
         assert w["bft_tokens_per_s"] > 0 and w["baseline_fp32_b16_tokens_per_s"] > 0
         assert w["processed_tokens_per_new_token"] > 1 and w["bft_flops_incl_prompt"] > w["bft_flops"]
         assert w["speedup_ceiling"] > 0
+        assert 0 <= w["prefill_padding_fraction"] < 1 and 0 < w["decode_kv_padding_fraction"] < 1
     cur = report["curation"]
     for mode in ("generate", "generate_plain_fp32", "generate_n", "logprob", "logprob_real"):
         assert cur[mode]["pairs_per_s"] > 0

@@ -131,7 +131,8 @@ def render(report: dict) -> Table:
             _fmt(w["baseline_fp32_b16_tokens_per_s"]),
             f"{w['speedup']:.1f}x (max {w['speedup_ceiling']:.1f}x)",
             f"{100 * w['bft_flops'] / peak:.0f}% new, {100 * w['bft_flops_incl_prompt'] / peak:.0f}% all tok "
-            f"(base {100 * w['baseline_flops_incl_prompt'] / mm['fp32_flops']:.0f}% fp32)",
+            f"(base {100 * w['baseline_flops_incl_prompt'] / mm['fp32_flops']:.0f}% fp32); padding: "
+            f"{100 * w['prefill_padding_fraction']:.0f}% prefill, {100 * w['decode_kv_padding_fraction']:.0f}% decode KV",
         )
     cur = report["curation"]
     if "generate_plain_fp32" in cur:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
 
 from bft.bench.workload import DEFAULT_CORPUS, documents, pairs, real_documents
-from bft.generation.base import Sampling
+from bft.generation.base import BackendStats, Sampling
 from bft.generation.hf import HFBackend
 from bft.models.registry import load_model
 from bft.parsers import parse_score
@@ -94,9 +95,12 @@ def generation(
     workloads = {}
     for name, (prompts, n_new) in generation_workloads(tok, n_prompts, new_tokens, corpus).items():
         forced = Sampling(temperature=0.0, max_new_tokens=n_new, min_new_tokens=n_new)
+        before = Counter(backend.stats())
         start = time.perf_counter()
         outs = backend.generate(prompts, forced, seed=0)
         bft_tps = sum(o.new_tokens for o in outs) / (time.perf_counter() - start)
+        padding = BackendStats()
+        padding.counts = Counter(backend.stats()) - before
         base_tps = _plain_generate_fp32(plain, tok, prompts[:baseline_prompts], n_new)
         mean_prompt = sum(o.prompt_tokens for o in outs) / len(outs)
         processed_per_new = (mean_prompt + n_new) / n_new  # tokens through the model per generated token
@@ -114,6 +118,7 @@ def generation(
             "processed_tokens_per_new_token": processed_per_new,
             "bft_flops_incl_prompt": bft_tps * processed_per_new * GEN_FLOPS_PER_PARAM * params,
             "baseline_flops_incl_prompt": base_tps * processed_per_new * GEN_FLOPS_PER_PARAM * params,
+            **padding.padding(),
         }
     return {
         "dtype": str(next(backend.model.parameters()).dtype).removeprefix("torch."),

@@ -77,6 +77,16 @@ class BackendStats:
     def as_dict(self) -> dict[str, Any]:
         return dict(self.counts)
 
+    def padding(self) -> dict[str, float]:
+        """Work spent on padding (hf backend): the share of prefill tokens run that were padding, and of the KV
+        positions that decode attention read that no query needed (left padding, the buffer's unfilled tail)."""
+        c = self.counts
+        run = c["prefill_tokens"] + c["prefill_padding_tokens"]
+        return {
+            "prefill_padding_fraction": c["prefill_padding_tokens"] / run if run else 0.0,
+            "decode_kv_padding_fraction": 1 - c["decode_kv_needed"] / c["decode_kv_read"] if c["decode_kv_read"] else 0.0,
+        }
+
 
 def single_token_ids(tokenizer, candidates: list[str]) -> list[int]:
     """The token id of each candidate string, which must be exactly one token (e.g. the scores "1".."5")."""

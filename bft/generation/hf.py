@@ -187,6 +187,7 @@ class HFBackend:
                 **model_kwargs,
             )
             logits.append(out.logits[:, -1].float().cpu())
+            self._stats.add("prefill_padding_tokens", width * (rows.stop - rows.start) - int(lens[rows].sum()))
             if keep_cache:
                 caches.append(cache)
         cache = BufferCache.concat(caches) if keep_cache else None
@@ -271,6 +272,9 @@ class HFBackend:
                 **model_kwargs,
             )
             positions = positions + 1
+            # attention read every row's whole buffer; only its own (unmasked) positions were needed
+            self._stats.add("decode_kv_read", mask.numel())
+            self._stats.add("decode_kv_needed", int(mask.sum()))
             logits = out.logits[:, -1].float().cpu()
         return list(zip(tokens, finished, strict=True))
 
