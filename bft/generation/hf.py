@@ -21,8 +21,10 @@ What makes it fast (each measured by ``bft-bench``; numbers in the module docstr
   step); otherwise each row's cache starts with a copy, laid out ``[shared prefix][left padding][suffix]``.
 - **pre-packed bfloat16 weights** (:mod:`bft.generation.cpu_linear`): oneDNN gets each linear layer's weight in its
   blocked layout once, instead of re-laying it out on every call (5-40% faster matmuls).
-- **length-sorted batching** with left padding (order restored on return), bfloat16 where the CPU has bf16
-  matrix units (``pick_dtype("auto")``), SDPA attention off CPU, large batches.
+- **batches packed by token length** (:func:`bft.generation.batching.length_batches`: sorted, budgeted by
+  ``max_batch_tokens``) with left padding (order restored on return), bfloat16 where the CPU has bf16 matrix units
+  (``pick_dtype("auto")``), SDPA attention off CPU, large batches. The padding that remains is counted in
+  ``stats()`` (``prefill_padding_tokens``, ``decode_kv_read`` vs ``decode_kv_needed``; ``bft-bench`` shows it).
 - **nucleus sampling without a full vocabulary sort**: the top 64 probabilities decide the nucleus for rows
   whose top-64 mass already reaches ``top_p`` (exact); other rows fall back to a full sort.
 
