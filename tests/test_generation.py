@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from bft.generation.base import Completion, GenerationBackend, Sampling
-from bft.generation.hf import HFBackend, prompt_seed, sample_tokens
+from bft.generation.hf import HFBackend
+from bft.generation.sampling import prompt_seed, sample_tokens
 from bft.models.registry import load_model
 from bft.prompts import render_chat
 
@@ -235,8 +236,34 @@ def test_prefill_attention_matches_sdpa_with_padding_gqa_and_unfilled_tail(dtype
 
 
 def test_prefill_chunks_bound_padded_tokens_and_keep_row_order():
-    from bft.generation.hf import _prefill_chunks
+    from bft.generation.batching import prefill_chunks
 
-    chunks = _prefill_chunks([5, 4, 4, 2, 1], budget=10)
+    chunks = prefill_chunks([5, 4, 4, 2, 1], budget=10)
     assert [(c.start, c.stop, w) for c, w in chunks] == [(0, 2, 5), (2, 4, 4), (4, 5, 1)]
-    assert _prefill_chunks([5, 4, 1], budget=None) == [(slice(0, 3), 5)]  # accelerators: one forward
+    assert prefill_chunks([5, 4, 1], budget=None) == [(slice(0, 3), 5)]  # accelerators: one forward
+
+
+def test_length_batches_pack_by_tokens_so_a_long_row_does_not_stretch_short_ones():
+    from bft.generation.batching import length_batches
+
+    lengths = [100, 5000, 120, 90, 110]
+    batches = length_batches(lengths, batch_size=64, max_tokens=4000, extra=10)
+    assert batches == [[1], [2, 4, 0, 3]]  # longest first; the 5,000-token row runs alone
+    for batch in batches[1:]:
+        assert len(batch) * (max(lengths[i] for i in batch) + 10) <= 4000
+    assert length_batches(lengths, batch_size=2, max_tokens=None) == [[1, 2], [4, 0], [3]]
+
+
+def test_padding_is_counted(tiny, monkeypatch):
+    monkeypatch.setattr("bft.generation.hf.PREFILL_CHUNK_TOKENS", 10**6)  # one prefill forward: rows padded
+    backend = HFBackend(tiny.model, tiny.tokenizer, batch_size=8, share_prefix=False)
+    prompts = ["short", "a much longer prompt " * 6]
+    lens = [len(tiny.tokenizer(p, add_special_tokens=False).input_ids) for p in prompts]
+    backend.generate(prompts, Sampling(temperature=0.0, max_new_tokens=3, min_new_tokens=3), seed=0)
+    stats = backend.stats()
+    assert stats["prefill_padding_tokens"] == max(lens) - min(lens)
+    # 2 decode steps; each row needed its own tokens so far, attention read prompt width + grown room per row
+    assert stats["decode_kv_needed"] == sum(n + 1 for n in lens) + sum(n + 2 for n in lens)
+    assert stats["decode_kv_read"] > stats["decode_kv_needed"]
+    padding = backend._stats.padding()
+    assert 0 < padding["prefill_padding_fraction"] < 1 and 0 < padding["decode_kv_padding_fraction"] < 1

@@ -24,7 +24,8 @@ def local_folder(tmp_path_factory) -> Path:
 
 
 def test_local_folder_trains_and_generates(local_folder, tmp_path):
-    from bft.generation.base import Sampling, make_backend
+    from bft.generation.base import Sampling
+    from bft.generation.factory import make_backend
     from bft.models.registry import load_model as load
     from bft.prompts import render_chat
     from bft.sft.train import train_sft

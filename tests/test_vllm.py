@@ -11,7 +11,8 @@ from types import SimpleNamespace
 import pytest
 
 from bft.config.validate import ConfigError
-from bft.generation.base import Sampling, make_backend
+from bft.generation.base import Sampling
+from bft.generation.factory import make_backend
 from bft.generation.vllm import engine_kwargs
 from bft.models.registry import resolve_model_path
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
 
-from bft.bench.workload import documents, pairs
-from bft.generation.base import Sampling
+from bft.bench.workload import DEFAULT_CORPUS, documents, pairs, real_documents
+from bft.generation.base import BackendStats, Sampling
 from bft.generation.hf import HFBackend
 from bft.models.registry import load_model
 from bft.parsers import parse_score
@@ -25,7 +26,6 @@ from bft.prompts import SCORE_PREFILL, backtranslation_prompt, rating_prompt, re
 
 GEN_FLOPS_PER_PARAM = 2
 LORA_FLOPS_PER_PARAM = 4
-FULL_FT_FLOPS_PER_PARAM = 6
 
 
 def n_params(model) -> int:
@@ -62,29 +62,45 @@ def _plain_generate_fp32(plain, tok, prompts: list[str], new_tokens: int) -> flo
     return sum(ids.numel() for ids in new_ids) / (time.perf_counter() - start)
 
 
-def generation_workloads(tok, n_prompts: int, new_tokens: int) -> dict[str, tuple[list[str], int]]:
-    """Two shapes of the pipeline's generation: a document in, a short text out (augmentation, like the
-    back-translation prompt), and a short instruction in, a long answer out (eval outputs, distillation)."""
+def generation_workloads(
+    tok, n_prompts: int, new_tokens: int, corpus: Path | None = DEFAULT_CORPUS
+) -> dict[str, tuple[list[str], int]]:
+    """Three shapes of the pipeline's generation: a short synthetic document in, a short text out (augmentation,
+    like the back-translation prompt); the same on documents with a real corpus's token lengths
+    (:func:`bft.bench.workload.real_documents`); and a short instruction in, a long answer out (eval outputs)."""
     docs = documents(n_prompts)
+    real, _ = real_documents(n_prompts, tok, corpus)
     return {
         "augment": ([render_chat(tok, backtranslation_prompt(d))[0] for d in docs], new_tokens),
+        "augment_real": ([render_chat(tok, backtranslation_prompt(d))[0] for d in real], new_tokens),
         "answer": ([render_chat(tok, instruction)[0] for instruction, _ in pairs(n_prompts)], 2 * new_tokens),
     }
 
 
-def generation(model_name: str, n_prompts: int, new_tokens: int, batch_size: int, baseline_prompts: int) -> dict:
+def generation(
+    model_name: str,
+    n_prompts: int,
+    new_tokens: int,
+    batch_size: int,
+    baseline_prompts: int,
+    max_batch_tokens: int | None = None,
+    corpus: Path | None = DEFAULT_CORPUS,
+) -> dict:
     """bft hf backend vs plain float32 ``model.generate`` at batch 16, per workload; greedy, forced lengths."""
-    backend = HFBackend.from_name(model_name, dtype="auto", batch_size=batch_size)
+    backend = HFBackend.from_name(model_name, dtype="auto", batch_size=batch_size, max_batch_tokens=max_batch_tokens)
     tok = backend.tokenizer
     plain = load_model(model_name, dtype="float32").model
     params = n_params(plain)  # the backend's packed linear weights are buffers, not parameters
     backend.generate(["warm-up"], Sampling(temperature=0.0, max_new_tokens=2), seed=0)
     workloads = {}
-    for name, (prompts, n_new) in generation_workloads(tok, n_prompts, new_tokens).items():
+    for name, (prompts, n_new) in generation_workloads(tok, n_prompts, new_tokens, corpus).items():
         forced = Sampling(temperature=0.0, max_new_tokens=n_new, min_new_tokens=n_new)
+        before = Counter(backend.stats())
         start = time.perf_counter()
         outs = backend.generate(prompts, forced, seed=0)
         bft_tps = sum(o.new_tokens for o in outs) / (time.perf_counter() - start)
+        padding = BackendStats()
+        padding.counts = Counter(backend.stats()) - before
         base_tps = _plain_generate_fp32(plain, tok, prompts[:baseline_prompts], n_new)
         mean_prompt = sum(o.prompt_tokens for o in outs) / len(outs)
         processed_per_new = (mean_prompt + n_new) / n_new  # tokens through the model per generated token
@@ -102,10 +118,13 @@ def generation(model_name: str, n_prompts: int, new_tokens: int, batch_size: int
             "processed_tokens_per_new_token": processed_per_new,
             "bft_flops_incl_prompt": bft_tps * processed_per_new * GEN_FLOPS_PER_PARAM * params,
             "baseline_flops_incl_prompt": base_tps * processed_per_new * GEN_FLOPS_PER_PARAM * params,
+            **padding.padding(),
         }
     return {
         "dtype": str(next(backend.model.parameters()).dtype).removeprefix("torch."),
         "batch_size": batch_size,
+        "max_batch_tokens": max_batch_tokens,
+        "real_documents": real_documents(0, tok, corpus)[1],
         "decode_attention": backend.decode_attention,
         "params": params,
         "workloads": workloads,
@@ -121,7 +140,15 @@ def _plain_sampled_generate_fp32(plain, tok, prompts: list[str], max_new_tokens:
     return [text for ids in new_ids for text in tok.batch_decode(ids, skip_special_tokens=True)]
 
 
-def curation(backend: HFBackend, n_pairs: int, n_logprob: int, n_samples: int = 4, seed: int = 0, plain=None) -> dict:
+def curation(
+    backend: HFBackend,
+    n_pairs: int,
+    n_logprob: int,
+    n_samples: int = 4,
+    seed: int = 0,
+    plain=None,
+    corpus: Path | None = DEFAULT_CORPUS,
+) -> dict:
     """Pairs rated per second in each scoring mode (generate, generate_n, logprob); with ``plain`` (a float32
     model), also the paper's generate mode through a plain ``model.generate`` loop, the naive implementation."""
     tok = backend.tokenizer
@@ -163,9 +190,19 @@ def curation(backend: HFBackend, n_pairs: int, n_logprob: int, n_samples: int = 
         "parsed": sum(parse_score(o.text) is not None for o in outs) / len(outs),
     }
 
-    lp_prompts = [
-        render_chat(tok, rating_prompt(i, o, score_only=True), assistant_prefix=SCORE_PREFILL)[0] for i, o in data[:n_logprob]
-    ]
+    results["logprob"] = _logprob(backend, data[:n_logprob])
+    real, _ = real_documents(n_logprob, tok, corpus)
+    results["logprob_real"] = _logprob(backend, [(instruction, doc) for (instruction, _), doc in zip(data, real, strict=False)])
+    results["logprob_vs_generate"] = results["logprob"]["pairs_per_s"] / results["generate"]["pairs_per_s"]
+    if plain is not None:
+        results["logprob_vs_generate_plain_fp32"] = results["logprob"]["pairs_per_s"] / results["generate_plain_fp32"]["pairs_per_s"]
+    return results
+
+
+def _logprob(backend: HFBackend, data: list[tuple[str, str]]) -> dict:
+    """Logprob curation (score-only rubric, ``Score: `` prefilled) of (instruction, output) pairs."""
+    tok = backend.tokenizer
+    lp_prompts = [render_chat(tok, rating_prompt(i, o, score_only=True), assistant_prefix=SCORE_PREFILL)[0] for i, o in data]
     candidates = ["1", "2", "3", "4", "5"]
     ran_before = backend.stats().get("prefill_tokens", 0)
     start = time.perf_counter()
@@ -176,19 +213,15 @@ def curation(backend: HFBackend, n_pairs: int, n_logprob: int, n_samples: int = 
     for row in logps:
         probs = torch.softmax(torch.tensor(row), dim=0)
         expected.append(float((probs * torch.arange(1, 6)).sum()))
-    results["logprob"] = {
-        "pairs": n_logprob,
-        "pairs_per_s": n_logprob / dt,
+    return {
+        "pairs": len(data),
+        "pairs_per_s": len(data) / dt,
         "prompt_tokens_per_s": sum(len(x) for x in backend._tokenize(lp_prompts)) / dt,
-        "tokens_run_per_pair": ran / n_logprob,
+        "tokens_run_per_pair": ran / len(data),
         "tokens_run_per_s": ran / dt,
         "mean_expected_score": sum(expected) / len(expected),
         "candidate_mass": sum(math.exp(v) for row in logps for v in row) / len(logps),
     }
-    results["logprob_vs_generate"] = results["logprob"]["pairs_per_s"] / results["generate"]["pairs_per_s"]
-    if plain is not None:
-        results["logprob_vs_generate_plain_fp32"] = results["logprob"]["pairs_per_s"] / results["generate_plain_fp32"]["pairs_per_s"]
-    return results
 
 
 def _sft_examples(model_name: str, n: int) -> list[dict]:

@@ -1,4 +1,4 @@
-"""The generation interface every pipeline step talks to, and the factory that picks a backend.
+"""The generation interface every pipeline step talks to (backends are built by :mod:`bft.generation.factory`).
 
 Backends take fully rendered prompt strings (``bft.prompts.render_chat`` output, special tokens included) and
 tokenise them without adding special tokens. Outputs come back in the order of the prompts.
@@ -9,10 +9,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
-
-if TYPE_CHECKING:
-    from bft.config.schema import GenerationConfig
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass
@@ -80,6 +77,16 @@ class BackendStats:
     def as_dict(self) -> dict[str, Any]:
         return dict(self.counts)
 
+    def padding(self) -> dict[str, float]:
+        """Work spent on padding (hf backend): the share of prefill tokens run that were padding, and of the KV
+        positions that decode attention read that no query needed (left padding, the buffer's unfilled tail)."""
+        c = self.counts
+        run = c["prefill_tokens"] + c["prefill_padding_tokens"]
+        return {
+            "prefill_padding_fraction": c["prefill_padding_tokens"] / run if run else 0.0,
+            "decode_kv_padding_fraction": 1 - c["decode_kv_needed"] / c["decode_kv_read"] if c["decode_kv_read"] else 0.0,
+        }
+
 
 def single_token_ids(tokenizer, candidates: list[str]) -> list[int]:
     """The token id of each candidate string, which must be exactly one token (e.g. the scores "1".."5")."""
@@ -90,22 +97,3 @@ def single_token_ids(tokenizer, candidates: list[str]) -> list[int]:
             raise ValueError(f"candidate {candidate!r} is {len(tokens)} tokens; next_token_logprobs needs single tokens")
         ids.append(tokens[0])
     return ids
-
-
-def make_backend(gen_cfg: GenerationConfig, model_name: str, adapter: str | None = None) -> GenerationBackend:
-    """Build the backend named by ``gen_cfg.backend`` (``hf`` or ``vllm``) for ``model_name`` (+ LoRA adapter)."""
-    if gen_cfg.backend == "hf":
-        from bft.generation.hf import HFBackend
-
-        return HFBackend.from_name(
-            model_name,
-            dtype=gen_cfg.dtype,
-            adapter=adapter,
-            batch_size=gen_cfg.batch_size,
-            max_batch_tokens=gen_cfg.max_batch_tokens,
-        )
-    if gen_cfg.backend == "vllm":
-        from bft.generation.vllm import VLLMBackend
-
-        return VLLMBackend.from_config(gen_cfg, model_name, adapter=adapter)
-    raise ValueError(f"unknown generation backend '{gen_cfg.backend}' (expected 'hf' or 'vllm')")

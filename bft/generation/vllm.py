@@ -16,7 +16,7 @@ from typing import Any
 
 from bft.config.validate import ConfigError
 from bft.generation.base import BackendStats, Completion, Sampling, single_token_ids
-from bft.generation.hf import prompt_seed
+from bft.generation.sampling import prompt_seed
 
 PLACEMENT_KEYS = ("tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "max_model_len", "dtype")
 

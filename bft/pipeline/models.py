@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from bft.artifacts.store import Artifact
 from bft.config.schema import GenerationConfig
-from bft.generation.base import GenerationBackend, make_backend
+from bft.generation.base import GenerationBackend
+from bft.generation.factory import make_backend
 
 
 def model_ref(artifact: Artifact) -> tuple[str, str | None]:
