@@ -259,3 +259,50 @@ def calibrate(
     }
     write_json_atomic(path, result)
     return {**result, "cached": None, "written": str(path)}
+
+
+# ---------------------------------------------------------------- the run summary's calibration line
+
+
+def calibration_brief(cal: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The few figures a run summary keeps of a cached calibration (None when uncalibrated)."""
+    if not cal:
+        return None
+    figs = cal["figures"]
+    return {
+        "annotator_id": cal["annotator_id"],
+        "gold": cal["gold_name"],
+        "gold_annotator": cal.get("gold_annotator"),
+        "n_pairs": cal["n_pairs"],
+        "agreement": figs["judge"]["agreement"]["value"],
+        "length_balanced_agreement": figs["judge"]["length_balanced_agreement"]["value"],
+        "position_bias": figs["judge"]["position_bias"]["value"],
+        "longer_wins_agreement": figs["longer_wins"]["agreement"]["value"],
+        "created_at": cal.get("created_at"),
+    }
+
+
+def judge_calibration(
+    annotator: str, judge_model: str = "smollm2_135m", judge_orders: int = 1, cache_dir: Path | None = None
+) -> dict[str, Any] | None:
+    """The judge's last cached calibration, in brief, or None."""
+    return calibration_brief(latest_calibration(judge_id(annotator, judge_model, None, judge_orders), cache_dir))
+
+
+def calibration_note(brief: dict[str, Any] | None, annotator: str, judge_model: str = "smollm2_135m") -> str:
+    """One line for the run summary: the judge's measured agreement, or that it has none."""
+
+    def pct(value: Any) -> str:
+        return "n/a" if value is None else f"{100 * value:.1f}%"
+
+    if not brief:
+        hint = f" judge_model={judge_model}" if annotator == LOCAL else ""
+        return (
+            f"judge calibration: none ('{annotator}' judge uncalibrated; measure it with "
+            f"bft-eval calibrate annotator={annotator}{hint} gold=<alpaca_eval annotation file>)"
+        )
+    return (
+        f"judge calibration: agrees with {brief.get('gold_annotator') or 'gold'} on {pct(brief['agreement'])} of "
+        f"{brief['n_pairs']} pairs of {brief['gold']} (length-balanced {pct(brief['length_balanced_agreement'])}, "
+        f"picks first shown {pct(brief['position_bias'])}; longer-wins baseline {pct(brief['longer_wins_agreement'])}, chance 50%)"
+    )

@@ -112,7 +112,9 @@ def position_bias(shown_verdict: np.ndarray) -> Figure:
     return figure((verdict[decided] == 1.0).astype(float))
 
 
-def judge_figures(judge: np.ndarray, gold: np.ndarray, len_1: np.ndarray, len_2: np.ndarray, balanced: np.ndarray, swapped: np.ndarray) -> dict[str, Any]:
+def judge_figures(
+    judge: np.ndarray, gold: np.ndarray, len_1: np.ndarray, len_2: np.ndarray, balanced: np.ndarray, swapped: np.ndarray
+) -> dict[str, Any]:
     """Agreement, length-balanced agreement, position bias and length preference of one judge.
 
     ``judge`` and ``gold`` are in the gold file's orientation; ``swapped[i]`` says the judge was shown output_2 first.
@@ -131,9 +133,7 @@ def judge_figures(judge: np.ndarray, gold: np.ndarray, len_1: np.ndarray, len_2:
     }
 
 
-def calibration_figures(
-    judge: Any, gold: Any, len_1: Any, len_2: Any, swapped: Any, seed: int = 0
-) -> dict[str, dict[str, Any]]:
+def calibration_figures(judge: Any, gold: Any, len_1: Any, len_2: Any, swapped: Any, seed: int = 0) -> dict[str, dict[str, Any]]:
     """The judge, the "longer wins" baseline and chance on the same pairs (and the same length-balanced subset)."""
     judge, gold = normalise(judge), normalise(gold)
     if np.isnan(gold).any():

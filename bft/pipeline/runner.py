@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bft.artifacts.store import Artifact, ArtifactStore
 from bft.data.io import read_jsonl
+from bft.eval.calibrate import calibration_note, judge_calibration
 from bft.logger.run_logger import RunLogger
 from bft.pipeline.context import RunContext, StageReport
 from bft.pipeline.memory import peak_rss_mb, release_memory
@@ -163,6 +164,7 @@ def summarize(ctx: RunContext) -> dict[str, Any]:
         "n_generated": ctx.artifacts["train_data"].manifest["counts"].get("generated"),
         "annotator": ctx.cfg.eval.annotator,
         "reference": ctx.cfg.eval.reference,
+        "judge_calibration": judge_calibration(ctx.cfg.eval.annotator, ctx.cfg.eval.judge_model),
         "curated_dataset": str((ctx.artifacts.get("rewrite") or ctx.artifacts["baseline_data"]).file("generated.jsonl")),
         "train_dataset": str(ctx.artifacts["train_data"].file("train.jsonl")),
         "final_model": str(ctx.artifacts["final_model"].file("model")),
@@ -225,6 +227,7 @@ def print_summary(ctx: RunContext) -> None:
         + (f"{win:.2f}" if win is not None else "n/a")
         + (f" ± {se:.2f}" if se is not None else "")
     )
+    console.print(calibration_note(s.get("judge_calibration"), s["annotator"], ctx.cfg.eval.judge_model))
     console.print(f"curated dataset: {s['curated_dataset']}")
     console.print(f"final model/adapter: {s['final_model']}")
     console.print(f"W&B run folder: {s['wandb_dir'] or 'disabled'}")
