@@ -226,11 +226,46 @@ def test_table1_missing_rows_show_dash(runs: pd.DataFrame):
     table = paper_table(runs, "table1").frame.set_index("data")
     assert table.loc["Open Orca", "paper"] == "74.20"
     assert table.loc["Open Orca", "this project"] == MISSING and table.loc["Open Orca", "runs"] == "0"
+    # local runs (embedded set, local judge vs the base model) never sit beside the paper's figures
+    assert table.loc["Alpaca-GPT4", "this project"] == MISSING
+    assert set(table.loc[["Dolma + filtering + rewriting"], "this project"]) == {MISSING}
+
+
+def _paper_scale(runs: pd.DataFrame, **changes: Any) -> pd.DataFrame:
+    """The fixture runs as if run at paper scale on AlpacaEval 1.0 with the GPT-4 judge (then ``changes``)."""
+    paper = runs.copy()
+    paper["eval_set"], paper["annotator"], paper["reference"], paper["model"] = "ae1", "alpaca_eval_gpt4", "dataset", "llama2_7b"
+    paper["tags"] = [[*t, "paper"] for t in paper["tags"]]
+    for key, value in changes.items():
+        paper[key] = value
+    return paper
+
+
+def test_paper_rows_beside_matching_runs_only(runs: pd.DataFrame):
+    from bft.report.tables import not_comparable_table
+
+    table = paper_table(_paper_scale(runs), "table1").frame.set_index("data")
     assert table.loc["Alpaca-GPT4", "this project"] == "35.50"
     ours = table.loc[["Dolma + filtering + rewriting"]]
     assert set(ours["paper"]) == {"74.38"} and len(ours) == 2  # seed 8 and seed 16 are different settings
     assert "42.00" in set(ours["this project"])
-    assert all(s.startswith("local, smollm2_135m") for s in ours["scale"])
+    assert not_comparable_table(_paper_scale(runs)).frame.empty
+    for change, reason in (
+        ({"annotator": "local"}, "judge local"),
+        ({"reference": "base"}, "reference base"),
+        ({"eval_set": "embedded"}, "eval set embedded"),
+        ({"tags": [["local"]] * 4}, "not a paper-scale setting"),
+        ({"model": "llama2_13b"}, "model llama2_13b"),
+    ):
+        other = _paper_scale(runs, **change)
+        assert set(paper_table(other, "table1").frame["this project"]) == {MISSING}
+        shown = not_comparable_table(other).frame
+        assert len(shown) == 4 and shown["not beside the paper because"].str.contains(reason).all(), change
+    big = paper_table(_paper_scale(runs, model="llama2_70b"), "table2").frame.set_index("data")
+    assert big.loc["Alpaca-GPT4", "this project"] == "35.50"  # a 70B run goes beside Table 2, not Table 1
+    local = not_comparable_table(runs).frame.set_index("recipe")
+    assert local.loc["Alpaca-GPT4", "win rate"] == "35.50"
+    assert "judge local" in local.loc["Alpaca-GPT4", "not beside the paper because"]
 
 
 def test_tables_without_runs_keep_paper_figures(runs: pd.DataFrame):
@@ -264,8 +299,9 @@ def test_cli_writes_markdown_and_csv(fixture_runs_root: Path, tmp_path: Path, ca
     printed = capsys.readouterr().out
     assert "4 run(s) found" in printed and "W&B runs not loaded" in printed
     report = (out / "report.md").read_text()
-    assert "74.38" in report and MISSING in report and "| Alpaca-GPT4 | 71.17 | 35.50 |" in report
-    for key in ("table1", "table2", "table10", "corpus_ablation", "seed_size", "rewriter", "data_scale", "curation"):
+    assert "74.38" in report and MISSING in report and "| Alpaca-GPT4 | 71.17 | — |" in report
+    assert "| Alpaca-GPT4 | BFT Table 1 | 35.50 |" in report  # in the not-comparable table
+    for key in ("table1", "table2", "table10", "not_comparable", "corpus_ablation", "seed_size", "rewriter", "data_scale", "curation"):
         assert (out / f"{key}.md").is_file()
         assert not pd.read_csv(out / f"{key}.csv", dtype=str).empty
 

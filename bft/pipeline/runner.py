@@ -155,6 +155,7 @@ def summarize(ctx: RunContext) -> dict[str, Any]:
             "tags": list(cfg.tags),
             "group": cfg.logger.group,
             "run_dir": str(ctx.run_dir),
+            "seed": cfg.run.seed,
         },
         "win_rate": evaluate.get("win_rate"),
         "standard_error": evaluate.get("standard_error"),
