@@ -146,8 +146,14 @@ def judge_id(annotator: str, judge_model: str = "smollm2_135m", judge_adapter: s
     return annotator
 
 
-def run_judge(pairs: pd.DataFrame, swapped: np.ndarray, annotator: str, work_dir: Path, seed: int = 0, **judge: Any) -> np.ndarray:
-    """The annotator's preferences on ``pairs``, shown in the given order, returned in the gold orientation."""
+def run_judge(
+    pairs: pd.DataFrame, swapped: np.ndarray, annotator: str, work_dir: Path, caching_path: Path, seed: int = 0, **judge: Any
+) -> np.ndarray:
+    """The annotator's preferences on ``pairs``, shown in the given order, returned in the gold orientation.
+
+    alpaca_eval's annotation cache (``caching_path``, keyed by instruction, the two outputs as shown and the
+    annotator) is kept between calls, so a pair judged once in an order is not judged again in that order.
+    """
     from bft.eval.score import float_preference_annotator
 
     shown = pairs[["instruction", "output_1", "output_2"]].copy()
@@ -156,7 +162,7 @@ def run_judge(pairs: pd.DataFrame, swapped: np.ndarray, annotator: str, work_dir
     annotator_cls = float_preference_annotator()
     ann = annotator_cls(
         annotators_config=spec.annotators_config,
-        caching_path=str(work_dir / "annotations_cache.json"),
+        caching_path=str(caching_path),
         seed=seed,
         is_randomize_output_order=False,
         **spec.annotator_kwargs,
@@ -233,12 +239,19 @@ def calibrate(
         judge_kwargs = {
             "judge_model": judge_model,
             "judge_adapter": judge_adapter,
-            "judge_orders": judge_orders,
+            "judge_orders": 1,  # both orders are two one-order passes here, so the one-order figures come for free
             "judge_batch_size": judge_batch_size,
             "judge_dtype": judge_dtype,
         }
+    one_order_id = judge_id(annotator, judge_model, judge_adapter, 1)
+    caching_path = Path(cache_dir or default_cache_dir()) / "annotations" / f"{slug(one_order_id, 60)}.json"
+    caching_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bft-calibrate-") as work:
-        prefs = run_judge(pairs, swapped, annotator, Path(work), seed=seed, **judge_kwargs)
+        prefs = run_judge(pairs, swapped, annotator, Path(work), caching_path, seed=seed, **judge_kwargs)
+        one_order = prefs
+        if judge_orders == 2:  # same pairs, the other order; averaging the preferences = judges.combine_orders
+            flipped = run_judge(pairs, ~swapped, annotator, Path(work), caching_path, seed=seed, **judge_kwargs)
+            prefs = (one_order + flipped) / 2.0
     len_1 = pairs["output_1"].astype(str).str.len().to_numpy()
     len_2 = pairs["output_2"].astype(str).str.len().to_numpy()
     gold_annotators = sorted(all_pairs["annotator"].dropna().astype(str).unique()) if "annotator" in all_pairs else []
@@ -255,6 +268,15 @@ def calibrate(
         "max_pairs": max_pairs,
         "seed": seed,
         "figures": calibration_figures(prefs, pairs["preference"].to_numpy(), len_1, len_2, swapped, seed=seed),
+        "one_order_figures": calibration_figures(one_order, pairs["preference"].to_numpy(), len_1, len_2, swapped, seed=seed)
+        if judge_orders == 2
+        else None,
+        "pairs": {
+            "instruction": pairs["instruction"].tolist(),
+            "gold": pairs["preference"].tolist(),
+            "judge": [None if np.isnan(p) else float(p) for p in prefs],
+            "shown_swapped": [bool(x) for x in swapped],
+        },
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     write_json_atomic(path, result)

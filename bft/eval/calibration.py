@@ -67,8 +67,9 @@ def normalise(prefs: Any) -> np.ndarray:
 
 
 def discrete(prefs: np.ndarray) -> np.ndarray:
-    """A soft preference -> the verdict it implies: 1, 2 or 1.5 (exactly balanced)."""
-    return np.where(prefs < 1.5, 1.0, np.where(prefs > 1.5, 2.0, 1.5))
+    """A soft preference -> the verdict it implies: 1, 2 or 1.5 (balanced, up to float rounding)."""
+    draw = np.isclose(prefs, 1.5, rtol=0.0, atol=1e-9)
+    return np.where(draw, 1.5, np.where(prefs < 1.5, 1.0, 2.0))
 
 
 def agreement_scores(judge: np.ndarray, gold: np.ndarray) -> np.ndarray:
@@ -176,6 +177,12 @@ def format_calibration(result: dict[str, Any]) -> str:
         for c in cols:
             row += f"{Figure(**figs[c][name]).text():>36s}"
         lines.append(row)
+    if result.get("one_order_figures"):
+        one = result["one_order_figures"]["judge"]
+        lines.append(
+            "the same judge, one order only:   "
+            + "   ".join(f"{name.replace('_', ' ')} {Figure(**one[name]).text()}" for name in ("agreement", "position_bias"))
+        )
     if figs["judge"]["n_failed"]:
         lines.append(f"judge failed on {figs['judge']['n_failed']} pair(s) (left out)")
     lines.append(
