@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -360,3 +361,64 @@ def test_results_notebook_skips_empty_groups(tmp_path: Path):
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "skipped seed_size" in text and "skipped lengths" in text
     assert not list((tmp_path / "r" / "figures").glob("*.png"))
+
+
+# --- seeds and paired comparisons (hand-written summary.json + alpaca_eval annotations.json) ------------------
+
+
+def _seed_run(root: Path, setting: str, seed: int, prefs: list[float], rewriter: str) -> None:
+    run_dir = root / "multirun" / f"{setting}_seed{seed}"
+    judged = run_dir / "evaluate" / "alpaca_eval" / "m" / "annotator"
+    judged.mkdir(parents=True)
+    (judged / "annotations.json").write_text(json.dumps([{"instruction": f"q{i}", "preference": p} for i, p in enumerate(prefs)]))
+    summary = {
+        "run": {
+            "name": f"{setting}_{seed}",
+            "method": "backandforth",
+            "model": "smollm2_135m",
+            "seed_size": 16,
+            "rewriter": rewriter,
+            "eval_set": "embedded",
+            "tags": ["local"],
+            "seed": seed,
+        },
+        "win_rate": 100 * (sum(prefs) / len(prefs) - 1),
+        "standard_error": 5.0,
+        "annotator": "local",
+        "reference": "base",
+        "leaderboard": str(run_dir / "evaluate" / "leaderboard.json"),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+
+
+def test_seed_sweep_mean_ci_and_paired_verdicts(tmp_path: Path):
+    from bft.report.seeds import comparisons_frame, seeds_table_frame
+
+    rng = np.random.default_rng(0)
+    n = 60
+    for seed in (0, 1, 2):
+        base = rng.choice([1.0, 2.0], size=n).tolist()
+        _seed_run(tmp_path, "weak", seed, base, "none")
+        strong = [2.0 if (p == 1.0 and i % 2 == 0) else p for i, p in enumerate(base)]  # wins half of weak's losses
+        _seed_run(tmp_path, "strong", seed, strong, "smollm2_135m")
+        noisy = [3.0 - p if i in (seed, seed + 7) else p for i, p in enumerate(base)]  # two flips: noise
+        _seed_run(tmp_path, "noisy", seed, noisy, "seed_model")
+    runs = load_runs([tmp_path])
+    seeds = seeds_table_frame(runs)
+    assert len(seeds) == 3 and (seeds["runs"] == "3").all() and (seeds["seeds"] == "0 1 2").all()
+    weak = runs[runs["rewriter"] == "none"]["win_rate"].tolist()
+    mean, sd = float(np.mean(weak)), float(np.std(weak, ddof=1))
+    expected = f"{mean:.2f} ± {4.302652729911275 * sd / np.sqrt(3):.2f}"
+    assert seeds[seeds["setting"].str.contains("rewriter=none")]["win rate"].item() == expected
+    comp = comparisons_frame(runs)
+    assert len(comp) == 3 and comp["paired on"].str.contains("180 \\(seed, instruction\\) pairs").all()
+
+    def verdict(a: str, b: str) -> str:
+        row = comp[comp["A"].str.contains(f"rewriter={a}") & comp["B"].str.contains(f"rewriter={b}")]
+        if row.empty:
+            row = comp[comp["A"].str.contains(f"rewriter={b}") & comp["B"].str.contains(f"rewriter={a}")]
+            return {"A better": "B better", "B better": "A better"}.get(row["verdict"].item(), row["verdict"].item())
+        return row["verdict"].item()
+
+    assert verdict("smollm2_135m", "none") == "A better"
+    assert verdict("seed_model", "none") == "within noise"
