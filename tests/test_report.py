@@ -406,6 +406,7 @@ def test_seed_sweep_mean_ci_and_paired_verdicts(tmp_path: Path):
     runs = load_runs([tmp_path])
     seeds = seeds_table_frame(runs)
     assert len(seeds) == 3 and (seeds["runs"] == "3").all() and (seeds["seeds"] == "0 1 2").all()
+    assert (seeds["judge calibration"] == "uncalibrated").all()
     weak = runs[runs["rewriter"] == "none"]["win_rate"].tolist()
     mean, sd = float(np.mean(weak)), float(np.std(weak, ddof=1))
     expected = f"{mean:.2f} ± {4.302652729911275 * sd / np.sqrt(3):.2f}"
@@ -422,3 +423,12 @@ def test_seed_sweep_mean_ci_and_paired_verdicts(tmp_path: Path):
 
     assert verdict("smollm2_135m", "none") == "A better"
     assert verdict("seed_model", "none") == "within noise"
+
+
+def test_calibration_cell_shows_the_latest_measured_agreement():
+    from bft.report.seeds import calibration_cell
+
+    old = {"agreement": 0.40, "longer_wins_agreement": 0.45, "n_pairs": 50, "gold": "g.jsonl", "created_at": "2026-01-01"}
+    new = {**old, "agreement": 0.55, "n_pairs": 200, "created_at": "2026-02-01"}
+    assert calibration_cell([{"judge_calibration": old}, {"judge_calibration": new}]) == "agrees 55.0% (longer wins 45.0%, n=200, g.jsonl)"
+    assert calibration_cell([{"judge_calibration": None}]) == "uncalibrated"

@@ -76,6 +76,21 @@ def _groups(runs: pd.DataFrame) -> dict[tuple[str, str], list[dict[str, Any]]]:
     return groups
 
 
+def calibration_cell(group: list[dict[str, Any]]) -> str:
+    """The judge's measured agreement as the runs recorded it, or 'uncalibrated'."""
+    briefs = [r.get("judge_calibration") for r in group if isinstance(r.get("judge_calibration"), Mapping)]
+    if not briefs:
+        return "uncalibrated"
+    b = max(briefs, key=lambda x: str(x.get("created_at") or ""))
+
+    def pct(value: Any) -> str:
+        return MISSING if is_missing(value) else f"{100 * float(value):.1f}%"
+
+    return (
+        f"agrees {pct(b.get('agreement'))} (longer wins {pct(b.get('longer_wins_agreement'))}, n={b.get('n_pairs')}, {b.get('gold')})"
+    )
+
+
 def seeds_table_frame(runs: pd.DataFrame) -> pd.DataFrame:
     """One line per setting and judging: seeds, runs, mean ± 95% CI of the win rate over seeds."""
     lines = []
@@ -89,9 +104,10 @@ def seeds_table_frame(runs: pd.DataFrame) -> pd.DataFrame:
                 "seeds": " ".join(seeds),
                 "runs": str(len(group)),
                 "win rate": fmt(mean) + ("" if half is None else f" ± {half:.2f}"),
+                "judge calibration": calibration_cell(group),
             }
         )
-    return pd.DataFrame(lines, columns=["setting", "judging", "seeds", "runs", "win rate"])
+    return pd.DataFrame(lines, columns=["setting", "judging", "seeds", "runs", "win rate", "judge calibration"])
 
 
 def run_preferences(run: Mapping[str, Any]) -> dict[str, float] | None:
