@@ -227,8 +227,9 @@ def print_summary(ctx: RunContext) -> None:
         f"AlpacaEval win rate vs {s['reference']} ({s['annotator']} judge, n={s['n']}): "
         + (f"{win:.2f}" if win is not None else "n/a")
         + (f" ± {se:.2f}" if se is not None else "")
+        + "; "
+        + calibration_note(s.get("judge_calibration"), s["annotator"], ctx.cfg.eval.judge_model)
     )
-    console.print(calibration_note(s.get("judge_calibration"), s["annotator"], ctx.cfg.eval.judge_model))
     console.print(f"curated dataset: {s['curated_dataset']}")
     console.print(f"final model/adapter: {s['final_model']}")
     console.print(f"W&B run folder: {s['wandb_dir'] or 'disabled'}")
