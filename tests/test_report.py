@@ -430,5 +430,6 @@ def test_calibration_cell_shows_the_latest_measured_agreement():
 
     old = {"agreement": 0.40, "longer_wins_agreement": 0.45, "n_pairs": 50, "gold": "g.jsonl", "created_at": "2026-01-01"}
     new = {**old, "agreement": 0.55, "n_pairs": 200, "created_at": "2026-02-01"}
-    assert calibration_cell([{"judge_calibration": old}, {"judge_calibration": new}]) == "agrees 55.0% (longer wins 45.0%, n=200, g.jsonl)"
+    cell = calibration_cell([{"judge_calibration": old}, {"judge_calibration": new}])
+    assert cell == "agrees 55.0% (longer wins 45.0%, n=200, g.jsonl)"
     assert calibration_cell([{"judge_calibration": None}]) == "uncalibrated"
