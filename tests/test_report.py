@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -226,11 +227,46 @@ def test_table1_missing_rows_show_dash(runs: pd.DataFrame):
     table = paper_table(runs, "table1").frame.set_index("data")
     assert table.loc["Open Orca", "paper"] == "74.20"
     assert table.loc["Open Orca", "this project"] == MISSING and table.loc["Open Orca", "runs"] == "0"
+    # local runs (embedded set, local judge vs the base model) never sit beside the paper's figures
+    assert table.loc["Alpaca-GPT4", "this project"] == MISSING
+    assert set(table.loc[["Dolma + filtering + rewriting"], "this project"]) == {MISSING}
+
+
+def _paper_scale(runs: pd.DataFrame, **changes: Any) -> pd.DataFrame:
+    """The fixture runs as if run at paper scale on AlpacaEval 1.0 with the GPT-4 judge (then ``changes``)."""
+    paper = runs.copy()
+    paper["eval_set"], paper["annotator"], paper["reference"], paper["model"] = "ae1", "alpaca_eval_gpt4", "dataset", "llama2_7b"
+    paper["tags"] = [[*t, "paper"] for t in paper["tags"]]
+    for key, value in changes.items():
+        paper[key] = value
+    return paper
+
+
+def test_paper_rows_beside_matching_runs_only(runs: pd.DataFrame):
+    from bft.report.tables import not_comparable_table
+
+    table = paper_table(_paper_scale(runs), "table1").frame.set_index("data")
     assert table.loc["Alpaca-GPT4", "this project"] == "35.50"
     ours = table.loc[["Dolma + filtering + rewriting"]]
     assert set(ours["paper"]) == {"74.38"} and len(ours) == 2  # seed 8 and seed 16 are different settings
     assert "42.00" in set(ours["this project"])
-    assert all(s.startswith("local, smollm2_135m") for s in ours["scale"])
+    assert not_comparable_table(_paper_scale(runs)).frame.empty
+    for change, reason in (
+        ({"annotator": "local"}, "judge local"),
+        ({"reference": "base"}, "reference base"),
+        ({"eval_set": "embedded"}, "eval set embedded"),
+        ({"tags": [["local"]] * 4}, "not a paper-scale setting"),
+        ({"model": "llama2_13b"}, "model llama2_13b"),
+    ):
+        other = _paper_scale(runs, **change)
+        assert set(paper_table(other, "table1").frame["this project"]) == {MISSING}
+        shown = not_comparable_table(other).frame
+        assert len(shown) == 4 and shown["not beside the paper because"].str.contains(reason).all(), change
+    big = paper_table(_paper_scale(runs, model="llama2_70b"), "table2").frame.set_index("data")
+    assert big.loc["Alpaca-GPT4", "this project"] == "35.50"  # a 70B run goes beside Table 2, not Table 1
+    local = not_comparable_table(runs).frame.set_index("recipe")
+    assert local.loc["Alpaca-GPT4", "win rate"] == "35.50"
+    assert "judge local" in local.loc["Alpaca-GPT4", "not beside the paper because"]
 
 
 def test_tables_without_runs_keep_paper_figures(runs: pd.DataFrame):
@@ -264,8 +300,9 @@ def test_cli_writes_markdown_and_csv(fixture_runs_root: Path, tmp_path: Path, ca
     printed = capsys.readouterr().out
     assert "4 run(s) found" in printed and "W&B runs not loaded" in printed
     report = (out / "report.md").read_text()
-    assert "74.38" in report and MISSING in report and "| Alpaca-GPT4 | 71.17 | 35.50 |" in report
-    for key in ("table1", "table2", "table10", "corpus_ablation", "seed_size", "rewriter", "data_scale", "curation"):
+    assert "74.38" in report and MISSING in report and "| Alpaca-GPT4 | 71.17 | — |" in report
+    assert "| Alpaca-GPT4 | BFT Table 1 | 35.50 |" in report  # in the not-comparable table
+    for key in ("table1", "table2", "table10", "not_comparable", "corpus_ablation", "seed_size", "rewriter", "data_scale", "curation"):
         assert (out / f"{key}.md").is_file()
         assert not pd.read_csv(out / f"{key}.csv", dtype=str).empty
 
@@ -324,3 +361,75 @@ def test_results_notebook_skips_empty_groups(tmp_path: Path):
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "skipped seed_size" in text and "skipped lengths" in text
     assert not list((tmp_path / "r" / "figures").glob("*.png"))
+
+
+# --- seeds and paired comparisons (hand-written summary.json + alpaca_eval annotations.json) ------------------
+
+
+def _seed_run(root: Path, setting: str, seed: int, prefs: list[float], rewriter: str) -> None:
+    run_dir = root / "multirun" / f"{setting}_seed{seed}"
+    judged = run_dir / "evaluate" / "alpaca_eval" / "m" / "annotator"
+    judged.mkdir(parents=True)
+    (judged / "annotations.json").write_text(json.dumps([{"instruction": f"q{i}", "preference": p} for i, p in enumerate(prefs)]))
+    summary = {
+        "run": {
+            "name": f"{setting}_{seed}",
+            "method": "backandforth",
+            "model": "smollm2_135m",
+            "seed_size": 16,
+            "rewriter": rewriter,
+            "eval_set": "embedded",
+            "tags": ["local"],
+            "seed": seed,
+        },
+        "win_rate": 100 * (sum(prefs) / len(prefs) - 1),
+        "standard_error": 5.0,
+        "annotator": "local",
+        "reference": "base",
+        "leaderboard": str(run_dir / "evaluate" / "leaderboard.json"),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+
+
+def test_seed_sweep_mean_ci_and_paired_verdicts(tmp_path: Path):
+    from bft.report.seeds import comparisons_frame, seeds_table_frame
+
+    rng = np.random.default_rng(0)
+    n = 60
+    for seed in (0, 1, 2):
+        base = rng.choice([1.0, 2.0], size=n).tolist()
+        _seed_run(tmp_path, "weak", seed, base, "none")
+        strong = [2.0 if (p == 1.0 and i % 2 == 0) else p for i, p in enumerate(base)]  # wins half of weak's losses
+        _seed_run(tmp_path, "strong", seed, strong, "smollm2_135m")
+        noisy = [3.0 - p if i in (seed, seed + 7) else p for i, p in enumerate(base)]  # two flips: noise
+        _seed_run(tmp_path, "noisy", seed, noisy, "seed_model")
+    runs = load_runs([tmp_path])
+    seeds = seeds_table_frame(runs)
+    assert len(seeds) == 3 and (seeds["runs"] == "3").all() and (seeds["seeds"] == "0 1 2").all()
+    assert (seeds["judge calibration"] == "uncalibrated").all()
+    weak = runs[runs["rewriter"] == "none"]["win_rate"].tolist()
+    mean, sd = float(np.mean(weak)), float(np.std(weak, ddof=1))
+    expected = f"{mean:.2f} ± {4.302652729911275 * sd / np.sqrt(3):.2f}"
+    assert seeds[seeds["setting"].str.contains("rewriter=none")]["win rate"].item() == expected
+    comp = comparisons_frame(runs)
+    assert len(comp) == 3 and comp["paired on"].str.contains("180 \\(seed, instruction\\) pairs").all()
+
+    def verdict(a: str, b: str) -> str:
+        row = comp[comp["A"].str.contains(f"rewriter={a}") & comp["B"].str.contains(f"rewriter={b}")]
+        if row.empty:
+            row = comp[comp["A"].str.contains(f"rewriter={b}") & comp["B"].str.contains(f"rewriter={a}")]
+            return {"A better": "B better", "B better": "A better"}.get(row["verdict"].item(), row["verdict"].item())
+        return row["verdict"].item()
+
+    assert verdict("smollm2_135m", "none") == "A better"
+    assert verdict("seed_model", "none") == "within noise"
+
+
+def test_calibration_cell_shows_the_latest_measured_agreement():
+    from bft.report.seeds import calibration_cell
+
+    old = {"agreement": 0.40, "longer_wins_agreement": 0.45, "n_pairs": 50, "gold": "g.jsonl", "created_at": "2026-01-01"}
+    new = {**old, "agreement": 0.55, "n_pairs": 200, "created_at": "2026-02-01"}
+    cell = calibration_cell([{"judge_calibration": old}, {"judge_calibration": new}])
+    assert cell == "agrees 55.0% (longer wins 45.0%, n=200, g.jsonl)"
+    assert calibration_cell([{"judge_calibration": None}]) == "uncalibrated"

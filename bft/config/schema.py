@@ -216,6 +216,7 @@ class EvalConfig:
     top_p: float = 0.9
     max_new_tokens: int = 256
     lc_weights_dir: str | None = None
+    judge_orders: int = 2  # the local judge sees each pair in 1 random order or in both, combined (no position bias)
 
 
 @dataclass

@@ -28,6 +28,7 @@ Range = tuple[float, bool, float, bool, str]
 _INF = math.inf
 RANGES: list[tuple[str, Range]] = [
     ("curation.threshold", (1, True, 5, True, "a score on the 1-5 rating scale")),
+    ("eval.judge_orders", (1, True, 2, True, "1 (one random order) or 2 (both orders, combined)")),
     ("data.max_generated", (0, True, _INF, False, "a count >= 0 or null")),
     ("*top_p", (0, False, 1, True, "a fraction in (0, 1]")),
     ("*fraction", (0, False, 1, True, "a fraction in (0, 1]")),

@@ -6,6 +6,10 @@ Modules, one job each:
 - :mod:`bft.eval.judges`: offline ``fn_completions`` for alpaca_eval (a local HF judge, a deterministic test judge).
 - :mod:`bft.eval.score`: run ``alpaca_eval.evaluate`` into a run folder; metrics from existing judgements.
 - :mod:`bft.eval.stats`: paired bootstrap comparison of two systems on the same instructions.
+- :mod:`bft.eval.calibration`: a judge's agreement with gold judgements, length-balanced agreement, position bias and
+  length preference, beside the "longer wins" judge and chance (pure arithmetic, with 95% intervals).
+- :mod:`bft.eval.calibrate`: ``bft-eval calibrate``: run any annotator on gold pairs, cache the result per judge and
+  gold file, and the run summary's calibration line.
 - :mod:`bft.eval.decontaminate`: drop training records that overlap the eval instructions.
 - :mod:`bft.eval.paper_rows`: the papers' AlpacaEval figures, printed beside ours.
 - :mod:`bft.eval.cli`: the ``bft-eval`` command.

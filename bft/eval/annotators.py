@@ -126,6 +126,12 @@ def slug(text: str, max_len: int = 40) -> str:
     return f"{clean[: max_len - 9]}_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
 
+def local_judge_id(judge_model: str, judge_adapter: str | None = None, judge_orders: int = 1) -> str:
+    """How a local judge is named in results and calibration caches: ``smollm2_135m``, ``smollm2_135m+/a, both orders``."""
+    judge = judge_model + (f"+{judge_adapter}" if judge_adapter else "")
+    return judge + (", both orders" if judge_orders == 2 else "")
+
+
 def ae2_weighted_scheme() -> dict[str, Any]:
     """The AE2 weighted annotator's prompt, parser and batching, minus its (OpenAI) decoder."""
     (settings,) = load_annotator_config(AE2_WEIGHTED).values()
@@ -159,6 +165,7 @@ def resolve_annotator(
     judge_adapter: str | None = None,
     judge_dtype: str = "auto",
     judge_batch_size: int = 4,
+    judge_orders: int = 1,
 ) -> ResolvedAnnotator:
     """Turn an annotator name into an alpaca_eval config; local judges' configs are written under ``config_dir``."""
     from bft.eval import judges
@@ -166,7 +173,9 @@ def resolve_annotator(
     if name in (LOCAL, TEST_JUDGE):
         scheme = ae2_weighted_scheme()
         if name == LOCAL:
-            judge = judge_model + (f"+{judge_adapter}" if judge_adapter else "")
+            if judge_orders not in (1, 2):
+                raise AnnotatorError(f"judge_orders must be 1 or 2, got {judge_orders}")
+            judge = local_judge_id(judge_model, judge_adapter, judge_orders)
             entry = "bft_local_" + slug(judge)
             fn = judges.hf_logprob_completions
             completions_kwargs = {
@@ -174,6 +183,7 @@ def resolve_annotator(
                 "adapter": judge_adapter,
                 "dtype": judge_dtype,
                 "batch_size": judge_batch_size,
+                "orders": judge_orders,
             }
         else:
             judge, entry, completions_kwargs = "length (test only)", "bft_test_length_judge", {}

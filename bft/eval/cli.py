@@ -5,11 +5,15 @@ Usage (Hydra-style ``key=value`` arguments)::
     bft-eval outputs=model_outputs.json eval=ae1 annotator=alpaca_eval_gpt4   # judge outputs against an eval set
     bft-eval run=artifacts/my_run                                              # re-score a run folder into run/eval/
     bft-eval annotations=annotations.jsonl [outputs=model_outputs.jsonl]       # metrics from existing judgements
+    bft-eval calibrate annotator=local gold=annotations.jsonl [max_pairs=200] [judge_orders=2]
+                                               # agreement with gold judgements vs "longer wins" and chance (cached)
 
 Options: annotator (local | test_length_judge | any alpaca_eval annotator; default local), judge_model
 (default smollm2_135m), judge_adapter, judge_dtype, judge_batch_size, eval (ae1 | ae2 | embedded | path; default
 embedded), max_instances, seed, lc_weights_dir, name, out (output folder), reference (with annotations=: reference
-outputs joined on instruction, for the length-controlled win rate).
+outputs joined on instruction, for the length-controlled win rate), judge_orders (1 | 2: judge each pair in both
+orders and combine them). calibrate also takes gold, outputs_1, outputs_2 (output files joined on instruction when
+the gold file lacks output_1 / output_2; found next to the gold file otherwise), max_pairs, cache_dir, refresh.
 """
 
 from __future__ import annotations
@@ -38,24 +42,41 @@ KEYS = {
     "seed": "alpaca_eval annotator seed (default 0)",
     "lc_weights_dir": "folder holding alpaca_eval's df_gamed.csv for the length-controlled win rate",
     "name": "model name in the leaderboard",
+    "judge_orders": "1 | 2: judge each pair in one order or in both and combine (default 1)",
 }
-RUN_FILES = ("model_outputs", "reference_outputs")
+CALIBRATE_KEYS = {
+    "annotator": KEYS["annotator"],
+    "gold": "gold judgements: an alpaca_eval annotation file (instruction, generator_1/2, preference)",
+    "outputs_1": "output file of generator_1 (default: found next to the gold file)",
+    "outputs_2": "output file of generator_2 (default: found next to the gold file)",
+    "max_pairs": "a seeded sample of N gold pairs (default: all)",
+    "seed": "sample and display-order seed (default 0)",
+    "cache_dir": "calibration cache folder (default $BFT_CALIBRATION_DIR or ~/.cache/bft/calibration)",
+    "refresh": "true: recompute even when cached",
+    **{k: KEYS[k] for k in ("judge_model", "judge_adapter", "judge_dtype", "judge_batch_size", "judge_orders")},
+}
 
 
 class UsageError(ValueError):
     pass
 
 
-def parse_args(argv: Sequence[str]) -> dict[str, str]:
+def parse_pairs(argv: Sequence[str], known: dict[str, str]) -> dict[str, str]:
     """``key=value`` tokens -> dict; unknown keys and malformed tokens are usage errors."""
     args: dict[str, str] = {}
     for token in argv:
         key, sep, value = token.lstrip("+").partition("=")
         if not sep or not key:
             raise UsageError(f"expected key=value, got '{token}'")
-        if key not in KEYS:
-            raise UsageError(f"unknown key '{key}' (known: {', '.join(KEYS)})")
+        if key not in known:
+            raise UsageError(f"unknown key '{key}' (known: {', '.join(known)})")
         args[key] = value
+    return args
+
+
+def parse_args(argv: Sequence[str]) -> dict[str, str]:
+    """``key=value`` tokens of the scoring modes -> dict; unknown keys and malformed tokens are usage errors."""
+    args = parse_pairs(argv, KEYS)
     modes = [m for m in ("run", "annotations", "outputs") if m in args]
     if not modes:
         raise UsageError("give outputs=..., run=... or annotations=...")
@@ -213,6 +234,7 @@ def from_outputs(args: dict[str, str], annotator: str) -> tuple[dict[str, Any], 
         judge_adapter=args.get("judge_adapter") or None,
         judge_dtype=args.get("judge_dtype", "auto"),
         judge_batch_size=_int(args, "judge_batch_size", 4) or 4,
+        judge_orders=_int(args, "judge_orders", 1) or 1,
         seed=_int(args, "seed", 0) or 0,
         lc_weights_dir=args.get("lc_weights_dir") or None,
         name=args.get("name") or None,
@@ -220,11 +242,50 @@ def from_outputs(args: dict[str, str], annotator: str) -> tuple[dict[str, Any], 
     return result, out_dir / "leaderboard"
 
 
+def calibrate_main(argv: Sequence[str]) -> int:
+    """``bft-eval calibrate ...``: print (and cache) the judge's calibration table."""
+    from bft.eval.calibrate import CalibrationError, calibrate
+    from bft.eval.calibration import format_calibration
+
+    try:
+        args = parse_pairs(argv, CALIBRATE_KEYS)
+        if "gold" not in args:
+            raise UsageError("calibrate needs gold=<alpaca_eval annotation file>")
+        annotator = args.get("annotator", "local")
+        check_annotator_ready(annotator)
+        refresh = args.get("refresh", "false").lower()
+        if refresh not in ("true", "false", "1", "0"):
+            raise UsageError(f"refresh must be true or false, got '{args['refresh']}'")
+        result = calibrate(
+            Path(args["gold"]),
+            annotator,
+            outputs_1=Path(args["outputs_1"]) if args.get("outputs_1") else None,
+            outputs_2=Path(args["outputs_2"]) if args.get("outputs_2") else None,
+            max_pairs=_int(args, "max_pairs", None),
+            seed=_int(args, "seed", 0) or 0,
+            cache_dir=Path(args["cache_dir"]) if args.get("cache_dir") else None,
+            refresh=refresh in ("true", "1"),
+            judge_model=args.get("judge_model", "smollm2_135m"),
+            judge_adapter=args.get("judge_adapter") or None,
+            judge_orders=_int(args, "judge_orders", 1) or 1,
+            judge_batch_size=_int(args, "judge_batch_size", 4) or 4,
+            judge_dtype=args.get("judge_dtype", "auto"),
+        )
+    except (UsageError, AnnotatorError, CalibrationError) as e:
+        print(f"bft-eval calibrate: error: {e}", file=sys.stderr)
+        return 2
+    print(format_calibration(result))
+    print(f"cached: {result['cached']}" if result.get("cached") else f"wrote {result['written']}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(__doc__)
         return 0
+    if argv[0] == "calibrate":
+        return calibrate_main(argv[1:])
     try:
         args = parse_args(argv)
         if "annotations" in args:

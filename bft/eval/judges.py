@@ -60,6 +60,33 @@ def extract_pair(prompt: str) -> tuple[str, str]:
     return out_1, out_2
 
 
+def swap_pair(prompt: str) -> str:
+    """The same AE2 ``alpaca_eval_clf`` prompt with its two outputs exchanged (``m`` shows the old ``M`` output)."""
+    extract_pair(prompt)  # validates the shape
+    head, rest = prompt.split(_OUT1_START, 1)
+    before_2, after_2 = rest.rsplit(_OUT2_START, 1)
+    out_1, middle = before_2.rsplit(_OUT_END, 1)
+    out_2, tail = after_2.rsplit(_OUT_END, 1)
+    return head + _OUT1_START + out_2 + _OUT_END + middle + _OUT2_START + out_1 + _OUT_END + tail
+
+
+def combine_orders(first: tuple[float, float], swapped: tuple[float, float]) -> dict[str, Any]:
+    """One record from the two orders: P(output_1 wins) = mean of p(m) in the prompt order and p(M) swapped.
+
+    Each argument is ``(logprob of m, logprob of M)``; each order is normalised over the two tokens first, so a judge
+    that always answers ``m`` (pure position bias) comes out at exactly 0.5, a draw.
+    """
+
+    def p_first(lp_m: float, lp_big_m: float) -> float:
+        top = max(lp_m, lp_big_m)
+        a, b = math.exp(lp_m - top), math.exp(lp_big_m - top)
+        return a / (a + b)
+
+    p = 0.5 * (p_first(*first) + (1.0 - p_first(*swapped)))
+    p = min(max(p, 1e-12), 1 - 1e-12)
+    return logprob_record(math.log(p), math.log(1.0 - p))
+
+
 def length_judge_completions(prompts: list[str], **_: Any) -> dict[str, Any]:
     """FOR TESTS ONLY: prefer the longer output (equal lengths = a draw). Deterministic, no model."""
     start = time.perf_counter()
@@ -120,9 +147,13 @@ def hf_logprob_completions(
     batch_size: int = 4,
     max_prompt_tokens: int | None = None,
     device: str = "auto",
+    orders: int = 1,
     **_: Any,
 ) -> dict[str, Any]:
     """Judge with a local causal LM: log-probabilities of ``m`` / ``M`` as the next token after the prompt.
+
+    ``orders=2`` also judges every pair with its outputs exchanged and combines the two (:func:`combine_orders`),
+    which removes the judge's position bias at twice the cost.
 
     Prompts longer than the model's context (or ``max_prompt_tokens``) keep their last tokens: the task statement
     and the end of ``output_2`` survive, the system turn and the start of the prompt do not (logged in the result).
@@ -134,10 +165,13 @@ def hf_logprob_completions(
     model, tokenizer = loaded.model, loaded.tokenizer
     id_m, id_big_m = choice_token_ids(tokenizer)
     limit = max_prompt_tokens or getattr(model.config, "max_position_embeddings", 2048)
-    texts = [render_judge_prompt(tokenizer, p) for p in prompts]
+    if orders not in (1, 2):
+        raise ValueError(f"judge orders must be 1 or 2, got {orders}")
+    all_prompts = list(prompts) + ([swap_pair(p) for p in prompts] if orders == 2 else [])
+    texts = [render_judge_prompt(tokenizer, p) for p in all_prompts]
     encoded = [tokenizer(t, add_special_tokens=False)["input_ids"][-limit:] for t in texts]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    records: list[dict[str, Any] | None] = [None] * len(encoded)
+    records: list[Any] = [None] * len(encoded)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
     with torch.inference_mode():
@@ -155,5 +189,10 @@ def hf_logprob_completions(
             ]
             logprobs = torch.log_softmax(logits.float(), dim=-1)
             for row, i in enumerate(idx):
-                records[i] = logprob_record(float(logprobs[row, id_m]), float(logprobs[row, id_big_m]))
-    return _result([r for r in records if r is not None], time.perf_counter() - start)
+                records[i] = (float(logprobs[row, id_m]), float(logprobs[row, id_big_m]))
+    n = len(prompts)
+    if orders == 2:
+        combined = [combine_orders(records[i], records[n + i]) for i in range(n)]
+    else:
+        combined = [logprob_record(*records[i]) for i in range(n)]
+    return _result(combined, time.perf_counter() - start)

@@ -228,6 +228,7 @@ def score_outputs(
     judge_adapter: str | None = None,
     judge_dtype: str = "auto",
     judge_batch_size: int = 4,
+    judge_orders: int = 1,
     seed: int = 0,
     lc_weights_dir: str | Path | None = None,
     decoding: dict[str, Any] | None = None,
@@ -261,6 +262,7 @@ def score_outputs(
         judge_adapter=judge_adapter,
         judge_dtype=judge_dtype,
         judge_batch_size=judge_batch_size,
+        judge_orders=judge_orders,
     )
     import alpaca_eval
 

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from bft.eval.calibrate import calibration_note, judge_calibration
 from bft.pipeline.context import RunContext
-from bft.pipeline.roles import roles
+from bft.pipeline.roles import resolve, roles
+
+
+def _calibration(cfg) -> dict[str, Any] | None:
+    """The judge's last measured calibration (``bft-eval calibrate``), or None: shown beside every win rate."""
+    return judge_calibration(cfg.eval.annotator, resolve(cfg).eval.judge_model, cfg.eval.judge_orders)
 
 
 def summarize(ctx: RunContext) -> dict[str, Any]:
@@ -32,6 +38,7 @@ def summarize(ctx: RunContext) -> dict[str, Any]:
             "tags": list(cfg.tags),
             "group": cfg.logger.group,
             "run_dir": str(ctx.run_dir),
+            "seed": cfg.run.seed,
         },
         "win_rate": evaluate.get("win_rate"),
         "standard_error": evaluate.get("standard_error"),
@@ -41,6 +48,7 @@ def summarize(ctx: RunContext) -> dict[str, Any]:
         "n_generated": ctx.artifacts["train_data"].manifest["counts"].get("generated"),
         "annotator": ctx.cfg.eval.annotator,
         "reference": ctx.cfg.eval.reference,
+        "judge_calibration": _calibration(cfg),
         "curated_dataset": str((ctx.artifacts.get("rewrite") or ctx.artifacts["baseline_data"]).file("generated.jsonl")),
         "train_dataset": str(ctx.artifacts["train_data"].file("train.jsonl")),
         "final_model": str(ctx.artifacts["final_model"].file("model")),
@@ -102,6 +110,8 @@ def print_summary(ctx: RunContext) -> None:
         f"AlpacaEval win rate vs {s['reference']} ({s['annotator']} judge, n={s['n']}): "
         + (f"{win:.2f}" if win is not None else "n/a")
         + (f" ± {se:.2f}" if se is not None else "")
+        + "; "
+        + calibration_note(s.get("judge_calibration"), s["annotator"], resolve(ctx.cfg).eval.judge_model)
     )
     console.print(f"curated dataset: {s['curated_dataset']}")
     console.print(f"final model/adapter: {s['final_model']}")

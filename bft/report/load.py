@@ -37,6 +37,7 @@ RUN_FIELDS: tuple[str, ...] = (
     "tags",
     "group",
     "run_dir",
+    "seed",
 )
 METRIC_FIELDS: tuple[str, ...] = (
     "win_rate",
@@ -52,6 +53,7 @@ METRIC_FIELDS: tuple[str, ...] = (
     "final_model",
     "leaderboard",
     "wandb_dir",
+    "judge_calibration",
 )
 COLUMNS: tuple[str, ...] = (*RUN_FIELDS, *METRIC_FIELDS, "curation", "stages", "source", "summary_path", "run_folder")
 

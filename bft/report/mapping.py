@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bft.eval.paper_rows import AE2_ANNOTATORS
+from bft.eval.paper_rows import AE1_ANNOTATORS, AE2_ANNOTATORS
 
 TABLE_TAGS: tuple[str, ...] = ("table1", "table2", "table10")
 
@@ -101,9 +101,38 @@ def scale_of(tags: Sequence[str] | None, model: str | None = None) -> str:
     return "?"
 
 
-def scale_label(run: Mapping[str, Any]) -> str:
-    """How a run was scaled, for the report's last column: 'local, smollm2_135m'."""
-    return f"{scale_of(run.get('tags'), run.get('model'))}, {run.get('model') or '?'}"
+# What a run must have been judged on to sit beside a paper table's rows: eval set, annotators, base-model size.
+PAPER_JUDGING: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "table1": ("ae1", AE1_ANNOTATORS, "7b"),
+    "table2": ("ae1", AE1_ANNOTATORS, "70b"),
+    "table10": ("ae2", AE2_ANNOTATORS, "70b"),
+}
+OFFICIAL_REFERENCE = "dataset"  # the eval set's own reference outputs (text_davinci_003 / gpt4_1106_preview)
+
+
+def _model_size(model: str | None) -> str | None:
+    name = (model or "").lower().replace("-", "_")
+    for size in ("70b", "65b", "33b", "13b", "7b"):
+        if f"_{size}" in name or name.endswith(size) or f"{size}_" in name:
+            return size
+    return None
+
+
+def comparability_reason(run: Mapping[str, Any], table: str) -> str | None:
+    """Why a run's figure cannot sit beside ``table``'s paper rows (None when eval set, judge, reference and setting match)."""
+    eval_set, annotators, size = PAPER_JUDGING[table]
+    reasons = []
+    if run.get("eval_set") != eval_set:
+        reasons.append(f"eval set {run.get('eval_set') or '?'} (paper: {eval_set}, 805 instructions)")
+    if run.get("annotator") not in annotators:
+        reasons.append(f"judge {run.get('annotator') or '?'} (paper: {', '.join(annotators)})")
+    if run.get("reference") != OFFICIAL_REFERENCE:
+        reasons.append(f"reference {run.get('reference') or '?'} (paper: the set's own reference outputs)")
+    if scale_of(run.get("tags"), run.get("model")) != "paper":
+        reasons.append("not a paper-scale setting (no 'paper' tag)")
+    if _model_size(run.get("model")) != size:
+        reasons.append(f"model {run.get('model') or '?'} (paper: Llama-2-{size.upper()})")
+    return "; ".join(reasons) or None
 
 
 def corpus_row(corpus: str | None) -> str | None:

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from bft.report.aggregate import MISSING, Estimate, estimate, fmt, is_missing
-from bft.report.mapping import corpus_row, paper_row_label, scale_of, tables_for
+from bft.report.mapping import comparability_reason, corpus_row, paper_row_label, scale_of, tables_for
 from bft.report.paper_tables import (
     CORPUS_ABLATION,
     HB_SCALING_ALPHA,
@@ -79,6 +79,8 @@ def _paper_table_records(runs: pd.DataFrame, table: str) -> tuple[list[dict[str,
         if label is None:
             unmatched += 1
             continue
+        if comparability_reason(r, table) is not None:
+            continue  # listed in the "not comparable" table with its reason
         chosen.append({**r, "_row": label, "_setting": setting(r)})
     return chosen, unmatched
 
@@ -112,6 +114,40 @@ def paper_table(runs: pd.DataFrame, table: str) -> ReportTable:
     if unmatched:
         notes.append(f"{unmatched} run(s) of this table map to no paper row (unknown method or baseline file).")
     return ReportTable(table, TABLE_TITLES[table], pd.DataFrame(lines), notes)
+
+
+def not_comparable_table(runs: pd.DataFrame) -> ReportTable:
+    """Runs of a paper table's recipe whose eval set, judge, reference or setting differ: their own table, with why."""
+    lines = []
+    for r in _records(runs):
+        for table in tables_for(r.get("tags"), r.get("model"), r.get("annotator")):
+            label = paper_row_label(table, r.get("method"), r.get("baseline_file"), r.get("max_generated"))
+            reason = comparability_reason(r, table) if label is not None else None
+            if reason is None:
+                continue
+            lc = r.get("length_controlled_winrate")
+            lines.append(
+                {
+                    "recipe": label,
+                    "would be": TABLE_TITLES[table].split(" - ")[0],
+                    "win rate": fmt(r.get("win_rate")),
+                    "SE": fmt(r.get("standard_error")),
+                    "LC": fmt(lc),
+                    "judging": f"{r.get('eval_set') or '?'} / {r.get('annotator') or '?'} / ref {r.get('reference') or '?'}",
+                    "scale": setting(r),
+                    "not beside the paper because": reason,
+                }
+            )
+    columns = ["recipe", "would be", "win rate", "SE", "LC", "judging", "scale", "not beside the paper because"]
+    return ReportTable(
+        "not_comparable",
+        "Runs not comparable with the papers' tables (different eval set, judge, reference or setting)",
+        pd.DataFrame(lines, columns=columns),
+        [
+            "A paper row is placed beside a run only when the eval set, annotator, reference and paper setting match. "
+            "Length-controlled win rates exist only for the 805 official instructions in the official order."
+        ],
+    )
 
 
 # --- corpus ablation -------------------------------------------------------------------------------------------
@@ -307,16 +343,46 @@ def curation_table(runs: pd.DataFrame) -> ReportTable:
     )
 
 
+def seeds_table(runs: pd.DataFrame) -> ReportTable:
+    """Mean ± 95% CI per setting over its seeds (``bft -m run.seed=0,1,2 ...``)."""
+    from bft.report.seeds import seeds_table_frame
+
+    return ReportTable(
+        "seeds",
+        "Settings over seeds - win rate mean ± 95% CI (t interval across seeds)",
+        seeds_table_frame(runs),
+        ["One line per setting (everything but run.seed) and judging (eval set, annotator, reference)."],
+    )
+
+
+def comparisons_table(runs: pd.DataFrame) -> ReportTable:
+    """Paired differences between settings judged the same way, marked when within noise."""
+    from bft.report.seeds import comparisons_frame
+
+    return ReportTable(
+        "comparisons",
+        "Setting comparisons - paired on shared seeds and instructions",
+        comparisons_frame(runs),
+        [
+            "A - B in win-rate points; 95% CI by paired bootstrap over (seed, instruction) pairs, or a t interval over "
+            "per-seed win rates when judgements are not found; 'within noise' when the CI contains 0."
+        ],
+    )
+
+
 def all_tables(runs: pd.DataFrame) -> list[ReportTable]:
     return [
         paper_table(runs, "table1"),
         paper_table(runs, "table2"),
         paper_table(runs, "table10"),
+        not_comparable_table(runs),
         corpus_table(runs),
         seed_size_table(runs),
         rewriter_table(runs),
         data_scale_table(runs),
         curation_table(runs),
+        seeds_table(runs),
+        comparisons_table(runs),
     ]
 
 

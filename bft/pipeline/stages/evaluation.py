@@ -70,6 +70,7 @@ def compute_evaluate(c: DictConfig, upstream: dict[str, Artifact], work: Path) -
         c.eval.annotator,
         work,
         judge_model=c.eval.judge_model,
+        judge_orders=c.eval.judge_orders,
         seed=c.run.seed,
         lc_weights_dir=c.eval.lc_weights_dir,
     )
@@ -92,6 +93,9 @@ EVALUATE = Stage(
     "evaluate",
     ("eval_outputs", "base_outputs?"),
     ("leaderboard.json",),
-    (*(f"eval.{k}" for k in ("annotator", "judge_model", "reference", "lc_weights_dir", "set", "max_instances")), "run.seed"),
+    (
+        *(f"eval.{k}" for k in ("annotator", "judge_model", "judge_orders", "reference", "lc_weights_dir", "set", "max_instances")),
+        "run.seed",
+    ),
     compute_evaluate,
 )
