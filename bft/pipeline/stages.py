@@ -240,7 +240,7 @@ def compute_curate(ctx: RunContext, upstream: dict[str, Artifact], work: Path) -
 
 
 def compute_rewrite(ctx: RunContext, upstream: dict[str, Artifact], work: Path) -> StageOutput:
-    from bft.rewriter.rewrite import rewrite_pairs
+    from bft.rewriter.rewrite import rewrite_counts, rewrite_pairs
 
     cfg = ctx.cfg
     source = upstream["curated"]
@@ -263,7 +263,7 @@ def compute_rewrite(ctx: RunContext, upstream: dict[str, Artifact], work: Path) 
     kept = [r for r in generated if r["output"]]
     write_jsonl_atomic(work / "generated.jsonl", kept)
     return StageOutput(
-        counts={"in": len(pairs), "out": len(kept), "unparsed": len(generated) - len(kept)},
+        counts={"in": len(pairs), "out": len(kept), "dropped": len(generated) - len(kept), **rewrite_counts(generated)},
         metrics={"shards_reused": reused, **stats},
     )
 
