@@ -124,10 +124,34 @@ def scripted_gpt4_judge(prompts, model_name: str, **kwargs) -> dict[str, list]:
 
 # ------------------------------------------------------------------------------------------ hub-format files
 
-_WORDS = (
-    "river garden engine castle harbor valley market library orchard bridge forest meadow canyon island village "
-    "tower glacier desert lagoon quarry vineyard observatory lighthouse monastery railway workshop"
-).split()
+_WORDS = [
+    "river",
+    "garden",
+    "engine",
+    "castle",
+    "harbor",
+    "valley",
+    "market",
+    "library",
+    "orchard",
+    "bridge",
+    "forest",
+    "meadow",
+    "canyon",
+    "island",
+    "village",
+    "tower",
+    "glacier",
+    "desert",
+    "lagoon",
+    "quarry",
+    "vineyard",
+    "observatory",
+    "lighthouse",
+    "monastery",
+    "railway",
+    "workshop",
+]
 
 
 def _document(i: int) -> str:
@@ -318,7 +342,8 @@ def test_paper_smoke(experiment, tiny_llama, scripted, tmp_path):
     # every generation went through the experiment's backend settings, with the papers' prompt format
     assert {b["backend"] for b in ScriptedBackend.built} <= {cfg.generation.backend}
     for kind, prompts in ScriptedBackend.prompts.items():
-        assert all("[INST]" in p and p.rstrip().endswith("[/INST]") for p in prompts), kind
+        bad = [p for p in prompts if "[INST]" not in p or not p.rstrip().endswith("[/INST]")]
+        assert not bad, f"{kind} prompt not in the [INST] format: {bad[0][-300:]!r}"
 
     if cfg.data.baseline_file:
         assert "corpus" not in art and "rewrite" not in art
