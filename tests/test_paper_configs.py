@@ -128,6 +128,11 @@ ROLE_MODELS: dict[str, dict[str, str]] = {
     "distill_paper": {"backward": LLAMA2_70B, "curation": LLAMA2_70B, "final": LLAMA2_70B, "rewriter": LLAMA2_70B_CHAT},
 }
 ROLE_PATHS: dict[str, str] = {"rewriter": "rewriter.name"}  # role -> config path of its model name
+# Settings checked only where the composed config has the key (the Dolma "head" perplexity bucket, method.md
+# "Corpora", is being added by the corpus work as corpus.perplexity_bucket).
+WHERE_PRESENT: dict[str, dict[str, Any]] = {
+    name: {"corpus.perplexity_bucket": "head"} for name, expected in PAPER.items() if expected.get("corpus.source") == "allenai/dolma"
+}
 
 
 def _compose(compose_cfg, *overrides: str):
@@ -166,6 +171,9 @@ def test_paper_experiment_resolves_to_the_papers_values(compose_cfg, experiment)
         path = ROLE_PATHS.get(role)
         if path is not None and OmegaConf.select(cfg, path) is not None:
             assert OmegaConf.select(cfg, path) == model, f"{experiment}: {role} model"
+    for key, want in WHERE_PRESENT.get(experiment, {}).items():
+        if OmegaConf.select(cfg, key, default="<absent>") != "<absent>":
+            _check(cfg, {key: want}, experiment)
     assert OmegaConf.missing_keys(cfg) == set()
 
 
