@@ -4,7 +4,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup run test lint bench
+.PHONY: setup run test test-fast lint bench
 
 setup:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "torch==2.13.0"
@@ -18,8 +18,12 @@ run: setup
 test: setup
 	WANDB_MODE=offline $(PYTHON) -m pytest -q $(PYTEST_ARGS)
 
-lint:
+test-fast: setup  # the sub-minute loop: everything that loads no model and starts no process
+	WANDB_MODE=offline $(PYTHON) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+lint: setup
 	ruff check bft tests
+	ruff format --check bft tests
 
 bench: setup
 	bft-bench $(ARGS)

@@ -75,15 +75,27 @@ def rewrite_prompt(instruction: str, response: str) -> str:
     return REWRITE_TEMPLATE.format(instruction=instruction.strip(), response=response.strip())
 
 
+_SENTINEL = "\ue000bft-assistant-text\ue000"
+
+
 def render_chat(tokenizer, user: str, assistant: str | None = None, assistant_prefix: str = "") -> tuple[str, str]:
-    """Render one user turn with the model's chat template.
+    """Render one user turn with the tokenizer's chat template (set from the role's ``chat_template`` setting).
 
     Returns ``(prompt, completion)``: ``prompt`` ends where the assistant starts writing (plus any prefill),
     ``completion`` is the assistant text followed by the end-of-turn marker of the template ("" at inference).
     Training tokenises ``prompt + completion`` and masks the prompt; inference generates after ``prompt``.
+    A prefill is placed exactly where the template puts the start of the assistant text (e.g. after the space
+    that follows ``[/INST]`` in ``llama2_inst``), found by rendering a sentinel in its place.
     """
     messages = [{"role": "user", "content": user}]
-    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + assistant_prefix
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if assistant_prefix:
+        probe = messages + [{"role": "assistant", "content": assistant_prefix + _SENTINEL}]
+        rendered = tokenizer.apply_chat_template(probe, tokenize=False)
+        cut = rendered.find(_SENTINEL)
+        if cut < 0 or not rendered.startswith(prompt):
+            raise ValueError("chat template renders the assistant turn in a way that does not extend the prompt")
+        prompt = rendered[:cut]
     if assistant is None:
         return prompt, ""
     full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": assistant_prefix + assistant}], tokenize=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -30,3 +31,25 @@ def compose_cfg():
             return compose(config_name="config", overrides=list(overrides), return_hydra_config=hydra_cfg)
 
     return _compose
+
+
+def save_model_without_chat_template(folder: Path) -> Path:
+    """A base-model folder as Llama-2 ships it: the tiny random Llama (2 layers) whose tokenizer has no chat template."""
+    from bft.models.registry import resolve_model_path
+
+    src = Path(resolve_model_path("tiny"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for item in src.iterdir():
+        if item.is_file() and item.name not in ("chat_template.jinja", "chat_template.json", ".complete"):
+            (folder / item.name).write_bytes(item.read_bytes())
+    config = folder / "tokenizer_config.json"
+    data = json.loads(config.read_text())
+    data.pop("chat_template", None)
+    config.write_text(json.dumps(data, indent=2))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def no_template_model(tmp_path_factory) -> Path:
+    """Folder of a tiny random Llama saved WITHOUT a chat template (see save_model_without_chat_template)."""
+    return save_model_without_chat_template(tmp_path_factory.mktemp("base_llama") / "model")

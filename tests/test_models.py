@@ -80,19 +80,10 @@ def test_missing_or_invalid_models_fail_clearly(tmp_path):
     assert resolve_model_path("llama2_70b_chat") == "meta-llama/Llama-2-70b-chat-hf"
 
 
-def test_tokenizer_without_chat_template_is_refused(local_folder, tmp_path):
-    import shutil
+def test_tokenizer_without_chat_template_is_refused_naming_the_key(no_template_model):
+    from bft.config.validate import ConfigError
 
-    copy = tmp_path / "no_template"
-    shutil.copytree(local_folder, copy)
-    for name in ("chat_template.jinja", "chat_template.json"):
-        (copy / name).unlink(missing_ok=True)
-    config = (copy / "tokenizer_config.json").read_text()
-    if "chat_template" in config:
-        import json
-
-        data = json.loads(config)
-        data.pop("chat_template", None)
-        (copy / "tokenizer_config.json").write_text(json.dumps(data))
-    with pytest.raises(ModelNotFoundError, match="no chat template"):
-        load_tokenizer(str(copy))
+    with pytest.raises(ConfigError) as err:
+        load_tokenizer(str(no_template_model))
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("model.chat_template:") and "llama2_inst" in message

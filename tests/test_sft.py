@@ -181,6 +181,7 @@ def test_residual_dropout_only_in_training_mode():
     from bft.sft.module import SFTModule
 
     module = SFTModule("tiny", replace(STAGE, dropout=0.5), PeftConfig(r=4), attention="eager")
+    module.configure_model()
     assert module.residual_dropout_layers == 2
     assert module._causal_lm().config._attn_implementation == "eager"
     batch = {"input_ids": torch.arange(10, 30).unsqueeze(0), "labels": torch.arange(10, 30).unsqueeze(0)}
@@ -214,6 +215,7 @@ def test_uncast_adapter_inputs_under_autocast_give_the_same_loss_and_float32_gra
     for mixed in (False, True):
         torch.manual_seed(0)  # same LoRA initialisation
         module = SFTModule("tiny", stage, peft, frozen_dtype=torch.bfloat16, mixed_precision=mixed)
+        module.configure_model()
         lora_b = [p for n, p in module.model.named_parameters() if "lora_B" in n][0]
         casts = {m.cast_input_dtype_enabled for m in module.model.modules() if hasattr(m, "cast_input_dtype_enabled")}
         assert casts == {not mixed}
@@ -258,6 +260,7 @@ def test_compiled_training_gives_the_eager_loss_and_gradients(tokenizer):
     for compiled in (False, True):
         torch.manual_seed(0)  # same LoRA initialisation
         module = SFTModule("tiny", stage, peft, frozen_dtype=torch.bfloat16, mixed_precision=True, compile=compiled)
+        module.configure_model()
         assert module.compiled_layers == (len(module._causal_lm().model.layers) if compiled else 0)
         with torch.no_grad():  # LoRA starts with B = 0; make the adapter path matter
             for name, param in module.model.named_parameters():

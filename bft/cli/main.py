@@ -20,8 +20,10 @@ register_configs()
 
 
 def run(cfg: DictConfig) -> float | None:
+    from bft.config.machine import check_machine
     from bft.config.validate import validate
     from bft.eval.annotators import check_annotator_ready
+    from bft.logger.console import is_verbose, setup_console
     from bft.models.registry import resolve_model_path
     from bft.pipeline.runner import print_plan, print_summary, run_pipeline
 
@@ -29,6 +31,8 @@ def run(cfg: DictConfig) -> float | None:
     if cfg.run.dry_run:
         print_plan(cfg)
         return None
+    check_machine(cfg)  # a dry run plans for any machine; a real run needs this one to have what the config asks
+    setup_console(is_verbose(HydraConfig.get().verbose))
     check_annotator_ready(cfg.eval.annotator)
     resolve_model_path(cfg.model.name)  # a missing model folder fails here, before any work
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -57,9 +61,18 @@ def precheck_overrides(argv: list[str]) -> str | None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from bft.config.validate import ConfigError, validate
+
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            compose(config_name="config", overrides=argv)
+            cfg = compose(config_name="config", overrides=argv, return_hydra_config=True)
+        validate(cfg)  # schema keys, mandatory values, ranges: before Hydra creates the run folder
+        if not cfg.run.dry_run:
+            from bft.config.machine import check_machine
+
+            check_machine(cfg)
+    except ConfigError as err:
+        return str(err)
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         text = f"{err}\n{err.__cause__ or ''}"
         lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -85,8 +98,18 @@ def expand_model_overrides(argv: list[str], conf_dir: str = CONF_DIR) -> list[st
     return expanded
 
 
+_VERBOSE_FLAGS = ("-v", "--verbose")
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if sys.argv[1:2] == ["export"]:  # bft export run=<run folder or key>: Hugging Face formats (bft.export)
+        from bft.export.cli import main as export_main
+
+        return export_main(sys.argv[2:])
+    if any(a in _VERBOSE_FLAGS for a in sys.argv[1:]):  # bft -v: every library's own lines (bft.logger.console)
+        os.environ["BFT_VERBOSE"] = "1"
+        sys.argv[1:] = [a for a in sys.argv[1:] if a not in _VERBOSE_FLAGS]
     sys.argv[1:] = expand_model_overrides(sys.argv[1:])
     problem = precheck_overrides(sys.argv[1:])
     if problem:

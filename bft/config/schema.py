@@ -21,6 +21,8 @@ class ModelConfig:
     revision: str | None = None
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     trust_remote_code: bool = False
+    # prompt format: model (the tokenizer's own) | llama2_inst | chatml | path to a .jinja file (bft.models.chat_templates)
+    chat_template: str = "model"
 
 
 @dataclass
@@ -57,6 +59,22 @@ class CorpusConfig:
     max_symbol_ratio: float = 0.3
     max_caps_line_ratio: float = 0.5
     min_mean_line_chars: float = 20.0
+    # datatrove engine (bft/data/corpus): format, language, extra filters, executor
+    format: str = "auto"  # auto | jsonl | parquet | warc (a folder/glob/file; auto = from the file names)
+    glob: str | None = None  # file pattern inside a folder source, e.g. "documents/*.json.gz"
+    languages: list[str] = field(default_factory=lambda: ["en"])  # [] = keep every language
+    language_threshold: float = 0.5  # py3langid probability of the top language
+    filters: list[str] = field(default_factory=list)  # gopher_repetition, gopher_quality, c4, fineweb, humpback
+    segment_by: str = "paragraphs"  # paragraphs | headers (Humpback: the text under each header)
+    perplexity_bucket: str | None = None  # BFT: keep Dolma's "head" bucket when the metadata has it
+    bucket_field: str = "bucket"
+    tokenizer: str | None = None  # BFT: drop documents over max_tokens tokens of this tokenizer
+    max_tokens: int | None = None
+    executor: str = "local"  # local | slurm | ray
+    workers: int = 1
+    tasks: int | None = None  # None: one task per input file
+    executor_options: dict[str, Any] = field(default_factory=dict)  # e.g. partition, time for slurm
+    filter_examples: int = 3  # removed examples kept per filter in filters.json
 
 
 @dataclass
@@ -64,6 +82,7 @@ class RewriterConfig:
     """The aligned model that rewrites kept documents. ``none`` = filtering only; ``seed_model`` = M0."""
 
     name: str = "smollm2_135m"
+    chat_template: str = "model"  # as model.chat_template, for the rewriter (ignored for none / seed_model)
     mode: str = "rewrite"  # rewrite | distill
     temperature: float = 1.0
     top_p: float = 0.9
@@ -162,7 +181,12 @@ class GenerationConfig:
     dtype: str = "auto"  # auto = bfloat16 where the CPU/GPU supports it
     shard_size: int = 64  # records per resumable shard
     augment: SamplingConfig = field(default_factory=SamplingConfig)
-    vllm: dict[str, Any] = field(default_factory=lambda: {"enable_prefix_caching": True, "gpu_memory_utilization": 0.9})
+    # vLLM placement (backend=vllm; bft.generation.vllm.engine_kwargs passes them to vllm.LLM)
+    tensor_parallel_size: int = 1  # GPUs each model replica is split over
+    data_parallel_size: int = 1  # model replicas (vLLM's offline data parallelism; 1 = one replica)
+    gpu_memory_utilization: float = 0.9  # fraction of each GPU's memory vLLM may take (weights + KV cache)
+    max_model_len: int | None = None  # prompt + completion tokens per sequence; None = the model's context length
+    vllm: dict[str, Any] = field(default_factory=lambda: {"enable_prefix_caching": True})  # any other vllm.LLM kwargs
 
 
 @dataclass

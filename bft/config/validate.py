@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from omegaconf import DictConfig
 
 
@@ -30,7 +32,33 @@ def _get(cfg: DictConfig, dotted: str):
     return node
 
 
-def validate(cfg: DictConfig) -> None:
+def _hydra_context(cfg: DictConfig, hydra_cfg: Any) -> tuple[dict[str, Any], list[str], str | None]:
+    """(group choices, task overrides, config folder) of the composition, from Hydra's own record of it."""
+    if hydra_cfg is None and "hydra" in cfg:
+        hydra_cfg = cfg.hydra
+    if hydra_cfg is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
+    if hydra_cfg is None:
+        return {}, [], None
+    conf_dir = next((s.path for s in hydra_cfg.runtime.config_sources if s.provider == "main"), None)
+    return dict(hydra_cfg.runtime.choices), list(hydra_cfg.overrides.task), conf_dir
+
+
+def validate(cfg: DictConfig, hydra_cfg: Any = None) -> None:
+    """Every config check: schema keys, mandatory values, ranges, choices (this machine: bft.config.machine)."""
+    from bft.config.strict import check_mandatory, check_ranges, check_unknown_keys
+
+    check_unknown_keys(cfg)
+    choices, overrides, conf_dir = _hydra_context(cfg, hydra_cfg)
+    if conf_dir:
+        check_mandatory(cfg, choices, overrides, conf_dir.removeprefix("file://"))
+    check_ranges(cfg)
+    _check_values(cfg)
+
+
+def _check_values(cfg: DictConfig) -> None:
     for key, choices in _CHOICES.items():
         value = _get(cfg, key)
         if value not in choices:

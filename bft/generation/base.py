@@ -107,5 +107,5 @@ def make_backend(gen_cfg: GenerationConfig, model_name: str, adapter: str | None
     if gen_cfg.backend == "vllm":
         from bft.generation.vllm import VLLMBackend
 
-        return VLLMBackend.from_name(model_name, dtype=gen_cfg.dtype, adapter=adapter, options=dict(gen_cfg.vllm))
+        return VLLMBackend.from_config(gen_cfg, model_name, adapter=adapter)
     raise ValueError(f"unknown generation backend '{gen_cfg.backend}' (expected 'hf' or 'vllm')")

@@ -2,6 +2,8 @@
 
 Import-guarded: CPU installs never import vllm; constructing the backend without it raises a clear error.
 Prefix caching (on by default) gives the shared-prefix reuse that the hf backend implements by hand.
+Placement comes from ``generation.tensor_parallel_size``, ``data_parallel_size``, ``gpu_memory_utilization``,
+``max_model_len`` and ``dtype`` (:func:`engine_kwargs`); ``generation.vllm`` adds any other ``vllm.LLM`` argument.
 Seeded sampling: each request carries its own seed derived from (seed, prompt, occurrence) exactly as in
 :func:`bft.generation.hf.prompt_seed`, so outputs do not depend on request order or batching.
 """
@@ -12,16 +14,63 @@ import time
 from collections import Counter
 from typing import Any
 
+from bft.config.validate import ConfigError
 from bft.generation.base import BackendStats, Completion, Sampling, single_token_ids
 from bft.generation.hf import prompt_seed
+
+PLACEMENT_KEYS = ("tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "max_model_len", "dtype")
 
 
 def _import_vllm():
     try:
         import vllm
-    except ImportError as err:  # pragma: no cover - depends on the install
-        raise ImportError("the vllm generation backend needs vLLM: pip install bft[vllm]") from err
+    except ImportError as err:
+        raise ConfigError(
+            f"generation.backend=vllm needs the vllm package ({err}): pip install 'bft[vllm]' on a GPU machine, "
+            "or set generation.backend=hf"
+        ) from None
     return vllm
+
+
+def _get(gen_cfg: Any, key: str, default: Any = None) -> Any:
+    return gen_cfg.get(key, default) if hasattr(gen_cfg, "get") else getattr(gen_cfg, key, default)
+
+
+def engine_kwargs(gen_cfg: Any) -> dict[str, Any]:
+    """The ``vllm.LLM`` arguments of a generation config (dataclass or DictConfig); ConfigError names a bad key."""
+    extra = dict(_get(gen_cfg, "vllm") or {})
+    clash = sorted(set(extra) & set(PLACEMENT_KEYS))
+    if clash:
+        raise ConfigError(f"generation.vllm.{clash[0]}: set generation.{clash[0]} instead (placement keys live there)")
+    tp = _get(gen_cfg, "tensor_parallel_size", 1)
+    dp = _get(gen_cfg, "data_parallel_size", 1)
+    memory = _get(gen_cfg, "gpu_memory_utilization", 0.9)
+    max_len = _get(gen_cfg, "max_model_len")
+    for key, value in (("tensor_parallel_size", tp), ("data_parallel_size", dp)):
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"generation.{key} must be an integer >= 1, got {value!r}")
+    if not isinstance(memory, int | float) or not 0 < memory <= 1:
+        raise ConfigError(f"generation.gpu_memory_utilization is a fraction of GPU memory in (0, 1], got {memory!r}")
+    if max_len is not None and (not isinstance(max_len, int) or max_len < 1):
+        raise ConfigError(f"generation.max_model_len must be a positive integer or null, got {max_len!r}")
+    kwargs: dict[str, Any] = {
+        "enable_prefix_caching": True,
+        **extra,
+        "dtype": _get(gen_cfg, "dtype", "auto"),
+        "tensor_parallel_size": tp,
+        "gpu_memory_utilization": float(memory),
+    }
+    if dp > 1:  # passed only when asked for: vLLM versions without offline data parallelism then fail loudly
+        kwargs["data_parallel_size"] = dp
+    if max_len is not None:
+        kwargs["max_model_len"] = max_len
+    return kwargs
+
+
+def check_vllm_config(gen_cfg: Any) -> None:
+    """Fail before any work when ``generation.backend=vllm`` cannot start: bad placement values or no vllm."""
+    engine_kwargs(gen_cfg)
+    _import_vllm()
 
 
 class VLLMBackend:
@@ -32,6 +81,24 @@ class VLLMBackend:
         self._stats = BackendStats()
 
     @classmethod
+    def from_config(cls, gen_cfg: Any, model_name: str, adapter: str | None = None, seed: int = 0) -> VLLMBackend:
+        """The backend for ``model_name`` (+ LoRA adapter) placed as ``gen_cfg`` says (:func:`engine_kwargs`)."""
+        kwargs = engine_kwargs(gen_cfg)
+        vllm = _import_vllm()
+        from bft.models.registry import load_tokenizer, resolve_model_path
+
+        if adapter:
+            kwargs.setdefault("enable_lora", True)
+            kwargs.setdefault("max_lora_rank", 64)
+        llm = vllm.LLM(model=resolve_model_path(model_name), seed=seed, **kwargs)
+        lora = None
+        if adapter:
+            from vllm.lora.request import LoRARequest
+
+            lora = LoRARequest("adapter", 1, adapter)
+        return cls(llm, load_tokenizer(model_name), lora)
+
+    @classmethod
     def from_name(
         cls,
         model_name: str,
@@ -40,20 +107,10 @@ class VLLMBackend:
         options: dict[str, Any] | None = None,
         seed: int = 0,
     ) -> VLLMBackend:
-        vllm = _import_vllm()
-        from bft.models.registry import load_tokenizer, resolve_model_path
-
-        kwargs: dict[str, Any] = {"enable_prefix_caching": True, **(options or {})}
-        if adapter:
-            kwargs.setdefault("enable_lora", True)
-            kwargs.setdefault("max_lora_rank", 64)
-        llm = vllm.LLM(model=resolve_model_path(model_name), seed=seed, dtype=dtype, **kwargs)
-        lora = None
-        if adapter:
-            from vllm.lora.request import LoRARequest
-
-            lora = LoRARequest("adapter", 1, adapter)
-        return cls(llm, load_tokenizer(model_name), lora)
+        """Single-GPU defaults plus ``options`` (placement keys included): see :meth:`from_config`."""
+        options = dict(options or {})
+        placement = {k: options.pop(k) for k in PLACEMENT_KEYS if k in options}
+        return cls.from_config({"dtype": dtype, **placement, "vllm": options}, model_name, adapter=adapter, seed=seed)
 
     def _prompts(self, prompts: list[str]):
         # Rendered prompts already contain the special tokens: pass token ids so vLLM adds none.

@@ -1,7 +1,9 @@
-"""One W&B run per pipeline run: config, per-stage metrics, sample tables, artifacts, final win rate.
+"""W&B for a pipeline run: a ``pipeline`` job (config, per-stage metrics, samples, final win rate) plus one job per
+computed stage (``job_type`` = the stage) whose output artifact uses its inputs' artifacts (bft.logger.lineage).
 
-``logger.mode``: ``offline`` (default; ``wandb sync`` later), ``online``, or ``disabled`` (no W&B at all).
-The run is always finished, also when the pipeline fails.
+All jobs of one run - and of every run of a sweep - share a W&B group: ``logger.group`` (sweeps set it), else the
+run's name and time. ``logger.mode``: ``offline`` (default; ``wandb sync <run folder>/wandb/offline-run-*``
+later), ``online``, or ``disabled`` (no W&B at all). Every job is finished, also when the pipeline fails.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from bft.artifacts.store import Artifact
 from bft.config.schema import LoggerConfig
+from bft.logger import lineage
 
 log = logging.getLogger(__name__)
 
@@ -39,26 +43,45 @@ def _flatten(prefix: str, payload: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+def default_group(name: str, run_dir: Path) -> str:
+    """The jobs of one run share a group; so do all runs of one Hydra multirun (named after its sweep folder)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            return f"{name}-{Path(HydraConfig.get().sweep.dir).name}"
+    except ImportError:
+        pass
+    return f"{name}-{run_dir.name}"
+
+
 class RunLogger:
     def __init__(self, cfg: LoggerConfig, run_dir: Path, config: dict[str, Any], name: str, tags: list[str] | None = None):
         self.cfg = cfg
         self.run = None
         self.dir: Path | None = None
+        self.linked: list[Path] = []  # store folders already in the lineage graph
         if cfg.mode == "disabled" or cfg.backend != "wandb":
             return
         import wandb
 
         os.environ.setdefault("WANDB_SILENT", "true")
+        self.name = name
+        self.run_dir = run_dir
+        self.group = cfg.group or default_group(name, run_dir)
+        self.tags = list(dict.fromkeys([*cfg.tags, *(tags or [])]))
         self.run = wandb.init(
             project=cfg.project,
             entity=cfg.entity,
-            group=cfg.group,
-            tags=list(dict.fromkeys([*cfg.tags, *(tags or [])])),
+            group=self.group,
+            job_type="pipeline",
+            tags=self.tags,
             name=name,
             mode=cfg.mode,
             dir=str(run_dir),
             config=redact(config),
-            reinit="finish_previous",
+            reinit="create_new",
         )
         self.dir = Path(self.run.dir).parent
 
@@ -71,6 +94,48 @@ class RunLogger:
             return
         payload = _flatten(stage, {"counts": counts, "metrics": metrics, "seconds": seconds, "reused": int(reused)})
         self.run.log(payload)
+
+    def log_step(self, step: str, artifact: Artifact, upstream: dict[str, Artifact], seconds: float) -> None:
+        """The pipeline job's per-stage metrics; a job of the stage's type if it was computed; the lineage links."""
+        counts, metrics = artifact.manifest.get("counts", {}), artifact.manifest.get("metrics", {})
+        self.log_stage(step, counts, metrics, seconds, artifact.reused)
+        if not self.run:
+            return
+        self.linked.append(artifact.path.resolve())
+        try:
+            if not artifact.reused:
+                self._stage_job(step, artifact, upstream, seconds)
+            lineage.use(self.run, artifact)  # the pipeline job links every artifact it ran on, computed or reused
+        except Exception as err:  # W&B trouble must not fail a pipeline whose work is done and stored
+            log.warning("W&B: %s not logged: %s", step, err)
+
+    def _stage_job(self, step: str, artifact: Artifact, upstream: dict[str, Artifact], seconds: float) -> None:
+        import wandb
+
+        job = wandb.init(
+            project=self.cfg.project,
+            entity=self.cfg.entity,
+            group=self.group,
+            job_type=artifact.stage,
+            name=f"{self.name}/{step}",
+            tags=self.tags,
+            mode=self.cfg.mode,
+            dir=str(self.run_dir),
+            config=redact({"step": step, "key": artifact.key, "stage": artifact.manifest.get("config", {})}),
+            reinit="create_new",
+            settings=wandb.Settings(console="off", x_disable_stats=True),
+        )
+        try:
+            for logical in sorted(upstream):
+                lineage.use(job, upstream[logical])
+            job.log(_flatten("", {"counts": artifact.manifest.get("counts", {}), "metrics": artifact.manifest.get("metrics", {})}))
+            job.summary["seconds"] = seconds
+            columns, rows = lineage.sample_rows(artifact, self.cfg.sample_rows)
+            if rows:
+                job.log({"samples": wandb.Table(columns=columns, data=rows)})
+            job.log_artifact(lineage.wandb_artifact(artifact))
+        finally:
+            job.finish()
 
     def log_table(self, key: str, rows: list[dict[str, Any]], columns: list[str]):
         if not self.run or not rows:
@@ -94,6 +159,8 @@ class RunLogger:
         """Datasets and adapters as W&B artifacts; lineage through ``use_artifact`` of the upstream ones."""
         if not self.run:
             return
+        if any(path.resolve().is_relative_to(folder) for folder in self.linked):
+            return  # part of a stage artifact its job logged (with its lineage): no second copy
         import wandb
 
         for ref in upstream or []:

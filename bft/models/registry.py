@@ -150,24 +150,34 @@ class LoadedModel:
     path: str
 
 
-def load_tokenizer(name: str):
+def load_tokenizer(name: str, chat_template: str | None = None):
+    """The tokenizer of ``name`` with the prompt format of its role (:mod:`bft.models.chat_templates`).
+
+    ``chat_template`` (a setting: ``model``, ``llama2_inst``, ``chatml`` or a .jinja path) defaults to the one the
+    pipeline registered for ``name``; a tokenizer left without a template raises ConfigError naming the key.
+    """
     from transformers import AutoTokenizer
+
+    from bft.models.chat_templates import apply_chat_template_setting, registered_setting
 
     path = resolve_model_path(name)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if not getattr(tokenizer, "chat_template", None):
-        raise ModelNotFoundError(f"tokenizer of model '{name}' has no chat template; use an instruct tokenizer")
-    return tokenizer
+    key = "model.chat_template"
+    if chat_template is None:
+        chat_template, key = registered_setting(name)
+    return apply_chat_template_setting(tokenizer, name, chat_template, key)
 
 
-def load_model(name: str, dtype: str = "auto", adapter: str | None = None, device: str = "cpu") -> LoadedModel:
-    """Load a causal LM (optionally with a PEFT adapter folder) in eval mode."""
+def load_model(
+    name: str, dtype: str = "auto", adapter: str | None = None, device: str = "cpu", chat_template: str | None = None
+) -> LoadedModel:
+    """Load a causal LM (optionally with a PEFT adapter folder) in eval mode, and its tokenizer (see load_tokenizer)."""
     from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(name)
-    tokenizer = load_tokenizer(name)
+    tokenizer = load_tokenizer(name, chat_template)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, device))
     if adapter:
         from peft import PeftModel

@@ -45,7 +45,7 @@ def run_step(ctx: RunContext, step: Step) -> Artifact:
             step.name, artifact.key, artifact.reused, _count(counts.get("in")), _count(counts.get("out")), seconds, artifact.path
         )
     )
-    ctx.logger.log_stage(step.name, counts, artifact.manifest.get("metrics", {}), seconds, artifact.reused)
+    ctx.logger.log_step(step.name, artifact, upstream, seconds)  # metrics, a W&B job per computed stage, lineage
     ctx.artifacts[step.name] = artifact
     return artifact
 
@@ -68,6 +68,13 @@ def _log_samples(ctx: RunContext) -> None:
 
 
 def run_pipeline(cfg: DictConfig, run_dir: Path) -> RunContext:
+    from bft.models.chat_templates import configure_chat_templates
+
+    configure_chat_templates(cfg)  # a model with no chat template and no setting fails here, before any work
+    if cfg.generation.backend == "vllm":
+        from bft.generation.vllm import check_vllm_config
+
+        check_vllm_config(cfg.generation)  # placement values and the vllm install, before any work
     store = ArtifactStore(cfg.run.artifacts_dir)
     plan = build_plan(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)

@@ -79,15 +79,12 @@ def compute_full_seed(ctx: RunContext, upstream: dict[str, Artifact], work: Path
 
 
 def compute_corpus(ctx: RunContext, upstream: dict[str, Artifact], work: Path) -> StageOutput:
-    from bft.data.corpus import clean_corpus, read_corpus
+    from bft.data.corpus import build_corpus
 
-    loaded = read_corpus(ctx.cfg.corpus, on_error=ctx.cfg.data.on_error)
-    docs, skipped = loaded.records, loaded.skipped
-    kept, removed = clean_corpus(docs, ctx.cfg.corpus)
-    if not kept:
-        raise PipelineError(f"corpus: cleaning kept 0 of {len(docs)} documents (removed: {removed})")
-    write_jsonl_atomic(work / "corpus.jsonl", kept)
-    return StageOutput(counts={"in": len(docs), "out": len(kept), "removed": removed, "skipped_input": skipped})
+    counts = build_corpus(OmegaConf.to_object(ctx.cfg.corpus), ctx.cfg.data.on_error, work / "corpus.jsonl")
+    if not counts["out"]:
+        raise PipelineError(f"corpus: cleaning kept 0 of {counts['in']} documents (removed: {counts['removed']})")
+    return StageOutput(counts=counts)
 
 
 # ------------------------------------------------------------------------------------------- training stages

@@ -20,6 +20,9 @@ Choices:
   layer is applied only at positions whose next token is a completion token, which skips the vocabulary
   projection for prompt and padding positions; other models use the model's own ``labels=`` loss. Both are the
   mean token cross-entropy over completion tokens of the micro-batch.
+- The model is built in :meth:`SFTModule.configure_model`, which Lightning calls inside the strategy's init context
+  (FSDP wrapping, DeepSpeed ZeRO-3 ``zero.Init``), not in ``__init__``; sharded full fine-tuning exports through
+  :mod:`bft.sft.export`.
 - ``compile=True`` (``trainer.compile``) compiles each decoder layer and the output head + loss
   (:mod:`bft.sft.compile`); the state dict, checkpoints and saved adapters are the same as eager's.
 - Throughput: ``fit_seconds``/``fit_tokens`` cover the whole fit (compilation and the first step included);
@@ -116,46 +119,25 @@ class SFTModule(L.LightningModule):
         compile: bool = False,
     ):
         super().__init__()
-        from transformers import AutoConfig, AutoModelForCausalLM
+        from transformers import AutoConfig
 
         if peft.method not in ("lora", "full"):
             raise ValueError(f"unknown peft.method {peft.method!r}; expected 'lora' or 'full'")
         self.stage = stage
+        self.peft = peft
         self.is_adapter = peft.method == "lora"
-        path = resolve_model_path(base_model)
-        config = AutoConfig.from_pretrained(path)
-        config.use_cache = False
-        load = {"attn_implementation": attention} if attention else {}
-        model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=torch.float32, **load)
+        self.base_path = resolve_model_path(base_model)
+        self._frozen_dtype = frozen_dtype
+        self._mixed_precision = mixed_precision
+        self._attention = attention
+        self._compile = compile
+        self.fast_loss = getattr(AutoConfig.from_pretrained(self.base_path), "model_type", "") in FAST_LOSS_MODEL_TYPES
+        self.model: torch.nn.Module | None = None  # built by configure_model, inside the strategy's context
         self.original_dropout: dict[str, float] = {}
-        self.residual_dropout_layers = add_residual_dropout(model, stage.dropout)
-        if stage.dropout > 0 and not self.residual_dropout_layers:
-            self.original_dropout = apply_dropout(config, stage.dropout)
-            model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=torch.float32, **load)
-        self.fast_loss = getattr(config, "model_type", "") in FAST_LOSS_MODEL_TYPES
-        if self.is_adapter:
-            from peft import LoraConfig, get_peft_model
-
-            if frozen_dtype != torch.float32:
-                model.to(frozen_dtype)
-            lora = LoraConfig(
-                r=peft.r,
-                lora_alpha=peft.alpha,
-                lora_dropout=peft.dropout,
-                target_modules=_lora_targets(peft.target_modules),
-                task_type="CAUSAL_LM",
-            )
-            model = get_peft_model(model, lora)  # adapter weights stay float32 (autocast_adapter_dtype)
-            replace_dropout_modules(model)  # LoRA's nn.Dropout -> FastDropout (same p)
-            if mixed_precision:
-                skip_adapter_input_casts(model)
-        model.train()  # from_pretrained returns eval mode, and Lightning keeps submodule modes: enable dropout
-        self.model = model
-        if compile and self.is_adapter:  # layer 0's input then needs grad like the others': one graph for all layers
-            model.enable_input_require_grads()
-        self.compiled_layers = compile_decoder_layers(self._causal_lm()) if compile else 0
-        self.trainable_names = {f"model.{n}" for n, p in model.named_parameters() if p.requires_grad}
-        self.trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        self.residual_dropout_layers = 0
+        self.compiled_layers = 0
+        self.trainable_names: set[str] = set()
+        self.trainable_params = 0
         # A LoRA checkpoint keeps only the trainable tensors; the frozen base is reloaded from base_model.
         self.strict_loading = not self.is_adapter
         self.tokens_seen = 0
@@ -171,6 +153,54 @@ class SFTModule(L.LightningModule):
         self._steady_start: tuple[float, int] | None = None
         self.steady_seconds = 0.0
         self.steady_tokens = 0
+
+    def configure_model(self) -> None:
+        """Build the model. Lightning calls this inside the strategy's init context (device, precision, FSDP
+        wrapping, DeepSpeed ZeRO-3 partitioning), so a sharded strategy shards it as it is set up instead of every
+        rank first holding a full accelerator replica; it runs once (Lightning also calls it on resume)."""
+        if self.model is not None:
+            return
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        stage, peft, path = self.stage, self.peft, self.base_path
+        strategy = getattr(self._trainer, "strategy", None)
+        if getattr(strategy, "zero_stage_3", False):
+            # Lightning wraps this hook in deepspeed.zero.Init; transformers' documented non-Trainer integration
+            # (HfDeepSpeedConfig, kept alive while loading) makes from_pretrained fill the partitioned parameters.
+            from transformers.integrations import HfDeepSpeedConfig
+
+            self._hf_deepspeed = HfDeepSpeedConfig(strategy.config)
+        config = AutoConfig.from_pretrained(path)
+        config.use_cache = False
+        load = {"attn_implementation": self._attention} if self._attention else {}
+        model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=torch.float32, **load)
+        self.residual_dropout_layers = add_residual_dropout(model, stage.dropout)
+        if stage.dropout > 0 and not self.residual_dropout_layers:
+            self.original_dropout = apply_dropout(config, stage.dropout)
+            model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=torch.float32, **load)
+        if self.is_adapter:
+            from peft import LoraConfig, get_peft_model
+
+            if self._frozen_dtype != torch.float32:
+                model.to(self._frozen_dtype)
+            lora = LoraConfig(
+                r=peft.r,
+                lora_alpha=peft.alpha,
+                lora_dropout=peft.dropout,
+                target_modules=_lora_targets(peft.target_modules),
+                task_type="CAUSAL_LM",
+            )
+            model = get_peft_model(model, lora)  # adapter weights stay float32 (autocast_adapter_dtype)
+            replace_dropout_modules(model)  # LoRA's nn.Dropout -> FastDropout (same p)
+            if self._mixed_precision:
+                skip_adapter_input_casts(model)
+        model.train()  # from_pretrained returns eval mode, and Lightning keeps submodule modes: enable dropout
+        self.model = model
+        if self._compile and self.is_adapter:  # layer 0's input then needs grad like the others': one graph for all
+            model.enable_input_require_grads()
+        self.compiled_layers = compile_decoder_layers(self._causal_lm()) if self._compile else 0
+        self.trainable_names = {f"model.{n}" for n, p in model.named_parameters() if p.requires_grad}
+        self.trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     # --- loss -------------------------------------------------------------------------------------------------
     def _causal_lm(self):

@@ -4,8 +4,9 @@ Distribution is Lightning's job: ``trainer.strategy`` ("auto", "ddp", "fsdp", "d
 ``accelerator``, ``devices`` and ``num_nodes`` go to ``lightning.Trainer`` unchanged; there is no custom
 distributed code. Each rank reads its own share of the batches (see :class:`bft.sft.data.SFTBatchSampler`) and
 gradient accumulation makes the effective batch ``stage.batch_size`` = micro batch x accumulation x world size.
-Under sharded strategies (FSDP, DeepSpeed stage 3) the final export needs the full weights on rank 0, which this
-module does not gather; use them with LoRA or ZeRO stage 1/2.
+The model is built in ``SFTModule.configure_model``, inside the strategy's init context. Full fine-tuning under a
+sharded strategy (FSDP, DeepSpeed stage 3) exports through a final Lightning checkpoint that rank 0 consolidates
+into a ``save_pretrained`` folder (:mod:`bft.sft.export`).
 
 Training runs ``stage.max_steps`` optimizer steps, cycling over the data as many epochs as needed (reshuffled
 each epoch). ``out_dir/checkpoints/last.ckpt`` is written every ``trainer.checkpoint_every_n_steps`` steps and at
@@ -33,6 +34,7 @@ from bft.config.validate import ConfigError
 from bft.models.registry import cpu_has_bf16, load_tokenizer, pick_dtype
 from bft.sft.compile import can_compile
 from bft.sft.data import build_dataloader, encode_examples
+from bft.sft.export import consolidated_state_dict, is_sharded_strategy, save_full_model
 from bft.sft.module import SFTModule
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 MODEL_DIR = "model"
+FINAL_SHARDED = "final-sharded.ckpt"  # the final Lightning checkpoint of a sharded run, consolidated for export
 
 
 @dataclass
@@ -103,6 +106,18 @@ def _save_atomically(module: SFTModule, tokenizer, dest: Path, metrics: dict) ->
         (tmp / "train_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
 
+def _export_sharded(pl_trainer: L.Trainer, module: SFTModule, tokenizer, out_dir: Path, dest: Path, record: dict) -> None:
+    """Full fine-tuning under FSDP / ZeRO-3: every rank writes its part of a Lightning checkpoint, then rank 0
+    consolidates it (:mod:`bft.sft.export`) into a ``save_pretrained`` folder."""
+    final = out_dir / CHECKPOINT_DIR / FINAL_SHARDED
+    pl_trainer.save_checkpoint(final)
+    pl_trainer.strategy.barrier()
+    if pl_trainer.is_global_zero:
+        with atomic_folder(dest) as tmp:
+            save_full_model(consolidated_state_dict(final), module.base_path, tmp, tokenizer, module.original_dropout)
+            (tmp / "train_metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
 def train_sft(
     examples: list[dict],
     base_model: str,
@@ -114,15 +129,20 @@ def train_sft(
     seed: int,
     logger=None,
     model_dtype: str = "auto",
+    chat_template: str | None = None,
 ) -> TrainResult:
-    """Fine-tune ``base_model`` on ``{"prompt", "completion"}`` examples; see the module docstring."""
+    """Fine-tune ``base_model`` on ``{"prompt", "completion"}`` examples; see the module docstring.
+
+    ``chat_template`` formats the examples (a ``model.chat_template`` setting); ``None`` = the one registered for
+    ``base_model`` by the pipeline, else the model's own. The saved tokenizer carries it.
+    """
     out_dir = Path(out_dir)
     if not examples:
         raise ValueError(f"no training examples for {out_dir} (base model {base_model!r}): nothing to fine-tune on")
     if stage.max_steps <= 0:
         raise ValueError(f"stage.max_steps must be positive, got {stage.max_steps}")
     L.seed_everything(seed, verbose=False)
-    tokenizer = load_tokenizer(base_model)
+    tokenizer = load_tokenizer(base_model, chat_template)
     encoded, stats = encode_examples(tokenizer, examples, stage.max_seq_len)
     if not encoded:
         raise ValueError(f"no training examples for {out_dir}: all {stats.n_input} prompts reach max_seq_len={stage.max_seq_len}")
@@ -143,6 +163,8 @@ def train_sft(
         attention=trainer.attention,
         compile=compiled,
     )
+
+    from bft.logger.progress import training_bars
 
     ckpt_dir = out_dir / CHECKPOINT_DIR
     every = trainer.checkpoint_every_n_steps
@@ -171,7 +193,7 @@ def train_sft(
         enable_model_summary=False,
         logger=logger or False,
         enable_checkpointing=bool(callbacks),
-        callbacks=callbacks,
+        callbacks=[*callbacks, *training_bars(trainer.enable_progress_bar, out_dir.parent.name)],  # bft.logger.progress
         default_root_dir=str(out_dir),
         use_distributed_sampler=False,
         num_sanity_val_steps=0,
@@ -235,7 +257,10 @@ def train_sft(
         "world_size": float(world),
     }
     dest = out_dir / MODEL_DIR
-    if pl_trainer.is_global_zero:
-        _save_atomically(module, tokenizer, dest, {"metrics": metrics, "stage": asdict(stage), "seed": seed})
+    record = {"metrics": metrics, "stage": asdict(stage), "seed": seed}
+    if not module.is_adapter and is_sharded_strategy(trainer.strategy):
+        _export_sharded(pl_trainer, module, tokenizer, out_dir, dest, record)
+    elif pl_trainer.is_global_zero:
+        _save_atomically(module, tokenizer, dest, record)
     pl_trainer.strategy.barrier()
     return TrainResult(model_dir=str(dest), is_adapter=module.is_adapter, metrics=metrics)

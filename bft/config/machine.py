@@ -1,0 +1,53 @@
+"""Can this machine run the config? An accelerator, engine or strategy it lacks fails in one line, before any work."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from bft.config.validate import ConfigError
+
+_GPU_ACCELERATORS = ("gpu", "cuda")
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _no_gpu_driver() -> bool:
+    """Linux without the NVIDIA or ROCm kernel driver has no CUDA device: known without importing torch (seconds)."""
+    return sys.platform == "linux" and not any(Path(p).exists() for p in ("/proc/driver/nvidia/version", "/dev/kfd"))
+
+
+def cuda_device_count() -> int:
+    if _no_gpu_driver():
+        return 0
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def check_machine(cfg: DictConfig) -> None:
+    accelerator = str(cfg.trainer.accelerator)
+    if accelerator in _GPU_ACCELERATORS:
+        count = cuda_device_count()
+        if count == 0:
+            raise ConfigError(f"trainer.accelerator={accelerator} but this machine has no CUDA GPU; use trainer=cpu")
+        devices = cfg.trainer.devices
+        if isinstance(devices, int) and devices > count:
+            raise ConfigError(f"trainer.devices={devices} but this machine has {count} CUDA GPU(s)")
+    elif accelerator == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise ConfigError("trainer.accelerator=mps but MPS is not available on this machine; use trainer=cpu")
+    if "deepspeed" in str(cfg.trainer.strategy) and not _installed("deepspeed"):
+        raise ConfigError(f"trainer.strategy={cfg.trainer.strategy} needs deepspeed: pip install 'bft[deepspeed]'")
+    if cfg.generation.backend == "vllm":
+        if not _installed("vllm"):
+            raise ConfigError("generation.backend=vllm but vllm is not installed: pip install 'bft[vllm]' (GPU), or generation=hf")
+        if cuda_device_count() == 0:
+            raise ConfigError("generation.backend=vllm needs a CUDA GPU and this machine has none; use generation=hf")

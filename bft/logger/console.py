@@ -1,0 +1,107 @@
+"""The console a person reads: one handler, one line per message, no advertisements, no known deprecation noise.
+
+* Lightning and transformers log through the root logger's handler (Hydra's: console + ``<run>/bft.log``) instead of
+  their own, so no line prints twice.
+* Their INFO chatter (``GPU available: False``, ``Trainer.fit stopped``, weight-loading bars) is kept for ``-v``.
+* Lightning's advertisement for its own logger is dropped at the logger that emits it, always.
+* Known deprecation and FutureWarnings of the libraries, which a user cannot act on, are silenced by message.
+
+``-v`` / ``--verbose`` on the ``bft`` command line, or Hydra's ``hydra.verbose``, brings every line back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+
+# (warning category, message regex) of third-party warnings a bft user cannot act on
+KNOWN_WARNINGS: list[tuple[type[Warning], str]] = [
+    (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),
+    (FutureWarning, r"`past_key_values` is deprecated"),
+    (Warning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
+    (Warning, r"`weights_only` was not set"),
+    (Warning, r".*does not have many workers which may be a bottleneck"),
+    (Warning, r"The number of training batches \(\d+\) is smaller than the logging interval"),
+    (FutureWarning, r"`torch.cuda.amp.*` is deprecated"),
+]
+# loggers whose own handlers are removed so that their records reach the root handler once
+THIRD_PARTY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric", "pytorch_lightning")
+QUIET_LOGGERS = (*THIRD_PARTY_LOGGERS, "transformers", "sentence_transformers", "datasets", "alpaca_eval", "httpx", "filelock")
+_ADVERTISEMENTS = ("💡 Tip:", "litlogger", "LitLogger")
+
+
+class DropAdvertisements(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(marker in message for marker in _ADVERTISEMENTS)
+
+
+def setup_console(verbose: bool = False) -> None:
+    """Route third-party logging through the root handler and quiet what a user cannot act on (idempotent)."""
+    _import_quietly()
+    for name in THIRD_PARTY_LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.propagate = True
+    ads = DropAdvertisements()
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        target = logging.getLogger(name)
+        if not any(isinstance(f, DropAdvertisements) for f in target.filters):
+            target.addFilter(ads)
+    level = logging.INFO if verbose else logging.WARNING
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+    try:
+        import transformers.utils.logging as tlog
+
+        tlog.disable_default_handler()
+        tlog.enable_propagation()
+        tlog.set_verbosity(level)
+        (tlog.enable_progress_bar if verbose else tlog.disable_progress_bar)()
+    except ImportError:
+        pass
+    try:
+        import datasets
+
+        (datasets.enable_progress_bars if verbose else datasets.disable_progress_bars)()
+    except ImportError:
+        pass
+    if not verbose:
+        for category, message in KNOWN_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=category)
+        _short_console_format()
+
+
+class BftOrImportant(logging.Filter):
+    """On the terminal: bft's own INFO lines, and warnings or errors from anyone (libraries log INFO to the root)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name == "bft" or record.name.startswith(("bft.", "__main__"))
+
+
+def _short_console_format() -> None:
+    """``10:06:16 seed: computing (8a08...)`` on the terminal; the run's log file keeps Hydra's full format and all."""
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler:
+            handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+            if not any(isinstance(f, BftOrImportant) for f in handler.filters):
+                handler.addFilter(BftOrImportant())
+
+
+def _import_quietly() -> None:
+    """Import what prints on import (transformers' W&B integration prints ``[INFO] Running in WANDB offline mode``)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.suppress(ImportError):
+            import lightning.pytorch  # noqa: F401
+        with contextlib.suppress(ImportError):
+            import transformers.integrations.integration_utils  # noqa: F401
+
+
+def is_verbose(hydra_verbose: object = None) -> bool:
+    """``bft -v`` (see bft.cli.main) or ``hydra.verbose`` set to anything true."""
+    import os
+
+    return os.environ.get("BFT_VERBOSE") == "1" or bool(hydra_verbose)
