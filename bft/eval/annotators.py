@@ -6,6 +6,8 @@
   PEFT adapter) judging with the AE2 weighted scheme: alpaca_eval's ``weighted_alpaca_eval_gpt4_turbo`` prompt
   template and ``logprob_parser`` on the tokens ``m`` / ``M``; the completions come from
   :func:`bft.eval.judges.hf_logprob_completions`.
+- ``openai_compatible``: a served judge behind an OpenAI-compatible base URL (``judge_url``, ``judge_model``,
+  ``judge_api_key_env``, ``judge_api_scheme``), through alpaca_eval's OpenAI decoder: see :mod:`bft.eval.endpoint`.
 - ``test_length_judge``: FOR TESTS ONLY (prefers the longer output), same scheme, never a default.
 
 Custom judges are wired through alpaca_eval's own hook: a ``configs.yaml`` written into the run folder (prompt
@@ -21,11 +23,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from bft.errors import BftError
+
+if TYPE_CHECKING:
+    from bft.eval.endpoint import Endpoint
 
 LOCAL = "local"
 TEST_JUDGE = "test_length_judge"
@@ -75,7 +80,7 @@ def annotator_config_path(name: str) -> Path:
     path = alpaca_eval_configs_dir() / name / "configs.yaml"
     if "/" in name or not path.is_file():
         raise AnnotatorError(
-            f"unknown annotator '{name}': use '{LOCAL}', an alpaca_eval annotator config name "
+            f"unknown annotator '{name}': use '{LOCAL}', 'openai_compatible' (judge_url=...), an alpaca_eval annotator config name "
             f"(e.g. alpaca_eval_gpt4, {AE2_WEIGHTED}) or a path to an annotator configs.yaml"
         )
     return path
@@ -98,9 +103,21 @@ def missing_env_keys(name: str) -> list[str]:
     return missing
 
 
-def check_annotator_ready(name: str) -> None:
-    """Raise a one-line :class:`AnnotatorError` now if ``name`` cannot judge (call before any generation)."""
+def check_annotator_ready(name: str, endpoint: Endpoint | None = None) -> None:
+    """Raise a one-line :class:`AnnotatorError` now if ``name`` cannot judge (call before any generation).
+
+    For ``openai_compatible``, ``endpoint`` is required: its key variable must be set and its server must answer."""
+    from bft.eval.endpoint import ENDPOINT, EndpointError, check_endpoint
+
     if name in (LOCAL, TEST_JUDGE):
+        return
+    if name == ENDPOINT:
+        if endpoint is None:
+            raise AnnotatorError(f"annotator '{ENDPOINT}' needs judge_url and judge_model")
+        try:
+            check_endpoint(endpoint)
+        except EndpointError as e:
+            raise AnnotatorNotReadyError(str(e)) from e
         return
     missing = missing_env_keys(name)
     if missing:
@@ -166,9 +183,21 @@ def resolve_annotator(
     judge_dtype: str = "auto",
     judge_batch_size: int = 4,
     judge_orders: int = 1,
+    endpoint: Endpoint | None = None,
 ) -> ResolvedAnnotator:
-    """Turn an annotator name into an alpaca_eval config; local judges' configs are written under ``config_dir``."""
+    """Turn an annotator name into an alpaca_eval config; local and served judges' configs go under ``config_dir``."""
     from bft.eval import judges
+    from bft.eval.endpoint import ENDPOINT, EndpointError, endpoint_annotator
+
+    if name == ENDPOINT:
+        if endpoint is None:
+            raise AnnotatorError(f"annotator '{ENDPOINT}' needs judge_url and judge_model")
+        try:
+            path, kwargs, settings = endpoint_annotator(endpoint, config_dir, judge_orders)
+        except EndpointError as e:
+            raise AnnotatorError(str(e)) from e
+        judge = endpoint.model + (", both orders" if judge_orders == 2 else "")
+        return ResolvedAnnotator(name, str(path), kwargs, judge=judge, settings=settings)
 
     if name in (LOCAL, TEST_JUDGE):
         scheme = ae2_weighted_scheme()
