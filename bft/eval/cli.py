@@ -10,10 +10,11 @@ Usage (Hydra-style ``key=value`` arguments)::
 
 Options: annotator (local | openai_compatible | test_length_judge | any alpaca_eval annotator; default local),
 judge_model (default smollm2_135m; the served model name with openai_compatible), judge_adapter, judge_dtype,
-judge_batch_size, eval (ae1 | ae2 | embedded | path; default embedded), max_instances, seed, lc_weights_dir, name, out (output folder), reference (with annotations=: reference
-outputs joined on instruction, for the length-controlled win rate), judge_orders (1 | 2: judge each pair in both
-orders and combine them). calibrate also takes gold, outputs_1, outputs_2 (output files joined on instruction when
-the gold file lacks output_1 / output_2; found next to the gold file otherwise), max_pairs, cache_dir, refresh.
+judge_batch_size, eval (ae1 | ae2 | embedded | path; default embedded), max_instances, seed, lc_weights_dir, name,
+out (output folder), reference (with annotations=: reference outputs joined on instruction, for the length-controlled
+win rate), judge_orders (1 | 2: judge each pair in both orders and combine them). calibrate also takes gold,
+outputs_1, outputs_2 (output files joined on instruction when the gold file lacks output_1 / output_2; found next to
+the gold file otherwise), max_pairs, cache_dir, refresh.
 A served judge (annotator=openai_compatible) also takes judge_url (its OpenAI-compatible base URL, e.g.
 http://127.0.0.1:8000/v1), judge_api_key_env (the name of the variable holding its key; none for a keyless server)
 and judge_api_scheme (the alpaca_eval annotator whose prompt and parser it uses; default
