@@ -68,6 +68,19 @@ def endpoint_from(
     return Endpoint(url.rstrip("/"), model, key_env or None, scheme or Endpoint.scheme)
 
 
+def endpoint_for(
+    annotator: str, url: str | None, model: str | None, key_env: str | None = None, scheme: str | None = None
+) -> Endpoint | None:
+    """The served judge of a config's ``eval`` settings: None unless ``annotator=openai_compatible``, whose settings
+    are refused with any other annotator (they would do nothing)."""
+    if annotator != ENDPOINT:
+        if url or key_env:
+            which = "eval.judge_url" if url else "eval.judge_api_key_env"
+            raise EndpointError(f"{which} is set but eval.annotator={annotator}: use eval.annotator={ENDPOINT}")
+        return None
+    return endpoint_from(url, model, key_env, scheme)
+
+
 def check_endpoint(ep: Endpoint) -> None:
     """Fail now, in one line, if the key is missing, the server does not answer, or does not serve the model."""
     import openai
