@@ -55,9 +55,7 @@ class Endpoint:
         return {"judge_url": self.url, "judge_model": self.model, "judge_api_key_env": self.key_env, "scheme": self.scheme}
 
 
-def endpoint_from(
-    url: str | None, model: str | None, key_env: str | None = None, scheme: str | None = None
-) -> Endpoint:
+def endpoint_from(url: str | None, model: str | None, key_env: str | None = None, scheme: str | None = None) -> Endpoint:
     """Validate the settings of ``annotator=openai_compatible`` (no network)."""
     if not url:
         raise EndpointError(f"annotator '{ENDPOINT}' needs judge_url=<base URL, e.g. http://127.0.0.1:8000/v1>")
@@ -94,7 +92,8 @@ def check_endpoint(ep: Endpoint) -> None:
         why = type(e.__cause__ or e).__name__
         raise EndpointError(f"judge_url={ep.url} is unreachable ({why}): start the server or fix the URL") from e
     except openai.AuthenticationError as e:
-        raise EndpointError(f"judge_url={ep.url} refused the key from {ep.key_env or 'no judge_api_key_env'} (401)") from e
+        source = f"from {ep.key_env}" if ep.key_env else "(no judge_api_key_env set)"
+        raise EndpointError(f"judge_url={ep.url} refused the key {source}: 401") from e
     except openai.APIStatusError as e:
         raise EndpointError(f"judge_url={ep.url} answered {e.status_code} to GET /models") from e
     if served and ep.model not in served:
@@ -110,9 +109,7 @@ def scheme_settings(scheme: str) -> dict[str, Any]:
         raise EndpointError(f"judge_api_scheme={scheme}: needs an annotator config with one entry, it has {len(configs)}")
     (settings,) = configs.values()
     if settings.get("fn_completions") != "openai_completions":
-        raise EndpointError(
-            f"judge_api_scheme={scheme}: its decoder is {settings.get('fn_completions')}, not openai_completions"
-        )
+        raise EndpointError(f"judge_api_scheme={scheme}: its decoder is {settings.get('fn_completions')}, not openai_completions")
     settings = dict(settings)
     template = Path(settings["prompt_template"])
     for root in (annotator_config_path(scheme).parent, alpaca_eval_configs_dir()):
