@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from helpers.openai_stub import StubJudge
 
+from bft.eval import annotators
 from bft.eval import calibrate as cal
 from bft.eval.annotators import AnnotatorError, AnnotatorNotReadyError, check_annotator_ready
 from bft.eval.cli import main
@@ -176,7 +177,5 @@ def test_endpoint_settings_are_checked():
     with pytest.raises(AnnotatorError, match="needs judge_url and judge_model"):
         check_annotator_ready("openai_compatible")
     with pytest.raises(AnnotatorError, match="decoder is"):
-        from bft.eval.endpoint import scheme_settings
-
-        scheme_settings("bedrock_claude")
+        annotators.scheme_settings("bedrock_claude")
     assert main(["outputs=x.json", "annotator=local", "judge_url=http://127.0.0.1:1/v1"]) == 2

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from bft.errors import BftError
+from bft.eval.endpoint import ENDPOINT, EndpointError, check_endpoint, endpoint_completions
 
 if TYPE_CHECKING:
     from bft.eval.endpoint import Endpoint
@@ -107,8 +108,6 @@ def check_annotator_ready(name: str, endpoint: Endpoint | None = None) -> None:
     """Raise a one-line :class:`AnnotatorError` now if ``name`` cannot judge (call before any generation).
 
     For ``openai_compatible``, ``endpoint`` is required: its key variable must be set and its server must answer."""
-    from bft.eval.endpoint import ENDPOINT, EndpointError, check_endpoint
-
     if name in (LOCAL, TEST_JUDGE):
         return
     if name == ENDPOINT:
@@ -174,6 +173,64 @@ def write_annotator_config(config_dir: Path, entry: str, settings: dict[str, Any
     return path
 
 
+# ---------------------------------------------------------------- a served judge (bft.eval.endpoint)
+
+
+def scheme_settings(scheme: str) -> dict[str, Any]:
+    """The alpaca_eval annotator ``scheme``'s prompt, parser and decoding settings (its decoder must be OpenAI's)."""
+    configs = load_annotator_config(scheme)
+    if len(configs) != 1:
+        raise AnnotatorError(f"judge_api_scheme={scheme}: needs an annotator config with one entry, it has {len(configs)}")
+    (settings,) = configs.values()
+    if settings.get("fn_completions") != "openai_completions":
+        raise AnnotatorError(f"judge_api_scheme={scheme}: its decoder is {settings.get('fn_completions')}, not openai_completions")
+    settings = dict(settings)
+    template = Path(settings["prompt_template"])
+    for root in (annotator_config_path(scheme).parent, alpaca_eval_configs_dir()):
+        if (root / template).is_file():
+            settings["prompt_template"] = str(root / template)
+            break
+    return settings
+
+
+def is_weighted(settings: dict[str, Any]) -> bool:
+    return settings.get("fn_completion_parser") == "logprob_parser"
+
+
+def endpoint_annotator(ep: Endpoint, config_dir: Path, orders: int) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """``(configs.yaml path, kwargs for alpaca_eval's annotator, provenance settings)`` for the served judge."""
+    settings = scheme_settings(ep.scheme)
+    if orders not in (1, 2):
+        raise AnnotatorError(f"judge_orders must be 1 or 2, got {orders}")
+    if orders == 2 and not (is_weighted(settings) and "alpaca_eval_clf" in settings["prompt_template"]):
+        raise AnnotatorError(f"judge_orders=2 needs the weighted AE2 scheme; judge_api_scheme={ep.scheme} is not")
+    entry = "bft_api_" + slug(f"{ep.model}_{ep.scheme}")
+    folder = Path(config_dir) / entry
+    folder.mkdir(parents=True, exist_ok=True)
+    clients = folder / "client_configs.yaml"
+    client = {"client_class": "bft.eval.endpoint_client.EnvKeyOpenAI", "base_url": ep.url}
+    client["api_key_env"] = ep.key_env
+    clients.write_text(yaml.safe_dump({"default": [client]}, sort_keys=False))
+    completions_kwargs = dict(settings.pop("completions_kwargs", {}) or {})
+    completions_kwargs.update(
+        model_name=ep.model,
+        client_config_path=str(clients),
+        requires_chatml=True,  # the prompt templates are ChatML: always the chat endpoint
+        price_per_token=0.0,
+        orders=orders,
+    )
+    settings.pop("fn_completions")
+    path = write_annotator_config(config_dir, entry, settings)
+    kwargs = {"fn_completions": endpoint_completions, "completions_kwargs": completions_kwargs}
+    provenance = {
+        **ep.provenance(),
+        "fn_completions": f"{endpoint_completions.__module__}.endpoint_completions -> alpaca_eval openai_completions",
+        "completions_kwargs": {k: v for k, v in completions_kwargs.items() if k != "client_config_path"},
+        "alpaca_eval_annotator": entry,
+    }
+    return path, kwargs, provenance
+
+
 def resolve_annotator(
     name: str,
     config_dir: Path,
@@ -187,7 +244,6 @@ def resolve_annotator(
 ) -> ResolvedAnnotator:
     """Turn an annotator name into an alpaca_eval config; local and served judges' configs go under ``config_dir``."""
     from bft.eval import judges
-    from bft.eval.endpoint import ENDPOINT, EndpointError, endpoint_annotator
 
     if name == ENDPOINT:
         if endpoint is None:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bft.eval.annotators import AnnotatorError, check_annotator_ready
-from bft.eval.endpoint import ENDPOINT, Endpoint, endpoint_from
+from bft.eval.endpoint import ENDPOINT, Endpoint, EndpointError, endpoint_from
 
 KEYS = {
     "outputs": "model outputs (JSON/JSONL in alpaca_eval format)",
@@ -75,9 +75,7 @@ def endpoint_arg(args: dict[str, str], annotator: str) -> Endpoint | None:
         if given:
             raise UsageError(f"{', '.join(given)}: only with annotator={ENDPOINT}")
         return None
-    return endpoint_from(
-        args.get("judge_url"), args.get("judge_model"), args.get("judge_api_key_env"), args.get("judge_api_scheme")
-    )
+    return endpoint_from(args.get("judge_url"), args.get("judge_model"), args.get("judge_api_key_env"), args.get("judge_api_scheme"))
 
 
 class UsageError(ValueError):
@@ -297,7 +295,7 @@ def calibrate_main(argv: Sequence[str]) -> int:
             judge_dtype=args.get("judge_dtype", "auto"),
             endpoint=endpoint,
         )
-    except (UsageError, AnnotatorError, CalibrationError) as e:
+    except (UsageError, AnnotatorError, EndpointError, CalibrationError) as e:
         print(f"bft-eval calibrate: error: {e}", file=sys.stderr)
         return 2
     print(format_calibration(result))
@@ -322,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             endpoint = endpoint_arg(args, annotator)
             check_annotator_ready(annotator, endpoint)  # before loading anything: fail in the first second
             result, written = from_outputs(args, annotator, endpoint)
-    except (UsageError, AnnotatorError) as e:
+    except (UsageError, AnnotatorError, EndpointError) as e:
         print(f"bft-eval: error: {e}", file=sys.stderr)
         return 2
     except (ValueError, FileNotFoundError) as e:
