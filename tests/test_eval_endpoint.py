@@ -179,3 +179,62 @@ def test_endpoint_settings_are_checked():
     with pytest.raises(AnnotatorError, match="decoder is"):
         annotators.scheme_settings("bedrock_claude")
     assert main(["outputs=x.json", "annotator=local", "judge_url=http://127.0.0.1:1/v1"]) == 2
+
+
+# ---------------------------------------------------------------- the pipeline's evaluate stage and `bft`
+
+
+class _Artifact:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def file(self, name: str) -> Path:
+        return self.folder / name
+
+
+def test_evaluate_stage_uses_the_served_judge(compose_cfg, tmp_path, monkeypatch):
+    from bft.pipeline.roles import resolve
+    from bft.pipeline.stages.evaluation import EVALUATE, compute_evaluate
+
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    model, reference = _pairs()
+    upstream = {}
+    for name, rows in (("eval_outputs", model), ("base_outputs", reference)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model_outputs.json").write_text(json.dumps(rows))
+        upstream[name] = _Artifact(tmp_path / name)
+    work = tmp_path / "work"
+    work.mkdir()
+    with StubJudge(api_key=SECRET) as stub:
+        overrides = [f"eval.judge_url={stub.url}", f"eval.judge_model={stub.model}", f"eval.judge_api_key_env={KEY_ENV}"]
+        cfg = compose_cfg("eval.annotator=openai_compatible", *overrides)
+        out = compute_evaluate(EVALUATE.config_slice(resolve(cfg)), upstream, work)
+    chats = [r for r in stub.requests if r["path"].endswith("/chat/completions")]
+    assert cfg.eval.judge_orders == 2 and len(chats) == 2 * 6  # both orders by default
+    assert _preferences(work) == pytest.approx({f"q{i}": 1.9 if i % 2 == 0 else 1.1 for i in range(6)})
+    assert out.metrics["win_rate"] == pytest.approx(50.0) and out.metrics["judge_model"] == "stub-judge, both orders"
+    assert SECRET not in _all_text(work)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["eval.annotator=openai_compatible", "eval.judge_model=x", "eval.judge_url=URL"], "judge_url=URL is unreachable"),
+        (["eval.judge_url=http://127.0.0.1:9/v1"], "eval.judge_url is set but eval.annotator=local"),
+        (["eval.annotator=openai_compatible"], "needs judge_url="),
+    ],
+)
+def test_bft_run_fails_fast_on_a_bad_served_judge(tmp_path, args, message):
+    import os
+    import subprocess
+    import sys
+
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    args = [a.replace("URL", url) for a in args]
+    argv = [*args, "debug=smoke", f"run.artifacts_dir={tmp_path / 'a'}", f"hydra.run.dir={tmp_path / 'run'}"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    result = subprocess.run([sys.executable, "-m", "bft.cli", *argv], capture_output=True, text=True, env=env, cwd=tmp_path)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("bft: error:")]
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-1500:]
+    assert len(errors) == 1 and message.replace("URL", url) in errors[0], result.stderr[-1500:]
+    assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())  # no stage ran
