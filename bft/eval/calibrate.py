@@ -330,7 +330,8 @@ def calibration_note(brief: dict[str, Any] | None, annotator: str, judge_model: 
         return "n/a" if value is None else f"{100 * value:.1f}%"
 
     if not brief:
-        hint = f" judge_model={judge_model}" if annotator == LOCAL else ""
+        hint = f" judge_model={judge_model}" if annotator in (LOCAL, ENDPOINT) else ""
+        hint += " judge_url=<base URL>" if annotator == ENDPOINT else ""
         return (
             f"judge calibration: none ('{annotator}' judge uncalibrated; measure it with "
             f"bft-eval calibrate annotator={annotator}{hint} gold=<alpaca_eval annotation file>)"
