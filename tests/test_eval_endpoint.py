@@ -121,6 +121,8 @@ def test_calibrate_cli_with_a_served_judge(tmp_path, capsys, monkeypatch):
     assert brief["agreement"] == pytest.approx(8 / 12) == pytest.approx(brief["longer_wins_agreement"])
     assert brief["position_bias"] == pytest.approx(0.5, abs=0.2)
     assert SECRET not in _all_text(cache)
+    note = cal.calibration_note(None, "openai_compatible", "stub-judge")
+    assert "bft-eval calibrate annotator=openai_compatible judge_model=stub-judge judge_url=" in note
 
 
 def _closed_port() -> int:
@@ -164,7 +166,7 @@ def test_missing_key_env_and_wrong_model_fail_fast(monkeypatch, capsys, tmp_path
         assert "does not serve judge_model=x" in capsys.readouterr().err
 
 
-def test_endpoint_settings_are_checked():
+def test_endpoint_settings_are_checked(tmp_path):
     with pytest.raises(EndpointError, match="needs judge_url="):
         endpoint_from(None, "m")
     with pytest.raises(EndpointError, match="needs judge_model="):
@@ -179,6 +181,11 @@ def test_endpoint_settings_are_checked():
     with pytest.raises(AnnotatorError, match="decoder is"):
         annotators.scheme_settings("bedrock_claude")
     assert main(["outputs=x.json", "annotator=local", "judge_url=http://127.0.0.1:1/v1"]) == 2
+    ranking = endpoint_from("http://127.0.0.1:1/v1", "m", scheme="alpaca_eval_gpt4")
+    with pytest.raises(AnnotatorError, match="judge_orders=2 needs the weighted AE2 scheme"):
+        annotators.endpoint_annotator(ranking, tmp_path, 2)
+    path, kwargs, _ = annotators.endpoint_annotator(ranking, tmp_path, 1)  # one order: any OpenAI-decoder scheme
+    assert kwargs["completions_kwargs"]["model_name"] == "m" and Path(path).is_file()
 
 
 # ---------------------------------------------------------------- the pipeline's evaluate stage and `bft`
