@@ -23,19 +23,22 @@ def run(cfg: DictConfig) -> float | None:
     from bft.config.machine import check_machine
     from bft.config.validate import validate
     from bft.eval.annotators import check_annotator_ready
+    from bft.eval.endpoint import endpoint_for
     from bft.logger.console import is_verbose, setup_console
     from bft.models.registry import resolve_model_path
     from bft.pipeline.dryrun import print_plan
-    from bft.pipeline.roles import models_to_load
+    from bft.pipeline.roles import models_to_load, resolve
     from bft.pipeline.runner import print_summary, run_pipeline
 
     validate(cfg)
+    e = resolve(cfg).eval
+    endpoint = endpoint_for(e.annotator, e.judge_url, e.judge_model, e.judge_api_key_env, e.judge_api_scheme)
     if cfg.run.dry_run:
         print_plan(cfg)
         return None
     check_machine(cfg)  # a dry run plans for any machine; a real run needs this one to have what the config asks
     setup_console(is_verbose(HydraConfig.get().verbose))
-    check_annotator_ready(cfg.eval.annotator)
+    check_annotator_ready(cfg.eval.annotator, endpoint)
     for name in models_to_load(cfg):  # a missing model folder fails here, before any work
         resolve_model_path(name)
     run_dir = Path(HydraConfig.get().runtime.output_dir)

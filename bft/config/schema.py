@@ -207,7 +207,7 @@ class WorkersConfig:
 @dataclass
 class EvalConfig:
     set: str = "embedded"  # embedded | ae1 | ae2 | path to alpaca_eval-format JSON/JSONL
-    annotator: str = "local"  # local | alpaca_eval_gpt4 | weighted_alpaca_eval_gpt4_turbo | any alpaca_eval name | test_length_judge
+    annotator: str = "local"  # local | openai_compatible | alpaca_eval_gpt4 | any alpaca_eval name | test_length_judge
     judge_model: str | None = "smollm2_135m"  # the local annotator's model; null = the base ``model``
     reference: str = "base"  # dataset (the set's own reference outputs) | base | <run folder>
     max_instances: int | None = None
@@ -217,6 +217,9 @@ class EvalConfig:
     max_new_tokens: int = 256
     lc_weights_dir: str | None = None
     judge_orders: int = 2  # the local judge sees each pair in 1 random order or in both, combined (no position bias)
+    judge_url: str | None = None  # annotator=openai_compatible: the served judge's base URL (judge_model = served name)
+    judge_api_key_env: str | None = None  # openai_compatible: NAME of the env variable holding the key (null: no key)
+    judge_api_scheme: str = "weighted_alpaca_eval_gpt4_turbo"  # openai_compatible: alpaca_eval prompt + parser to use
 
 
 @dataclass

@@ -6,6 +6,8 @@
   PEFT adapter) judging with the AE2 weighted scheme: alpaca_eval's ``weighted_alpaca_eval_gpt4_turbo`` prompt
   template and ``logprob_parser`` on the tokens ``m`` / ``M``; the completions come from
   :func:`bft.eval.judges.hf_logprob_completions`.
+- ``openai_compatible``: a served judge behind an OpenAI-compatible base URL (``judge_url``, ``judge_model``,
+  ``judge_api_key_env``, ``judge_api_scheme``), through alpaca_eval's OpenAI decoder: see :mod:`bft.eval.endpoint`.
 - ``test_length_judge``: FOR TESTS ONLY (prefers the longer output), same scheme, never a default.
 
 Custom judges are wired through alpaca_eval's own hook: a ``configs.yaml`` written into the run folder (prompt
@@ -21,11 +23,15 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from bft.errors import BftError
+from bft.eval.endpoint import ENDPOINT, EndpointError, check_endpoint, endpoint_completions
+
+if TYPE_CHECKING:
+    from bft.eval.endpoint import Endpoint
 
 LOCAL = "local"
 TEST_JUDGE = "test_length_judge"
@@ -75,7 +81,7 @@ def annotator_config_path(name: str) -> Path:
     path = alpaca_eval_configs_dir() / name / "configs.yaml"
     if "/" in name or not path.is_file():
         raise AnnotatorError(
-            f"unknown annotator '{name}': use '{LOCAL}', an alpaca_eval annotator config name "
+            f"unknown annotator '{name}': use '{LOCAL}', 'openai_compatible' (judge_url=...), an alpaca_eval annotator config name "
             f"(e.g. alpaca_eval_gpt4, {AE2_WEIGHTED}) or a path to an annotator configs.yaml"
         )
     return path
@@ -98,9 +104,19 @@ def missing_env_keys(name: str) -> list[str]:
     return missing
 
 
-def check_annotator_ready(name: str) -> None:
-    """Raise a one-line :class:`AnnotatorError` now if ``name`` cannot judge (call before any generation)."""
+def check_annotator_ready(name: str, endpoint: Endpoint | None = None) -> None:
+    """Raise a one-line :class:`AnnotatorError` now if ``name`` cannot judge (call before any generation).
+
+    For ``openai_compatible``, ``endpoint`` is required: its key variable must be set and its server must answer."""
     if name in (LOCAL, TEST_JUDGE):
+        return
+    if name == ENDPOINT:
+        if endpoint is None:
+            raise AnnotatorError(f"annotator '{ENDPOINT}' needs judge_url and judge_model")
+        try:
+            check_endpoint(endpoint)
+        except EndpointError as e:
+            raise AnnotatorNotReadyError(str(e)) from e
         return
     missing = missing_env_keys(name)
     if missing:
@@ -157,6 +173,64 @@ def write_annotator_config(config_dir: Path, entry: str, settings: dict[str, Any
     return path
 
 
+# ---------------------------------------------------------------- a served judge (bft.eval.endpoint)
+
+
+def scheme_settings(scheme: str) -> dict[str, Any]:
+    """The alpaca_eval annotator ``scheme``'s prompt, parser and decoding settings (its decoder must be OpenAI's)."""
+    configs = load_annotator_config(scheme)
+    if len(configs) != 1:
+        raise AnnotatorError(f"judge_api_scheme={scheme}: needs an annotator config with one entry, it has {len(configs)}")
+    (settings,) = configs.values()
+    if settings.get("fn_completions") != "openai_completions":
+        raise AnnotatorError(f"judge_api_scheme={scheme}: its decoder is {settings.get('fn_completions')}, not openai_completions")
+    settings = dict(settings)
+    template = Path(settings["prompt_template"])
+    for root in (annotator_config_path(scheme).parent, alpaca_eval_configs_dir()):
+        if (root / template).is_file():
+            settings["prompt_template"] = str(root / template)
+            break
+    return settings
+
+
+def is_weighted(settings: dict[str, Any]) -> bool:
+    return settings.get("fn_completion_parser") == "logprob_parser"
+
+
+def endpoint_annotator(ep: Endpoint, config_dir: Path, orders: int) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """``(configs.yaml path, kwargs for alpaca_eval's annotator, provenance settings)`` for the served judge."""
+    settings = scheme_settings(ep.scheme)
+    if orders not in (1, 2):
+        raise AnnotatorError(f"judge_orders must be 1 or 2, got {orders}")
+    if orders == 2 and not (is_weighted(settings) and "alpaca_eval_clf" in settings["prompt_template"]):
+        raise AnnotatorError(f"judge_orders=2 needs the weighted AE2 scheme; judge_api_scheme={ep.scheme} is not")
+    entry = "bft_api_" + slug(f"{ep.model}_{ep.scheme}")
+    folder = Path(config_dir) / entry
+    folder.mkdir(parents=True, exist_ok=True)
+    clients = folder / "client_configs.yaml"
+    client = {"client_class": "bft.eval.endpoint_client.EnvKeyOpenAI", "base_url": ep.url}
+    client["api_key_env"] = ep.key_env
+    clients.write_text(yaml.safe_dump({"default": [client]}, sort_keys=False))
+    completions_kwargs = dict(settings.pop("completions_kwargs", {}) or {})
+    completions_kwargs.update(
+        model_name=ep.model,
+        client_config_path=str(clients),
+        requires_chatml=True,  # the prompt templates are ChatML: always the chat endpoint
+        price_per_token=0.0,
+        orders=orders,
+    )
+    settings.pop("fn_completions")
+    path = write_annotator_config(config_dir, entry, settings)
+    kwargs = {"fn_completions": endpoint_completions, "completions_kwargs": completions_kwargs}
+    provenance = {
+        **ep.provenance(),
+        "fn_completions": f"{endpoint_completions.__module__}.endpoint_completions -> alpaca_eval openai_completions",
+        "completions_kwargs": {k: v for k, v in completions_kwargs.items() if k != "client_config_path"},
+        "alpaca_eval_annotator": entry,
+    }
+    return path, kwargs, provenance
+
+
 def resolve_annotator(
     name: str,
     config_dir: Path,
@@ -166,9 +240,20 @@ def resolve_annotator(
     judge_dtype: str = "auto",
     judge_batch_size: int = 4,
     judge_orders: int = 1,
+    endpoint: Endpoint | None = None,
 ) -> ResolvedAnnotator:
-    """Turn an annotator name into an alpaca_eval config; local judges' configs are written under ``config_dir``."""
+    """Turn an annotator name into an alpaca_eval config; local and served judges' configs go under ``config_dir``."""
     from bft.eval import judges
+
+    if name == ENDPOINT:
+        if endpoint is None:
+            raise AnnotatorError(f"annotator '{ENDPOINT}' needs judge_url and judge_model")
+        try:
+            path, kwargs, settings = endpoint_annotator(endpoint, config_dir, judge_orders)
+        except EndpointError as e:
+            raise AnnotatorError(str(e)) from e
+        judge = endpoint.model + (", both orders" if judge_orders == 2 else "")
+        return ResolvedAnnotator(name, str(path), kwargs, judge=judge, settings=settings)
 
     if name in (LOCAL, TEST_JUDGE):
         scheme = ae2_weighted_scheme()

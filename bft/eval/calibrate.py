@@ -27,6 +27,7 @@ import pandas as pd
 
 from bft.eval.annotators import LOCAL, TEST_JUDGE, local_judge_id, resolve_annotator, slug
 from bft.eval.calibration import calibration_figures
+from bft.eval.endpoint import ENDPOINT, Endpoint
 from bft.eval.sets import read_records
 
 CACHE_ENV = "BFT_CALIBRATION_DIR"
@@ -138,7 +139,9 @@ def shown_order(n: int, seed: int) -> np.ndarray:
 
 
 def judge_id(annotator: str, judge_model: str = "smollm2_135m", judge_adapter: str | None = None, judge_orders: int = 1) -> str:
-    """The name a judge's calibration is cached and looked up under."""
+    """The name a judge's calibration is cached and looked up under (a served judge: by its model name)."""
+    if annotator == ENDPOINT:
+        return f"{ENDPOINT}:{judge_model}" + (", both orders" if judge_orders == 2 else "")
     if annotator == LOCAL:
         return f"local:{local_judge_id(judge_model, judge_adapter, judge_orders)}"
     if annotator == TEST_JUDGE:
@@ -219,13 +222,20 @@ def calibrate(
     judge_orders: int = 1,
     judge_batch_size: int = 4,
     judge_dtype: str = "auto",
+    endpoint: Endpoint | None = None,
 ) -> dict[str, Any]:
-    """Calibrate ``annotator`` against the gold file; a cached result for the same judge, gold, n and seed is reused."""
+    """Calibrate ``annotator`` against the gold file; a cached result for the same judge, gold, n and seed is reused.
+
+    A served judge (``annotator=openai_compatible``) is named by ``endpoint.model``; ``judge_model`` is ignored."""
     gold = Path(gold)
     if max_pairs is not None and max_pairs < 1:
         raise CalibrationError(f"max_pairs must be >= 1, got {max_pairs}")
     if judge_orders not in (1, 2):
         raise CalibrationError(f"judge_orders must be 1 or 2, got {judge_orders}")
+    if annotator == ENDPOINT:
+        if endpoint is None:
+            raise CalibrationError(f"annotator '{ENDPOINT}' needs judge_url and judge_model")
+        judge_model = endpoint.model
     jid = judge_id(annotator, judge_model, judge_adapter, judge_orders)
     gold_sha = file_sha256(gold) if gold.is_file() else ""
     path = cache_file(cache_dir or default_cache_dir(), jid, gold_sha, max_pairs, seed)
@@ -243,6 +253,8 @@ def calibrate(
             "judge_batch_size": judge_batch_size,
             "judge_dtype": judge_dtype,
         }
+    elif annotator == ENDPOINT:
+        judge_kwargs = {"endpoint": endpoint, "judge_orders": 1}  # both orders = two one-order passes, as above
     one_order_id = judge_id(annotator, judge_model, judge_adapter, 1)
     caching_path = Path(cache_dir or default_cache_dir()) / "annotations" / f"{slug(one_order_id, 60)}.json"
     caching_path.parent.mkdir(parents=True, exist_ok=True)
@@ -318,7 +330,8 @@ def calibration_note(brief: dict[str, Any] | None, annotator: str, judge_model: 
         return "n/a" if value is None else f"{100 * value:.1f}%"
 
     if not brief:
-        hint = f" judge_model={judge_model}" if annotator == LOCAL else ""
+        hint = f" judge_model={judge_model}" if annotator in (LOCAL, ENDPOINT) else ""
+        hint += " judge_url=<base URL>" if annotator == ENDPOINT else ""
         return (
             f"judge calibration: none ('{annotator}' judge uncalibrated; measure it with "
             f"bft-eval calibrate annotator={annotator}{hint} gold=<alpaca_eval annotation file>)"

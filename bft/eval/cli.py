@@ -8,12 +8,17 @@ Usage (Hydra-style ``key=value`` arguments)::
     bft-eval calibrate annotator=local gold=annotations.jsonl [max_pairs=200] [judge_orders=2]
                                                # agreement with gold judgements vs "longer wins" and chance (cached)
 
-Options: annotator (local | test_length_judge | any alpaca_eval annotator; default local), judge_model
-(default smollm2_135m), judge_adapter, judge_dtype, judge_batch_size, eval (ae1 | ae2 | embedded | path; default
-embedded), max_instances, seed, lc_weights_dir, name, out (output folder), reference (with annotations=: reference
-outputs joined on instruction, for the length-controlled win rate), judge_orders (1 | 2: judge each pair in both
-orders and combine them). calibrate also takes gold, outputs_1, outputs_2 (output files joined on instruction when
-the gold file lacks output_1 / output_2; found next to the gold file otherwise), max_pairs, cache_dir, refresh.
+Options: annotator (local | openai_compatible | test_length_judge | any alpaca_eval annotator; default local),
+judge_model (default smollm2_135m; the served model name with openai_compatible), judge_adapter, judge_dtype,
+judge_batch_size, eval (ae1 | ae2 | embedded | path; default embedded), max_instances, seed, lc_weights_dir, name,
+out (output folder), reference (with annotations=: reference outputs joined on instruction, for the length-controlled
+win rate), judge_orders (1 | 2: judge each pair in both orders and combine them). calibrate also takes gold,
+outputs_1, outputs_2 (output files joined on instruction when the gold file lacks output_1 / output_2; found next to
+the gold file otherwise), max_pairs, cache_dir, refresh.
+A served judge (annotator=openai_compatible) also takes judge_url (its OpenAI-compatible base URL, e.g.
+http://127.0.0.1:8000/v1), judge_api_key_env (the name of the variable holding its key; none for a keyless server)
+and judge_api_scheme (the alpaca_eval annotator whose prompt and parser it uses; default
+weighted_alpaca_eval_gpt4_turbo).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bft.eval.annotators import AnnotatorError, check_annotator_ready
+from bft.eval.endpoint import ENDPOINT, Endpoint, EndpointError, endpoint_from
 
 KEYS = {
     "outputs": "model outputs (JSON/JSONL in alpaca_eval format)",
@@ -43,7 +49,11 @@ KEYS = {
     "lc_weights_dir": "folder holding alpaca_eval's df_gamed.csv for the length-controlled win rate",
     "name": "model name in the leaderboard",
     "judge_orders": "1 | 2: judge each pair in one order or in both and combine (default 1)",
+    "judge_url": "openai_compatible: the served judge's base URL (e.g. http://127.0.0.1:8000/v1)",
+    "judge_api_key_env": "openai_compatible: name of the environment variable holding the key (default: no key)",
+    "judge_api_scheme": "openai_compatible: alpaca_eval annotator whose prompt/parser to use (default AE2 weighted)",
 }
+ENDPOINT_KEYS = ("judge_url", "judge_api_key_env", "judge_api_scheme")
 CALIBRATE_KEYS = {
     "annotator": KEYS["annotator"],
     "gold": "gold judgements: an alpaca_eval annotation file (instruction, generator_1/2, preference)",
@@ -54,7 +64,18 @@ CALIBRATE_KEYS = {
     "cache_dir": "calibration cache folder (default $BFT_CALIBRATION_DIR or ~/.cache/bft/calibration)",
     "refresh": "true: recompute even when cached",
     **{k: KEYS[k] for k in ("judge_model", "judge_adapter", "judge_dtype", "judge_batch_size", "judge_orders")},
+    **{k: KEYS[k] for k in ENDPOINT_KEYS},
 }
+
+
+def endpoint_arg(args: dict[str, str], annotator: str) -> Endpoint | None:
+    """The served judge of ``annotator=openai_compatible`` (None otherwise; its settings are refused then)."""
+    if annotator != ENDPOINT:
+        given = [k for k in ENDPOINT_KEYS if k in args]
+        if given:
+            raise UsageError(f"{', '.join(given)}: only with annotator={ENDPOINT}")
+        return None
+    return endpoint_from(args.get("judge_url"), args.get("judge_model"), args.get("judge_api_key_env"), args.get("judge_api_scheme"))
 
 
 class UsageError(ValueError):
@@ -203,7 +224,7 @@ def from_annotations(args: dict[str, str]) -> tuple[dict[str, Any], Path]:
     return result, out_dir / stem
 
 
-def from_outputs(args: dict[str, str], annotator: str) -> tuple[dict[str, Any], Path]:
+def from_outputs(args: dict[str, str], annotator: str, endpoint: Endpoint | None = None) -> tuple[dict[str, Any], Path]:
     """Judge outputs (``outputs=`` + ``eval=``, or a ``run=`` folder); returns the result and its file stem."""
     from bft.eval.score import score_outputs
     from bft.eval.sets import load_eval_set, normalise_records, read_records
@@ -238,6 +259,7 @@ def from_outputs(args: dict[str, str], annotator: str) -> tuple[dict[str, Any], 
         seed=_int(args, "seed", 0) or 0,
         lc_weights_dir=args.get("lc_weights_dir") or None,
         name=args.get("name") or None,
+        endpoint=endpoint,
     )
     return result, out_dir / "leaderboard"
 
@@ -252,7 +274,8 @@ def calibrate_main(argv: Sequence[str]) -> int:
         if "gold" not in args:
             raise UsageError("calibrate needs gold=<alpaca_eval annotation file>")
         annotator = args.get("annotator", "local")
-        check_annotator_ready(annotator)
+        endpoint = endpoint_arg(args, annotator)
+        check_annotator_ready(annotator, endpoint)
         refresh = args.get("refresh", "false").lower()
         if refresh not in ("true", "false", "1", "0"):
             raise UsageError(f"refresh must be true or false, got '{args['refresh']}'")
@@ -270,8 +293,9 @@ def calibrate_main(argv: Sequence[str]) -> int:
             judge_orders=_int(args, "judge_orders", 1) or 1,
             judge_batch_size=_int(args, "judge_batch_size", 4) or 4,
             judge_dtype=args.get("judge_dtype", "auto"),
+            endpoint=endpoint,
         )
-    except (UsageError, AnnotatorError, CalibrationError) as e:
+    except (UsageError, AnnotatorError, EndpointError, CalibrationError) as e:
         print(f"bft-eval calibrate: error: {e}", file=sys.stderr)
         return 2
     print(format_calibration(result))
@@ -293,9 +317,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             annotator = result.get("annotator")
         else:
             annotator = args.get("annotator", "local")
-            check_annotator_ready(annotator)  # before loading anything: fail in the first second
-            result, written = from_outputs(args, annotator)
-    except (UsageError, AnnotatorError) as e:
+            endpoint = endpoint_arg(args, annotator)
+            check_annotator_ready(annotator, endpoint)  # before loading anything: fail in the first second
+            result, written = from_outputs(args, annotator, endpoint)
+    except (UsageError, AnnotatorError, EndpointError) as e:
         print(f"bft-eval: error: {e}", file=sys.stderr)
         return 2
     except (ValueError, FileNotFoundError) as e:

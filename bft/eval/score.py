@@ -17,12 +17,15 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from bft.eval.annotators import check_annotator_ready, resolve_annotator
 from bft.eval.sets import EvalSetError, download_hub_file
+
+if TYPE_CHECKING:
+    from bft.eval.endpoint import Endpoint
 
 LC_FILE = "df_gamed.csv"  # alpaca_eval's GLM regularisation data (gamed baselines, instruction difficulty)
 AE_SET_SIZE = 805
@@ -233,15 +236,17 @@ def score_outputs(
     lc_weights_dir: str | Path | None = None,
     decoding: dict[str, Any] | None = None,
     name: str | None = None,
+    endpoint: Endpoint | None = None,
 ) -> dict[str, Any]:
     """Judge ``model_outputs`` against ``reference_outputs`` (joined on ``instruction``) with alpaca_eval.
 
     Writes, all under ``out_dir``: ``annotations_cache.json`` (alpaca_eval's cache; re-runs reuse it),
     ``annotator_configs/`` (local judges' configs), ``alpaca_eval/`` (its own annotations.json and leaderboard.csv),
     ``leaderboard.json`` / ``leaderboard.csv`` (the returned dict). ``decoding`` records how the model outputs were
-    generated (temperature, top_p, ...) in the provenance.
+    generated (temperature, top_p, ...) in the provenance. ``endpoint``: the served judge of
+    ``annotator=openai_compatible`` (:func:`bft.eval.endpoint.endpoint_from`).
     """
-    check_annotator_ready(annotator)
+    check_annotator_ready(annotator, endpoint)
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     model_df = _as_frame(model_outputs, "model_outputs", name or "model")
@@ -263,6 +268,7 @@ def score_outputs(
         judge_dtype=judge_dtype,
         judge_batch_size=judge_batch_size,
         judge_orders=judge_orders,
+        endpoint=endpoint,
     )
     import alpaca_eval
 

@@ -58,8 +58,12 @@ def reference_outputs(c: DictConfig, upstream: dict[str, Artifact]) -> list[Reco
 
 
 def compute_evaluate(c: DictConfig, upstream: dict[str, Artifact], work: Path) -> StageOutput:
+    from bft.eval.endpoint import endpoint_for
     from bft.eval.score import score_outputs
 
+    endpoint = endpoint_for(
+        c.eval.annotator, c.eval.judge_url, c.eval.judge_model, c.eval.judge_api_key_env, c.eval.judge_api_scheme
+    )
     outputs = json.loads(upstream["eval_outputs"].file("model_outputs.json").read_text())
     references = reference_outputs(c, upstream)
     (work / "model_outputs.json").write_text(json.dumps(outputs, indent=2, ensure_ascii=False))
@@ -73,6 +77,7 @@ def compute_evaluate(c: DictConfig, upstream: dict[str, Artifact], work: Path) -
         judge_orders=c.eval.judge_orders,
         seed=c.run.seed,
         lc_weights_dir=c.eval.lc_weights_dir,
+        endpoint=endpoint,
     )
     return StageOutput(counts={"in": len(outputs), "out": len(outputs)}, metrics=dict(result))
 
@@ -95,6 +100,7 @@ EVALUATE = Stage(
     ("leaderboard.json",),
     (
         *(f"eval.{k}" for k in ("annotator", "judge_model", "judge_orders", "reference", "lc_weights_dir", "set", "max_instances")),
+        *(f"eval.{k}" for k in ("judge_url", "judge_api_key_env", "judge_api_scheme")),
         "run.seed",
     ),
     compute_evaluate,
