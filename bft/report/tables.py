@@ -384,19 +384,3 @@ def all_tables(runs: pd.DataFrame) -> list[ReportTable]:
         seeds_table(runs),
         comparisons_table(runs),
     ]
-
-
-__all__ = [
-    "ReportTable",
-    "all_tables",
-    "corpus_table",
-    "curation_records",
-    "curation_table",
-    "data_scale_table",
-    "data_size",
-    "fit_intercept",
-    "paper_table",
-    "rewriter_table",
-    "seed_size_table",
-    "setting",
-]
