@@ -80,7 +80,7 @@ def compute_train_data(c: DictConfig, upstream: dict[str, Artifact], work: Path)
 
 
 SEED = Stage("seed", (), ("seed.jsonl",), ("seed", "run.seed", "data.on_error"), compute_seed)
-CORPUS = Stage("corpus", (), ("corpus.jsonl",), ("corpus", "data.on_error"), compute_corpus)
+CORPUS = Stage("corpus", (), ("corpus.jsonl", "filters.json"), ("corpus", "data.on_error"), compute_corpus)
 BASELINE_DATA = Stage(
     "baseline_data",
     (),
