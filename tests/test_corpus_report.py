@@ -37,7 +37,8 @@ def test_bft_analyze_corpus_prints_the_table_with_examples(corpus_artifact: Path
     assert analyze_main(["corpus", str(corpus_artifact), "--examples", "1"]) == 0
     out = capsys.readouterr().out
     assert "near_duplicate" in out and "symbol_ratio" in out
-    assert dup["examples"][0]["id"] in out and dup["examples"][1]["id"] not in out  # one example per filter
+    first = dup["examples"][0]
+    assert f"[{first['reason']}] {first['id']}: " in out and dup["examples"][1]["id"] not in out  # one example per filter
     # a run folder: its summary.json names the report
     run = tmp_path / "run"
     run.mkdir()

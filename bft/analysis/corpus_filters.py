@@ -104,7 +104,7 @@ def print_report(report: Mapping[str, Any], examples: int = 3, console: Any = No
         console.print(f"[bold]{escape(entry['filter'])}[/bold] removed, e.g.:")
         for ex in shown:
             text = " ".join(str(ex.get("text", "")).split())
-            console.print(f"  [{escape(str(ex.get('reason')))}] {escape(str(ex.get('id')))}: {escape(text)}", soft_wrap=True)
+            console.print("  " + escape(f"[{ex.get('reason')}] {ex.get('id')}: {text}"), soft_wrap=True)
     console.print(f"report: {report.get('file')}")
 
 
