@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 _SCORE_RE = re.compile(r"score\s*[:=]?\s*\**\s*([1-5])(?:\s*/\s*5)?\b", re.IGNORECASE)
-_RES_RE = re.compile(r"\[RES\](.*?)(?:\[/RES\]|$)", re.DOTALL | re.IGNORECASE)
+_OPEN_RE = re.compile(r"\[RES\]", re.IGNORECASE)
+_CLOSE_RE = re.compile(r"\[/RES\]", re.IGNORECASE)
+
+# How a rewrite completion ended (the rewrite stage counts each apart).
+PARSED = "parsed"  # an answer between [RES] and [/RES], or after [RES] in a completion that ended by itself (EOS)
+TRUNCATED = "truncated"  # no closing [/RES] and cut at max_new_tokens: the answer may be unfinished
+UNPARSED = "unparsed"  # finished, but no [RES] tag or an empty answer
+REWRITE_STATUSES = (PARSED, TRUNCATED, UNPARSED)
 
 
 def parse_score(text: str) -> int | None:
@@ -14,13 +22,33 @@ def parse_score(text: str) -> int | None:
     return int(matches[-1]) if matches else None
 
 
-def parse_rewrite(text: str) -> str | None:
-    """The text between ``[RES]`` and ``[/RES]`` (an unclosed final tag is accepted); None if absent or empty."""
-    match = _RES_RE.search(text)
-    if not match:
-        return None
-    body = match.group(1).strip()
-    return body or None
+@dataclass(frozen=True)
+class RewriteParse:
+    output: str | None  # the answer, None unless status is PARSED
+    status: str  # PARSED | TRUNCATED | UNPARSED
+
+
+def parse_rewrite_completion(text: str, finished: bool) -> RewriteParse:
+    """The answer of a rewrite completion, which counts only when it is whole.
+
+    Whole means closed by ``[/RES]``, or (no closing tag) a completion that ended by itself: ``finished`` is the
+    backend's ``Completion.finished`` (an EOS / end-of-turn token, not the ``max_new_tokens`` cut). A completion cut
+    before ``[/RES]`` is ``truncated`` even if it opened ``[RES]``; a finished one without ``[RES]`` or with an
+    empty answer is ``unparsed``.
+    """
+    opening = _OPEN_RE.search(text)
+    closing = _CLOSE_RE.search(text, opening.end()) if opening else None
+    if closing is None and not finished:
+        return RewriteParse(None, TRUNCATED)
+    if opening is None:
+        return RewriteParse(None, UNPARSED)
+    body = text[opening.end() : closing.start() if closing else len(text)].strip()
+    return RewriteParse(body, PARSED) if body else RewriteParse(None, UNPARSED)
+
+
+def parse_rewrite(text: str, finished: bool = False) -> str | None:
+    """The text between ``[RES]`` and ``[/RES]`` (an unclosed final tag only when ``finished``); else None."""
+    return parse_rewrite_completion(text, finished).output
 
 
 def parse_instruction(text: str) -> str | None:

@@ -9,7 +9,7 @@ import pytest
 from bft.curation.metrics import binarize_labels, curation_accounting, selection_quality
 from bft.curation.score import expected_score
 from bft.curation.select import select
-from bft.parsers import parse_rewrite, parse_score
+from bft.parsers import parse_rewrite, parse_rewrite_completion, parse_score
 from bft.prompts import (
     BACKTRANSLATION_TEMPLATE,
     SCORE_PREFILL,
@@ -38,11 +38,92 @@ def test_parse_score(text, score):
     assert parse_score(text) == score
 
 
-def test_parse_rewrite():
-    assert parse_rewrite("Sure! [RES]The answer.[/RES] bye") == "The answer."
-    assert parse_rewrite("[RES] unfinished answer") == "unfinished answer"
-    assert parse_rewrite("no tags here") is None
-    assert parse_rewrite("[RES]   [/RES]") is None
+@pytest.mark.parametrize(
+    ("text", "finished", "output", "status"),
+    [
+        ("Sure! [RES]The answer.[/RES] bye", False, "The answer.", "parsed"),  # closed: counts even if cut later
+        ("Sure! [RES]The answer.[/RES] bye", True, "The answer.", "parsed"),
+        ("[res] lower case tags [/res]", False, "lower case tags", "parsed"),
+        ("[RES] an answer that ended by itself", True, "an answer that ended by itself", "parsed"),  # EOS
+        ("[RES] unfinished answer cut at max_new_tok", False, None, "truncated"),  # cut, no [/RES]
+        ("a preamble cut before any tag", False, None, "truncated"),
+        ("no tags here", True, None, "unparsed"),
+        ("[RES]   [/RES]", True, None, "unparsed"),
+        ("[RES]   [/RES]", False, None, "unparsed"),
+        ("[/RES] closing tag only", True, None, "unparsed"),
+        ("[RES]first[/RES] and [RES]second[/RES]", True, "first", "parsed"),
+    ],
+)
+def test_parse_rewrite_counts_only_whole_rewrites(text, finished, output, status):
+    parsed = parse_rewrite_completion(text, finished)
+    assert (parsed.output, parsed.status) == (output, status)
+    assert parse_rewrite(text, finished) == output
+
+
+def test_parse_rewrite_defaults_to_an_unfinished_completion():
+    assert parse_rewrite("[RES] unfinished answer") is None
+    assert parse_rewrite("[RES] done[/RES]") == "done"
+
+
+class _ScriptedRewriter:
+    """Test-only backend: returns the given (text, finished) completions in order."""
+
+    def __init__(self, completions):
+        from bft.generation.base import Completion
+
+        self.completions = [Completion(text, 10, 5, finished) for text, finished in completions]
+        self.prompts: list[str] = []
+
+    def generate(self, prompts, sampling, seed):
+        self.prompts += prompts
+        return self.completions[: len(prompts)]
+
+
+class _TagTokenizer:
+    """Test-only stand-in for a tokenizer's chat template."""
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True, **kwargs):
+        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + ("<assistant>" if add_generation_prompt else "")
+
+
+@pytest.mark.parametrize("prefill", [True, False])
+def test_rewrite_pairs_drops_truncated_and_unparsed_and_counts_them_apart(prefill):
+    from bft.config.schema import RewriterConfig
+    from bft.rewriter.rewrite import rewrite_counts, rewrite_pairs
+
+    tag = "" if prefill else "[RES]"  # a prefilled prompt already ends with [RES]
+    script = [
+        (f"{tag}Good answer.[/RES] trailing", False),
+        (f"{tag}cut off in the midd", False),
+        ("[/RES]", True),
+        (f"{tag}ended by EOS", True),
+    ]
+    pairs = [{"instruction": f"Q{i}?", "text": f"doc {i}"} for i in range(4)]
+    backend = _ScriptedRewriter(script)
+    cfg = RewriterConfig(name="scripted", prefill_res_tag=prefill, max_new_tokens=8)
+    rows = rewrite_pairs(pairs, backend, _TagTokenizer(), cfg, seed=0, model_name="scripted")
+    assert all(p.endswith("<assistant>[RES]" if prefill else "<assistant>") for p in backend.prompts)
+    assert [r["output"] for r in rows] == ["Good answer.", None, None, "ended by EOS"]
+    assert [r["rewrite_status"] for r in rows] == ["parsed", "truncated", "unparsed", "parsed"]
+    assert rewrite_counts(rows) == {"parsed": 2, "truncated": 1, "unparsed": 1}
+    assert rewrite_counts([{"output": "raw web text"}]) == {"parsed": 0, "truncated": 0, "unparsed": 0}
+
+    keep_cfg = RewriterConfig(name="scripted", prefill_res_tag=prefill, keep_unparsed=True)
+    kept = rewrite_pairs(pairs, _ScriptedRewriter(script), _TagTokenizer(), keep_cfg, seed=0, model_name="scripted")
+    assert [r["output"] for r in kept] == ["Good answer.", "doc 1", "doc 2", "ended by EOS"]
+    assert kept[1]["rewrite_status"] == "truncated"
+
+
+def test_distill_answers_cut_at_max_new_tokens_are_counted_as_truncated():
+    from bft.config.schema import RewriterConfig
+    from bft.rewriter.rewrite import rewrite_counts, rewrite_pairs
+
+    pairs = [{"instruction": "Q?", "text": "doc"}, {"instruction": "R?", "text": "doc2"}]
+    backend = _ScriptedRewriter([("A whole answer.", True), ("An answer cut", False)])
+    rows = rewrite_pairs(pairs, backend, _TagTokenizer(), RewriterConfig(name="s", mode="distill"), 0, "s")
+    assert [r["output"] for r in rows] == ["A whole answer.", "An answer cut"]
+    assert rewrite_counts(rows) == {"parsed": 1, "truncated": 1, "unparsed": 0}
+    assert not any(p.endswith("[RES]") for p in backend.prompts)
 
 
 def test_prompts_are_the_papers_verbatim():

@@ -61,6 +61,25 @@ def test_oasst_first_turn_pairs_tree_logic() -> None:
     assert [p["id"] for p in oasst_first_turn_pairs(rows, language="de")] == ["oasst1-r2"]
 
 
+def test_oasst1_seed_reads_a_local_file_in_the_hub_format(tmp_path: Path) -> None:
+    rows = [
+        _msg("r1", None, "prompter", "How do plants grow?"),
+        _msg("a1", "r1", "assistant", "Second best answer.", rank=1.0),
+        _msg("a2", "r1", "assistant", "Best answer about plants.", rank=0.0),
+        _msg("r2", None, "prompter", "Wie wachsen Pflanzen?", lang="de"),
+        _msg("a4", "r2", "assistant", "Antwort.", lang="de", rank=0.0),
+    ]
+    path = tmp_path / "oasst1_train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pairs = load_seed(SeedConfig(source="oasst1", hub_dataset=str(path)))
+    assert [(p["id"], p["instruction"], p["output"]) for p in pairs] == [
+        ("oasst1-r1", "How do plants grow?", "Best answer about plants.")
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows + rows[:1]))
+    with pytest.raises(DataError, match="duplicate message_id"):
+        load_seed(SeedConfig(source="oasst1", hub_dataset=str(path)))
+
+
 def test_subsample_is_deterministic_and_ordered() -> None:
     records = [{"id": str(i)} for i in range(20)]
     a = subsample(records, 5, seed=3)

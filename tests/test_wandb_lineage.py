@@ -19,7 +19,7 @@ from bft.logger.run_logger import RunLogger
 from bft.pipeline.context import RunContext
 from bft.pipeline.plan import Step
 from bft.pipeline.runner import run_step
-from bft.pipeline.stages import Stage
+from bft.pipeline.stage import Stage
 
 
 def _write_records(name: str, rows: list[dict]):
@@ -39,18 +39,22 @@ def _write_model(ctx, upstream, work: Path) -> StageOutput:
 
 
 ROWS = [{"id": "d1", "instruction": "How do I bake bread?", "text": "raw web text", "score": 5, "output": "Rewritten."}]
-SEED = Stage("seed", (), ("seed.jsonl",), _write_records("seed.jsonl", ROWS))
-CORPUS = Stage("corpus", (), ("corpus.jsonl",), _write_records("corpus.jsonl", ROWS))
-MODEL = Stage("backward_model", ("seed",), ("model/",), _write_model)
-REWRITE = Stage("rewrite", ("corpus", "backward_model"), ("generated.jsonl",), _write_records("generated.jsonl", ROWS))
+SEED = Stage("seed", (), ("seed.jsonl",), ("v",), _write_records("seed.jsonl", ROWS))
+CORPUS = Stage("corpus", (), ("corpus.jsonl",), ("v",), _write_records("corpus.jsonl", ROWS))
+MODEL = Stage("backward_model", ("seed",), ("model/",), ("v",), _write_model)
+REWRITE = Stage("rewrite", ("corpus", "backward_model"), ("generated.jsonl",), ("v",), _write_records("generated.jsonl", ROWS))
+
+
+def _slice(v: int):
+    return OmegaConf.create({"v": v})
 
 
 def _plan(variant: int) -> list[Step]:
     return [
-        Step("seed", SEED, {}, {"v": 0}),
-        Step("corpus", CORPUS, {}, {"v": 0}),
-        Step("backward_model", MODEL, {"seed": "seed"}, {"v": 0}),
-        Step("rewrite", REWRITE, {"corpus": "corpus", "backward_model": "backward_model"}, {"v": variant}),
+        Step("seed", SEED, {}, _slice(0)),
+        Step("corpus", CORPUS, {}, _slice(0)),
+        Step("backward_model", MODEL, {"seed": "seed"}, _slice(0)),
+        Step("rewrite", REWRITE, {"corpus": "corpus", "backward_model": "backward_model"}, _slice(variant)),
     ]
 
 

@@ -91,12 +91,27 @@ def oasst_first_turn_pairs(rows: Iterable[Mapping[str, Any]], language: str = "e
     return pairs
 
 
-def _load_oasst(cfg: SeedConfig) -> list[dict[str, Any]]:
-    import datasets
+def _local_oasst_rows(path: Path, on_error: str) -> list[dict[str, Any]]:
+    """Message rows of a local file in the hub's format (one oasst1 message per JSONL line / JSON item / row)."""
+    required = {"message_id": str, "role": str, "text": str}
+    result = read_records(path, required=required, id_field="message_id", on_error=on_error)
+    if result.skipped:
+        log.warning("%s: skipped %d oasst1 message rows %s", path, result.n_skipped, result.skipped)
+    return result.records
 
-    rows = datasets.load_dataset(cfg.hub_dataset, split=OASST_SPLIT)
+
+def _load_oasst(cfg: SeedConfig, on_error: str = "raise") -> list[dict[str, Any]]:
+    """First-turn pairs of ``cfg.hub_dataset``: a hub dataset id (its train split), or a local .jsonl/.json/.parquet
+    file of message rows in the same format (an offline mirror, or the small files of the paper smoke tests)."""
+    local = Path(cfg.hub_dataset).expanduser()
+    if local.is_file():
+        rows: Iterable[Mapping[str, Any]] = _local_oasst_rows(local, on_error)
+    else:
+        import datasets
+
+        rows = datasets.load_dataset(cfg.hub_dataset, split=OASST_SPLIT)
     pairs = oasst_first_turn_pairs(rows, language=cfg.language)
-    log.info("oasst1 %s split: %d first-turn rank-0 %s pairs", OASST_SPLIT, len(pairs), cfg.language)
+    log.info("oasst1 %s (%s split): %d first-turn rank-0 %s pairs", cfg.hub_dataset, OASST_SPLIT, len(pairs), cfg.language)
     return pairs
 
 
@@ -123,7 +138,7 @@ def load_seed(cfg: SeedConfig, seed: int = 0, on_error: str = "raise") -> list[d
             embedded_cfg = SeedConfig(source=EMBEDDED)
             records = _load_file(Path(path), embedded_cfg, on_error, EMBEDDED)
     elif cfg.source == OASST:
-        pairs = _load_oasst(cfg)
+        pairs = _load_oasst(cfg, on_error)
         records = collect_records(
             ((f"{cfg.hub_dataset}:{p['id']}", p) for p in pairs),
             required={"instruction": str, "output": str},

@@ -26,8 +26,22 @@ def _no_pairs(source: Artifact) -> PipelineError:
 
 
 def _write(work: Path, n_in: int, generated: Iterable[Record], metrics: dict[str, Any]) -> StageOutput:
-    kept = write_jsonl_counted(work / "generated.jsonl", (r for r in generated if r["output"]))
-    return StageOutput(counts={"in": n_in, "out": kept, "unparsed": n_in - kept}, metrics=metrics)
+    """Stream the answered pairs into ``generated.jsonl``; count how each rewrite ended (parsed, truncated at
+    ``max_new_tokens``, unparsed) apart from how many were dropped."""
+    from bft.rewriter.rewrite import rewrite_counts
+
+    statuses: list[Record] = []
+
+    def kept() -> Iterable[Record]:
+        for record in generated:
+            if "rewrite_status" in record:
+                statuses.append({"rewrite_status": record["rewrite_status"]})
+            if record["output"]:
+                yield record
+
+    out = write_jsonl_counted(work / "generated.jsonl", kept())
+    counts = {"in": n_in, "out": out, "dropped": n_in - out, **rewrite_counts(statuses)}
+    return StageOutput(counts=counts, metrics=metrics)
 
 
 def _rewrite(c: DictConfig, upstream: dict[str, Artifact], work: Path, name: str, adapter: str | None) -> StageOutput:
