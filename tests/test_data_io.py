@@ -111,6 +111,24 @@ def test_json_list_and_parquet(tmp_path: Path) -> None:
     assert read_records(pq_path, required=REQ, id_field="id").records == rows
 
 
+def test_a_json_file_of_lines_is_read_as_jsonl_with_line_numbers(tmp_path: Path) -> None:
+    path = _write_lines(tmp_path / "outputs.json", ["", _good(1), _good(2)])
+    assert [r["id"] for r in read_records(path, required=REQ).records] == ["d1", "d2"]
+    _write_lines(path, [_good(1), "[1, 2]"])
+    with pytest.raises(DataError, match=r"outputs\.json:2: expected a JSON object, got list"):
+        read_records(path)
+
+
+def test_eval_sets_read_through_the_one_reader(tmp_path: Path) -> None:
+    from bft.eval.sets import EvalSetError, load_eval_set
+
+    path = _write_lines(tmp_path / "eval.jsonl", [json.dumps({"instruction": "Say hi.", "output": "hi"}), "{broken"])
+    with pytest.raises(EvalSetError, match=r"eval\.jsonl:2: malformed JSON"):
+        load_eval_set(str(path))
+    _write_lines(path, [json.dumps({"instruction": "Say hi.", "output": "hi"})])
+    assert load_eval_set(str(path)) == [{"instruction": "Say hi.", "output": "hi", "generator": "reference", "dataset": "unknown"}]
+
+
 def test_unknown_suffix_missing_file_and_bad_policy(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="file not found"):
         read_records(tmp_path / "nope.jsonl")

@@ -66,6 +66,8 @@ def test_every_stage_runs_and_writes_a_manifest(smoke):
     assert 0.0 <= summary["win_rate"] <= 100.0 and summary["n"] == 4
     assert Path(summary["final_model"], "adapter_config.json").exists()
     assert (ctx.run_dir / "summary.json").exists()
+    assert "near_duplicate" in summary["corpus_filters"]["removed"] and Path(summary["corpus_filters"]["file"]).is_file()
+    assert set(summary["decontaminated"]) == {"seed", "generated"}
 
 
 def test_curation_accounting_and_label_quality_reach_the_summary(smoke):
@@ -163,6 +165,7 @@ def test_cli_reuses_the_store_and_prints_the_summary_table(smoke):
     assert "curated dataset:" in result.stdout and "final model/adapter:" in result.stdout
     flowing = " ".join(result.stdout.split())  # rich wraps long lines at the console width
     assert "parse failures" in flowing and "kept/dropped mean chars" in flowing
+    assert "corpus filters: " in flowing and "decontaminated against the eval set: seed " in flowing
     assert "computed" not in result.stdout
     wandb_dirs = list((smoke["root"] / "cli").glob("wandb/offline-run-*"))
     assert wandb_dirs, "the W&B offline run folder is missing"

@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from bft.config.schema import SeedConfig  # noqa: E402
 from bft.data.embedded import embedded_file  # noqa: E402
 from bft.data.io import DataError, read_records  # noqa: E402
-from bft.data.seed import load_seed, oasst_first_turn_pairs, remove_overlap, subsample  # noqa: E402
+from bft.data.seed import load_seed, oasst_first_turn_pairs, subsample  # noqa: E402
 
 
 def _embedded(name: str, required: dict[str, type]) -> list[dict]:
@@ -119,12 +119,6 @@ def test_load_seed_local_file_renames_fields_and_assigns_stable_ids(tmp_path: Pa
     assert len(load_seed(cfg, on_error="skip")) == 4
     with pytest.raises(DataError, match="unknown seed source"):
         load_seed(SeedConfig(source=str(tmp_path / "absent.jsonl")))
-
-
-def test_remove_overlap() -> None:
-    pairs = [{"instruction": "What is  AI?", "output": "x"}, {"instruction": "Other", "output": "y"}]
-    kept, removed = remove_overlap(pairs, ["what is ai?"])
-    assert removed == 1 and kept == pairs[1:]
 
 
 def test_embedded_files_counts_and_fields() -> None:

@@ -3,6 +3,7 @@
 Example::
 
     bft-analyze human=data/seed_human.jsonl outputs/artifacts/rewrite/abc123 web=corpus.jsonl --out analysis
+    bft-analyze corpus outputs/artifacts/corpus/abc123   # what each corpus filter removed, with examples
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from bft.analysis.inputs import DATASET_FILES, InputError, load_dataset, unique_
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bft-analyze",
-        description="Compare instruction datasets: unique trigrams, lengths, MAUVE, eval-set overlap; writes md/csv/json + PNGs.",
+        description="Compare instruction datasets: unique trigrams, lengths, MAUVE, eval-set overlap; writes md/csv/json + PNGs. "
+        "'bft-analyze corpus PATH' instead shows what each corpus filter removed (see 'bft-analyze corpus -h').",
     )
     parser.add_argument(
         "datasets",
@@ -46,6 +48,11 @@ def _err(msg: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["corpus"]:
+        from bft.analysis.corpus_filters import main as corpus_main
+
+        return corpus_main(argv[1:])
     args = build_parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -153,8 +153,19 @@ def _iter_parquet(path: Path) -> Iterator[tuple[str, Any]]:
         yield f"{path}:row {index}", row
 
 
+def _starts_with_list(path: Path) -> bool:
+    """True when the first non-blank character of the file is ``[`` (a JSON list); a ``.json`` file of lines is JSONL."""
+    with path.open("rb") as handle:
+        while chunk := handle.read(4096):
+            head = chunk.lstrip()
+            if head:
+                return head.startswith(b"[")
+    return True
+
+
 def iter_raw(path: str | os.PathLike[str]) -> Iterator[tuple[str, Any]]:
-    """Yield (location, record-or-DataError) from a .jsonl/.json/.parquet file, chosen by suffix."""
+    """Yield (location, record-or-DataError) from a .jsonl/.json/.parquet file, chosen by suffix (a .json file
+    that does not start with ``[`` is read as JSON lines)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(str(path), "file not found", "not_found")
@@ -162,7 +173,7 @@ def iter_raw(path: str | os.PathLike[str]) -> Iterator[tuple[str, Any]]:
     if suffix in (".jsonl", ".ndjson"):
         return _iter_jsonl(path)
     if suffix == ".json":
-        return _iter_json(path)
+        return _iter_json(path) if _starts_with_list(path) else _iter_jsonl(path)
     if suffix in (".parquet", ".pq"):
         return _iter_parquet(path)
     raise DataError(str(path), f"unsupported file type {suffix!r} (use .jsonl, .json or .parquet)", "unsupported")

@@ -91,17 +91,6 @@ def oasst_first_turn_pairs(rows: Iterable[Mapping[str, Any]], language: str = "e
     return pairs
 
 
-def _normalize(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
-def remove_overlap(pairs: list[dict[str, Any]], instructions: Iterable[str]) -> tuple[list[dict[str, Any]], int]:
-    """Drop pairs whose instruction equals (case/space-insensitively) one of ``instructions``, e.g. an eval set."""
-    banned = {_normalize(i) for i in instructions}
-    kept = [p for p in pairs if _normalize(p["instruction"]) not in banned]
-    return kept, len(pairs) - len(kept)
-
-
 def _local_oasst_rows(path: Path, on_error: str) -> list[dict[str, Any]]:
     """Message rows of a local file in the hub's format (one oasst1 message per JSONL line / JSON item / row)."""
     required = {"message_id": str, "role": str, "text": str}

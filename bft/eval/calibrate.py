@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bft.data.io import read_records
 from bft.eval.annotators import LOCAL, TEST_JUDGE, local_judge_id, resolve_annotator, slug
 from bft.eval.calibration import calibration_figures
 from bft.eval.endpoint import ENDPOINT, Endpoint
-from bft.eval.sets import read_records
 
 CACHE_ENV = "BFT_CALIBRATION_DIR"
 
@@ -63,7 +63,7 @@ def _generator_of(path: Path) -> str | None:
     try:
         with path.open() as f:
             first = f.readline() if path.suffix == ".jsonl" else None
-        record = json.loads(first) if first else (read_records(path) or [{}])[0]
+        record = json.loads(first) if first else (read_records(path).records or [{}])[0]
     except (OSError, ValueError):
         return None
     return str(record.get("generator") or path.stem) if isinstance(record, dict) and "output" in record else None
@@ -84,7 +84,7 @@ def find_outputs(gold: Path, generator: str) -> Path:
 
 
 def _join(df: pd.DataFrame, outputs: Path, column: str) -> pd.DataFrame:
-    records = pd.DataFrame(read_records(outputs))
+    records = pd.DataFrame(read_records(outputs).records)
     if not {"instruction", "output"} <= set(records.columns):
         raise CalibrationError(f"{outputs}: output records need 'instruction' and 'output'")
     records = records.drop_duplicates("instruction")[["instruction", "output"]].rename(columns={"output": column})
@@ -96,7 +96,7 @@ def load_gold(gold: Path, outputs_1: Path | None = None, outputs_2: Path | None 
     gold = Path(gold)
     if not gold.is_file():
         raise CalibrationError(f"gold file not found: {gold}")
-    df = pd.DataFrame(read_records(gold))
+    df = pd.DataFrame(read_records(gold).records)
     missing = [c for c in ("instruction", "preference") if c not in df.columns]
     if missing:
         raise CalibrationError(f"{gold}: gold annotations need {', '.join(missing)}")

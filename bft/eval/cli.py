@@ -179,15 +179,15 @@ def from_annotations(args: dict[str, str]) -> tuple[dict[str, Any], Path]:
     """Metrics from existing judgements, written next to them as ``<name>.leaderboard.json/.csv``."""
     import pandas as pd
 
+    from bft.data.io import read_records
     from bft.eval.score import alpaca_eval_version, metrics_from_annotations, write_leaderboard
-    from bft.eval.sets import read_records
 
     path = Path(args["annotations"])
-    df = pd.DataFrame(read_records(path))
+    df = pd.DataFrame(read_records(path).records)
     if "instruction" not in df.columns:
         raise UsageError(f"{path}: annotations need an 'instruction' field")
     if "output_2" not in df.columns and "outputs" in args:
-        outputs = pd.DataFrame(read_records(Path(args["outputs"])))[["instruction", "output"]]
+        outputs = pd.DataFrame(read_records(Path(args["outputs"])).records)[["instruction", "output"]]
         outputs = outputs.drop_duplicates("instruction").rename(columns={"output": "output_2"})
         df = df.merge(outputs, on="instruction", how="left")
         n_missing = int(df["output_2"].isna().sum())
@@ -196,7 +196,7 @@ def from_annotations(args: dict[str, str]) -> tuple[dict[str, Any], Path]:
         if n_missing == len(df):
             df = df.drop(columns="output_2")
     if "output_1" not in df.columns and "reference" in args:
-        ref = pd.DataFrame(read_records(Path(args["reference"])))
+        ref = pd.DataFrame(read_records(Path(args["reference"])).records)
         ref = ref.drop_duplicates("instruction").rename(columns={"output": "output_1", "generator": "generator_1"})
         keep = ["instruction"] + [c for c in ("output_1", "generator_1") if c in ref.columns and c not in df.columns]
         df = df.merge(ref[keep], on="instruction", how="left")
@@ -226,17 +226,18 @@ def from_annotations(args: dict[str, str]) -> tuple[dict[str, Any], Path]:
 
 def from_outputs(args: dict[str, str], annotator: str, endpoint: Endpoint | None = None) -> tuple[dict[str, Any], Path]:
     """Judge outputs (``outputs=`` + ``eval=``, or a ``run=`` folder); returns the result and its file stem."""
+    from bft.data.io import read_records
     from bft.eval.score import score_outputs
-    from bft.eval.sets import load_eval_set, normalise_records, read_records
+    from bft.eval.sets import load_eval_set, normalise_records
 
     if "run" in args:
         folder = Path(args["run"])
-        model = read_records(_run_file(folder, "model_outputs"))
-        reference = normalise_records(read_records(_run_file(folder, "reference_outputs")), str(folder), "reference")
+        model = read_records(_run_file(folder, "model_outputs")).records
+        reference = normalise_records(read_records(_run_file(folder, "reference_outputs")).records, str(folder), "reference")
         out_dir = Path(args.get("out", folder / "eval"))
     else:
         outputs = Path(args["outputs"])
-        model = read_records(outputs)
+        model = read_records(outputs).records
         reference = load_eval_set(args.get("eval", "embedded"), _int(args, "max_instances", None))
         parent = outputs.parent if is_writable(outputs.parent) else Path.cwd()
         out_dir = Path(args.get("out", parent / "eval"))

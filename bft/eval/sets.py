@@ -8,11 +8,12 @@ alpaca_eval format (instruction, output, generator, dataset).
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from pathlib import Path
 from typing import Any
+
+from bft.data.io import DataError, read_records
 
 HUB_REPO = "tatsu-lab/alpaca_eval"
 HUB_FILES: dict[str, str] = {
@@ -25,17 +26,6 @@ REQUIRED_FIELDS = ("instruction", "output")
 
 class EvalSetError(ValueError):
     """An eval set that cannot be loaded; the message is one line and says what to do."""
-
-
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """Read a JSON list or a JSONL file of objects."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    is_list = text.lstrip().startswith("[")
-    records = json.loads(text) if is_list else [json.loads(line) for line in text.splitlines() if line.strip()]
-    if not all(isinstance(r, dict) for r in records):
-        raise EvalSetError(f"{path}: expected a JSON list or JSONL of objects")
-    return records
 
 
 def normalise_records(records: list[dict[str, Any]], source: str, default_generator: str) -> list[dict[str, Any]]:
@@ -99,7 +89,11 @@ def load_eval_set(name_or_path: str, max_instances: int | None = None) -> list[d
         if not path.is_file():
             raise EvalSetError(f"eval set '{name_or_path}' is neither ae1, ae2, embedded nor an existing JSON/JSONL file")
         default_generator = "reference"
-    records = normalise_records(read_records(path), str(path), default_generator)
+    try:
+        loaded = read_records(path).records
+    except DataError as err:
+        raise EvalSetError(str(err)) from None
+    records = normalise_records(loaded, str(path), default_generator)
     if max_instances is not None:
         if max_instances < 1:
             raise EvalSetError(f"max_instances must be >= 1, got {max_instances}")

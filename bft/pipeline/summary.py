@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bft.analysis.corpus_filters import FILTERS_FILE, load_report, removals, removals_text
 from bft.eval.calibrate import calibration_note, judge_calibration
 from bft.pipeline.context import RunContext
 from bft.pipeline.roles import resolve, roles
@@ -12,6 +13,29 @@ from bft.pipeline.roles import resolve, roles
 def _calibration(cfg) -> dict[str, Any] | None:
     """The judge's last measured calibration (``bft-eval calibrate``), or None: shown beside every win rate."""
     return judge_calibration(cfg.eval.annotator, resolve(cfg).eval.judge_model, cfg.eval.judge_orders)
+
+
+def _corpus_filters(ctx: RunContext) -> dict[str, Any] | None:
+    """Documents in and kept, and what each corpus filter removed (``filters.json``); None without a corpus stage."""
+    corpus = ctx.artifacts.get("corpus")
+    if corpus is None or not corpus.file(FILTERS_FILE).is_file():
+        return None
+    return removals(load_report(corpus.file(FILTERS_FILE)))
+
+
+def _decontaminated(counts: dict[str, Any]) -> dict[str, Any]:
+    """Seed and generated pairs dropped as overlapping the eval set, by reason."""
+    return {origin: counts.get(f"decontaminated_{origin}") for origin in ("seed", "generated")}
+
+
+def _decontaminated_text(decontaminated: dict[str, Any]) -> str:
+    """ "decontaminated against the eval set: seed 1 (exact 1), generated 0" """
+    parts = []
+    for origin, reasons in decontaminated.items():
+        if reasons is not None:
+            detail = ", ".join(f"{r} {n}" for r, n in reasons.items() if n)
+            parts.append(f"{origin} {sum(reasons.values())}" + (f" ({detail})" if detail else ""))
+    return "decontaminated against the eval set: " + "; ".join(parts) if parts else ""
 
 
 def summarize(ctx: RunContext) -> dict[str, Any]:
@@ -46,6 +70,9 @@ def summarize(ctx: RunContext) -> dict[str, Any]:
         "discrete_win_rate": evaluate.get("discrete_win_rate"),
         "n": evaluate.get("n_total"),
         "n_generated": ctx.artifacts["train_data"].manifest["counts"].get("generated"),
+        "n_seed": ctx.artifacts["train_data"].manifest["counts"].get("seed"),
+        "decontaminated": _decontaminated(ctx.artifacts["train_data"].manifest["counts"]),
+        "corpus_filters": _corpus_filters(ctx),
         "annotator": ctx.cfg.eval.annotator,
         "reference": ctx.cfg.eval.reference,
         "judge_calibration": _calibration(cfg),
@@ -97,6 +124,10 @@ def print_summary(ctx: RunContext) -> None:
     console = Console(width=120)
     console.print(table)
     s = ctx.summary
+    if s.get("corpus_filters"):
+        console.print(removals_text(s["corpus_filters"]))
+    if _decontaminated_text(s.get("decontaminated") or {}):
+        console.print(_decontaminated_text(s["decontaminated"]))
     for name, acc in s.get("curation", {}).items():
         console.print(
             f"{name}: kept {acc['kept']} ({acc['kept_fraction']:.1%}), parse failures "

@@ -46,6 +46,7 @@ def compute_baseline_data(c: DictConfig, upstream: dict[str, Artifact], work: Pa
 
 
 def compute_train_data(c: DictConfig, upstream: dict[str, Artifact], work: Path) -> StageOutput:
+    """Seed and generated pairs, each decontaminated against the eval instructions (one check for both)."""
     from bft.eval.decontaminate import count_reasons, decontaminate
     from bft.eval.sets import load_eval_set
 
@@ -54,23 +55,32 @@ def compute_train_data(c: DictConfig, upstream: dict[str, Artifact], work: Path)
     if not generated:
         raise PipelineError("train_data: the generated set is empty (nothing survived curation and rewriting)")
     eval_instructions = [r["instruction"] for r in load_eval_set(c.eval.set, c.eval.max_instances)]
+    seed_kept, seed_dropped = decontaminate(seed, eval_instructions)
     kept, dropped = decontaminate(generated, eval_instructions)
     if c.data.max_generated is not None and len(kept) > c.data.max_generated:
         chosen = sorted(random.Random(c.run.seed).sample(range(len(kept)), c.data.max_generated))
         kept = [kept[i] for i in chosen]
-    rows = [{**e, "origin": "seed"} for e in tagged_examples(seed, c.sft.seed_tag)]
+    rows = [{**e, "origin": "seed"} for e in tagged_examples(seed_kept, c.sft.seed_tag)]
     rows += [
         {**e, "origin": "generated", "id": r.get("id"), "source_id": r.get("source_id")}
         for e, r in zip(tagged_examples(kept, c.sft.web_tag), kept, strict=True)
     ]
+    all_dropped = [{**d, "origin": "seed"} for d in seed_dropped] + [{**d, "origin": "generated"} for d in dropped]
     write_jsonl_atomic(work / "train.jsonl", rows)
-    write_jsonl_atomic(work / "decontaminated.jsonl", dropped)
-    counts = {"in": len(seed) + len(generated), "out": len(rows), "seed": len(seed), "generated": len(kept)}
-    return StageOutput(counts={**counts, "decontaminated": count_reasons(dropped)})
+    write_jsonl_atomic(work / "decontaminated.jsonl", all_dropped)
+    counts = {"in": len(seed) + len(generated), "out": len(rows), "seed": len(seed_kept), "generated": len(kept)}
+    return StageOutput(
+        counts={
+            **counts,
+            "decontaminated": count_reasons(all_dropped),
+            "decontaminated_seed": count_reasons(seed_dropped),
+            "decontaminated_generated": count_reasons(dropped),
+        }
+    )
 
 
 SEED = Stage("seed", (), ("seed.jsonl",), ("seed", "run.seed", "data.on_error"), compute_seed)
-CORPUS = Stage("corpus", (), ("corpus.jsonl",), ("corpus", "data.on_error"), compute_corpus)
+CORPUS = Stage("corpus", (), ("corpus.jsonl", "filters.json"), ("corpus", "data.on_error"), compute_corpus)
 BASELINE_DATA = Stage(
     "baseline_data",
     (),

@@ -61,9 +61,7 @@ def compute_evaluate(c: DictConfig, upstream: dict[str, Artifact], work: Path) -
     from bft.eval.endpoint import endpoint_for
     from bft.eval.score import score_outputs
 
-    endpoint = endpoint_for(
-        c.eval.annotator, c.eval.judge_url, c.eval.judge_model, c.eval.judge_api_key_env, c.eval.judge_api_scheme
-    )
+    endpoint = endpoint_for(c.eval.annotator, c.eval.judge_url, c.eval.judge_model, c.eval.judge_api_key_env, c.eval.judge_api_scheme)
     outputs = json.loads(upstream["eval_outputs"].file("model_outputs.json").read_text())
     references = reference_outputs(c, upstream)
     (work / "model_outputs.json").write_text(json.dumps(outputs, indent=2, ensure_ascii=False))
