@@ -20,12 +20,23 @@ _IDENTIFIER: Any = None
 
 
 def identifier() -> Any:
-    """The py3langid identifier with normalised probabilities (loaded once per process)."""
+    """The py3langid identifier with normalised probabilities (loaded once per process).
+
+    The model is decompressed in memory: py3langid's own loader streams it through a temporary file, so a full
+    (or size-limited) temp folder would stop the corpus stage before it writes anything of its own."""
     global _IDENTIFIER
     if _IDENTIFIER is None:
-        from py3langid.langid import MODEL_FILE, LanguageIdentifier
+        import io
+        import lzma
 
-        _IDENTIFIER = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+        import numpy as np
+        from py3langid.langid import MODEL_DIR, MODEL_FILE, LanguageIdentifier
+        from py3langid.modelio import _to_array
+
+        with lzma.open(MODEL_DIR / MODEL_FILE) as src, np.load(io.BytesIO(src.read()), allow_pickle=False) as data:
+            ptc, pc, classes = np.asarray(data["ptc"]), np.asarray(data["pc"]), data["classes"].tolist()
+            nextmove, row, output = _to_array(data["nextmove"]), _to_array(data["nextmove_row"]), data["out_feat"].tolist()
+        _IDENTIFIER = LanguageIdentifier(ptc, pc, classes, nextmove, output, norm_probs=True, tk_row=row)
     return _IDENTIFIER
 
 
