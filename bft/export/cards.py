@@ -135,7 +135,9 @@ def model_card(artifacts: dict[str, Artifact], base_model: str, merged: bool, da
         tags=["bft", "instruction-tuning", "alpaca-eval"],
         datasets=[dataset_ref] if dataset_ref else None,
     )
-    sft, peft, precision = config.get("sft", {}), config.get("peft", {}), config.get("precision")
+    sft, peft = config.get("sft", {}), config.get("peft", {})
+    sft = sft.get("final", sft)  # the final model's slice holds sft.final (older manifests: sft itself)
+    precision = config.get("precision", config.get("trainer", {}).get("precision"))
     train_counts = _counts(artifacts, "train_data")
     eval_rows = [
         ("win rate", _round(evaluation.get("win_rate"))),
