@@ -104,6 +104,7 @@ def _pairs(prefix: str, n: int) -> list[dict[str, str]]:
     ]
 
 
+@pytest.mark.slow  # loads the embedding model
 def test_cli_end_to_end(tmp_path, capsys):
     from bft.analysis.cli import main
 

@@ -98,6 +98,7 @@ def _slow_compute(root: str, marker: str) -> None:
     store.get_or_compute("shared", {"k": 1}, {}, compute)
 
 
+@pytest.mark.slow  # starts two processes
 def test_two_processes_compute_a_shared_stage_once(tmp_path):
     marker = tmp_path / "calls.txt"
     ctx = mp.get_context("spawn")

@@ -13,6 +13,8 @@ import pytest
 from bft.cli.main import precheck_overrides
 from bft.config.validate import ConfigError, validate
 
+pytestmark = pytest.mark.slow  # loads a model or starts a process (make test-fast skips it)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

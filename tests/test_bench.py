@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from bft.bench.cli import main, speedup_ceiling
 from bft.bench.workload import shipped_lengths
 
 
+@pytest.mark.slow  # runs every bench measure on the tiny model
 def test_bench_reports_every_measure(tmp_path: Path, capsys):
     out = tmp_path / "bench.json"
     args = ["--model", "tiny", "--quick", "--skip-sft", "--prompts", "4", "--new-tokens", "4", "--corpus", "", "--out", str(out)]

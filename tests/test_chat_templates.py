@@ -14,6 +14,8 @@ from bft.models.registry import load_tokenizer
 from bft.models.template_roles import configure_chat_templates
 from bft.prompts import render_chat
 
+pytestmark = pytest.mark.slow  # loads a model or starts a process (make test-fast skips it)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -47,6 +47,7 @@ def test_every_experiment_composes_and_dry_runs_with_smoke(compose_cfg, experime
         assert isinstance(tag, str)
 
 
+@pytest.mark.slow  # composes every value of every sweep (about 10 s)
 @pytest.mark.parametrize("sweep", SWEEPS)
 def test_every_sweep_composes_and_each_value_is_a_valid_override(compose_cfg, sweep):
     cfg = compose_cfg(f"+sweep={sweep}", "debug=smoke", hydra_cfg=True)

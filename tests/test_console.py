@@ -21,6 +21,8 @@ import pytest
 from bft.logger.console import DropAdvertisements, setup_console
 from bft.logger.progress import format_loss, format_lr
 
+pytestmark = pytest.mark.slow  # loads a model or starts a process (make test-fast skips it)
+
 REPO = Path(__file__).resolve().parents[1]
 
 SCRIPT = textwrap.dedent(

@@ -16,6 +16,8 @@ from bft.data.corpus import build_corpus, clean_corpus, read_corpus, segment_at_
 from bft.data.corpus.steps import is_bad_header
 from bft.data.io import DataError
 
+pytestmark = pytest.mark.slow  # loads a model or starts a process (make test-fast skips it)
+
 _WORDS = [
     "river",
     "town",

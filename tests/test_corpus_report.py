@@ -13,6 +13,8 @@ from bft.config.schema import CorpusConfig
 from bft.data.corpus import build_corpus
 from bft.pipeline.summary import _decontaminated, _decontaminated_text
 
+pytestmark = pytest.mark.slow  # loads a model or starts a process (make test-fast skips it)
+
 
 @pytest.fixture(scope="module")
 def corpus_artifact(tmp_path_factory) -> Path:

@@ -18,6 +18,8 @@ import torch
 from bft.models.registry import resolve_model_path
 from bft.sft.export import consolidated_state_dict, is_sharded_strategy, save_full_model
 
+pytestmark = pytest.mark.slow  # starts training processes (make test-fast skips it)
+
 REPO = Path(__file__).resolve().parents[1]
 
 DDP_SCRIPT = """

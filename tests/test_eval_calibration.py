@@ -20,6 +20,8 @@ from bft.eval import judges
 from bft.eval.calibration import agreement_scores, calibration_figures, length_balanced_index, longer_wins
 from bft.eval.cli import main
 
+pytestmark = pytest.mark.slow  # loads a model or starts a process (make test-fast skips it)
+
 # ---------------------------------------------------------------- arithmetic on a hand-made gold file
 
 # (gold preference, len(output_1), len(output_2), judge preference): 8 pairs, hand-checked figures below.

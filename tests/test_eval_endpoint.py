@@ -21,6 +21,8 @@ from bft.eval.cli import main
 from bft.eval.endpoint import EndpointError, endpoint_for, endpoint_from
 from bft.eval.score import score_outputs
 
+pytestmark = pytest.mark.slow  # loads a model or starts a process (make test-fast skips it)
+
 KEY_ENV = "BFT_TEST_JUDGE_KEY"
 SECRET = "sk-stub-secret-123"
 

@@ -14,6 +14,8 @@ import pytest
 from bft.config.validate import ConfigError
 from bft.export.cli import export, parse_args
 
+pytestmark = pytest.mark.slow  # loads a model or starts a process (make test-fast skips it)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

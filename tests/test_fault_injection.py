@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # loads a model or starts a process (make test-fast skips it)
+
 COMMON = ["debug=smoke", "trainer.checkpoint_every_n_steps=1", "sft.final.max_steps=4", "generation.shard_size=2"]
 COMPARED = [
     "augment/*/candidates.jsonl",

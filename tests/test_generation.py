@@ -11,6 +11,8 @@ from bft.generation.sampling import prompt_seed, sample_tokens
 from bft.models.registry import load_model
 from bft.prompts import render_chat
 
+pytestmark = pytest.mark.slow  # loads a model or starts a process (make test-fast skips it)
+
 
 @pytest.fixture(scope="module")
 def tiny():

@@ -12,6 +12,8 @@ import pytest
 from bft.config.schema import GenerationConfig, PeftConfig, SFTStageConfig, TrainerConfig
 from bft.models.registry import ModelNotFoundError, load_model, load_tokenizer, resolve_model_path
 
+pytestmark = pytest.mark.slow  # loads a model or starts a process (make test-fast skips it)
+
 
 @pytest.fixture(scope="module")
 def local_folder(tmp_path_factory) -> Path:

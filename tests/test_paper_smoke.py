@@ -28,6 +28,8 @@ import pytest
 
 from bft.data.io import read_jsonl
 
+pytestmark = pytest.mark.slow  # loads a model or starts a process (make test-fast skips it)
+
 REPO = Path(__file__).resolve().parents[1]
 PAPER_EXPERIMENTS = sorted(p.stem for p in (REPO / "experiments").glob("*_paper*.yaml"))
 FAKE_KEY = "sk-test-only-not-a-real-key"

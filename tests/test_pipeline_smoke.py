@@ -13,6 +13,8 @@ import pytest
 from bft.data.io import read_jsonl
 from bft.pipeline.runner import run_pipeline
 
+pytestmark = pytest.mark.slow  # loads a model or starts a process (make test-fast skips it)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -322,6 +322,7 @@ def test_inject_parameters_needs_tagged_cell():
     assert inject_parameters(nb, {"x": 2, "paths": ["a"]}).cells[0].source == "x = 2\npaths = ['a']\n"
 
 
+@pytest.mark.slow  # starts a Jupyter kernel
 def test_results_notebook_runs_headless(fixture_runs_root: Path, tmp_path: Path):
     from jupyter_client.kernelspec import find_kernel_specs
 
@@ -348,6 +349,7 @@ def test_results_notebook_runs_headless(fixture_runs_root: Path, tmp_path: Path)
         assert (figures / f"{name}.png").stat().st_size > 1000, name
 
 
+@pytest.mark.slow  # starts a Jupyter kernel
 def test_results_notebook_skips_empty_groups(tmp_path: Path):
     from jupyter_client.kernelspec import find_kernel_specs
 

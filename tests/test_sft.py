@@ -27,6 +27,8 @@ from bft.sft.data import (
 from bft.sft.schedule import lr_lambda
 from bft.sft.train import compile_decision, planned_tokens
 
+pytestmark = pytest.mark.slow  # loads a model or starts a process (make test-fast skips it)
+
 EXAMPLES = [
     {"prompt": f"Question {i}: what is {i} plus {i}?", "completion": f"The answer is {2 * i}. " * (1 + i % 3)} for i in range(8)
 ]

@@ -16,7 +16,7 @@ from bft.prompts import render_chat
 from bft.sft.data import collate_padded, encode_example
 from bft.sft.train import train_sft
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def _completion_loss(model, tokenizer, examples: list[dict]) -> float:

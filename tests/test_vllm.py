@@ -16,6 +16,8 @@ from bft.generation.factory import make_backend
 from bft.generation.vllm import engine_kwargs
 from bft.models.registry import resolve_model_path
 
+pytestmark = pytest.mark.slow  # loads a model or starts a process (make test-fast skips it)
+
 
 class RecordingLLM:
     """Test-only stand-in for vllm.LLM: records its arguments and echoes one token per request."""

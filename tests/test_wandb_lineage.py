@@ -21,6 +21,8 @@ from bft.pipeline.plan import Step
 from bft.pipeline.runner import run_step
 from bft.pipeline.stage import Stage
 
+pytestmark = pytest.mark.slow  # loads a model or starts a process (make test-fast skips it)
+
 
 def _write_records(name: str, rows: list[dict]):
     def compute(ctx, upstream, work: Path) -> StageOutput:

@@ -18,6 +18,8 @@ from bft.pipeline.context import PipelineError
 from bft.workers import ShardJob, run_stage, stage_job
 from bft.workers.progress import StageProgress
 
+pytestmark = pytest.mark.slow  # loads a model or starts a process (make test-fast skips it)
+
 REPO = Path(__file__).resolve().parents[1]
 N_DOCS, SHARD = 10, 2
 
