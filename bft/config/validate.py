@@ -92,5 +92,7 @@ def _check_values(cfg: DictConfig) -> None:
         raise ConfigError("generation.batch_size and generation.shard_size must be >= 1")
     if cfg.workers.count < 1:
         raise ConfigError(f"workers.count must be >= 1, got {cfg.workers.count}")
-    if cfg.rewriter.name == "none" and not cfg.curation.enabled:
+    from bft.rewriter.source import rewriter_source
+
+    if not rewriter_source(cfg).rewrites and not cfg.curation.enabled:
         raise ConfigError("rewriter=none with curation disabled leaves raw, unfiltered text: enable one of them")

@@ -19,9 +19,12 @@ def model_roles(cfg: Any) -> list[tuple[str, str | None, str]]:
         if node is not None and node.get("name") is not None:
             roles.append((node.name, node.get("chat_template"), f"{role}.chat_template"))
     rewriter = cfg.get("rewriter")
-    if rewriter is not None and rewriter.get("source", "model") == "model" and rewriter.name not in ("none", "seed_model"):
-        name = rewriter.name if rewriter.name is not None else cfg.model.name
-        roles.append((name, rewriter.get("chat_template"), "rewriter.chat_template"))
+    if rewriter is not None:
+        from bft.rewriter.source import rewriter_source
+
+        source = rewriter_source(cfg)
+        if source.kind == "model":
+            roles.append((source.model, rewriter.get("chat_template"), "rewriter.chat_template"))
     return roles
 
 
