@@ -142,6 +142,22 @@ def test_progress_off_a_terminal_is_a_few_log_lines_with_rate_and_eta(tmp_path, 
     assert "augment: 50/100 records (50%), 50 new tok/s, ETA 0:50" in lines
     assert lines[-1].startswith("augment: 100/100 records (100%), 50 new tok/s")
     assert rate["new_tokens_per_s"] == 50.0
+    assert rate["records_per_s"] == 1.0
+
+
+def test_progress_of_a_scoring_stage_shows_records_per_second(tmp_path, caplog):
+    now = [0.0]
+    (tmp_path / "shards").mkdir()
+    with caplog.at_level(logging.INFO, logger="bft.progress"):
+        progress = StageProgress("curate", tmp_path, 40, 10, tty=False, clock=lambda: now[0])
+        for i in range(4):
+            now[0] += 5.0
+            shard_path(tmp_path, i).write_text("{}\n")  # logprob scoring: no stats, no new tokens
+            progress.poll()
+        rate = progress.close()
+    lines = [r.getMessage() for r in caplog.records]
+    assert "curate: 20/40 records (50%), 2.00 records/s, ETA 0:10" in lines
+    assert rate["records_per_s"] == 2.0 and rate["new_tokens_per_s"] == 0.0
 
 
 class _CountersOnlyBackend:

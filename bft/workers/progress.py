@@ -1,5 +1,7 @@
 """One progress display per generation stage: records done, new tokens/s and ETA.
 
+Scoring stages (logprob curation) generate no tokens: once their first records are in, the rate is records/s.
+
 On a terminal it is a single rich progress bar; when stderr is not a TTY (CI logs, Slurm output files) it is a few
 plain log lines instead: at the start, about every 10% of the records (at most one a minute otherwise) and at the
 end. The figures come from the shard folder, so the same display follows in-process and remote workers.
@@ -86,6 +88,16 @@ class StageProgress:
     def tokens_per_second(self) -> float:
         return self.new_tokens / self.elapsed
 
+    @property
+    def records_per_second(self) -> float:
+        return (self.records_done - self.start_records) / self.elapsed
+
+    def rate(self) -> str:
+        """New tokens/s; records/s for a stage whose finished records generated no tokens (scoring)."""
+        if self.new_tokens == 0 and self.records_done > self.start_records:
+            return f"{self.records_per_second:,.2f} records/s"
+        return f"{self.tokens_per_second:,.0f} new tok/s"
+
     def eta_seconds(self) -> float | None:
         new = self.records_done - self.start_records
         if new <= 0:
@@ -113,17 +125,14 @@ class StageProgress:
 
     def _show(self) -> None:
         if self._bar is not None:
-            self._bar.update(self._task, completed=self.records_done, rate=f"{self.tokens_per_second:,.0f} new tok/s")
+            self._bar.update(self._task, completed=self.records_done, rate=self.rate())
         else:
             self._log()
 
     def line(self) -> str:
         done = self.records_done
         percent = 100.0 * done / self.n_records if self.n_records else 100.0
-        return (
-            f"{self.label}: {done}/{self.n_records} records ({percent:.0f}%), "
-            f"{self.tokens_per_second:,.0f} new tok/s, ETA {_eta(self.eta_seconds())}"
-        )
+        return f"{self.label}: {done}/{self.n_records} records ({percent:.0f}%), {self.rate()}, ETA {_eta(self.eta_seconds())}"
 
     def _log(self, force: bool = False) -> None:
         fraction = self.records_done / self.n_records if self.n_records else 1.0
@@ -139,4 +148,8 @@ class StageProgress:
             self._bar.stop()
         elif self._last_decile < 10:
             self._log(force=True)
-        return {"new_tokens_per_s": round(self.tokens_per_second, 2), "generation_wall_seconds": round(self.elapsed, 2)}
+        return {
+            "new_tokens_per_s": round(self.tokens_per_second, 2),
+            "records_per_s": round(self.records_per_second, 3),
+            "generation_wall_seconds": round(self.elapsed, 2),
+        }
