@@ -237,6 +237,41 @@ def test_prefill_attention_matches_sdpa_with_padding_gqa_and_unfilled_tail(dtype
         torch.testing.assert_close(ours[row, p:].float(), ref[row, p:].float(), atol=tol, rtol=tol)
 
 
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize("copied,apart", [(0, 0), (4, 0), (0, 3), (4, 3)])
+def test_prefill_layout_flash_path_matches_sdpa_over_the_visible_keys(dtype, tol, copied, apart):
+    """With ``prefill_layout`` (as the backend passes it) the flash path equals SDPA with the full mask over
+    [shared prefix apart][copied prefix][left padding][own tokens, causal][unfilled tail]."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from bft.generation.cpu_attention import PrefillLayout, decode_attention
+
+    torch.manual_seed(0)
+    batch, heads, kv_heads, q_len, tail, dim = 3, 6, 2, 5, 3, 16
+    length = copied + q_len + tail
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal, module.layer_idx = heads // kv_heads, True, 0
+    q = torch.randn(batch, heads, q_len, dim, dtype=dtype)
+    k, v = (torch.randn(batch, kv_heads, length, dim, dtype=dtype) for _ in range(2))
+    own = (5, 3, 1)  # each row's tokens; the rest of its q_len positions are left padding
+    mask = torch.zeros(batch, 1, q_len, length, dtype=torch.bool)
+    for row, n in enumerate(own):
+        for i in range(q_len - n, q_len):
+            mask[row, 0, i, :copied] = True
+            mask[row, 0, i, copied + q_len - n : copied + i + 1] = True
+    layout = PrefillLayout(copied, own, copied + q_len)
+    shared = None
+    full_k, full_v, full_mask = k, v, mask
+    if apart:
+        shared, full_k, full_v, full_mask = _with_shared_prefix(k, v, mask, apart)
+    ours, _ = decode_attention(module, q, k, v, None, scaling=dim**-0.5, shared_prefix_kv=shared, prefill_layout=layout)
+    ref, _ = sdpa_attention_forward(module, q, full_k, full_v, full_mask, scaling=dim**-0.5)
+    assert ours.shape == ref.shape == (batch, q_len, heads, dim)
+    for row, n in enumerate(own):  # padding queries' outputs are never read (zeros here); the rest must agree
+        assert not ours[row, : q_len - n].any()
+        torch.testing.assert_close(ours[row, q_len - n :].float(), ref[row, q_len - n :].float(), atol=tol, rtol=tol)
+
+
 def test_prefill_chunks_bound_padded_tokens_and_keep_row_order():
     from bft.generation.batching import prefill_chunks
 

@@ -21,6 +21,8 @@ greedy generations with the plain path's in the tests.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -105,6 +107,59 @@ def _prefill(query, key, value, attention_mask, scale, prefix) -> torch.Tensor:
     return out
 
 
+@dataclass(frozen=True)
+class PrefillLayout:
+    """Where each row's tokens sit in the KV buffer during a prefill (a model-call keyword, ``prefill_layout``).
+
+    The buffer of every row holds ``prefix_len`` positions that all its queries see (a copied shared prefix), then
+    left padding, then the row's own ``row_lengths[r]`` tokens, which end at ``end`` (the queries are the last
+    positions up to ``end``; what follows is the unfilled tail). With it, attention runs PyTorch's CPU flash kernel
+    on each row's own tokens with a causal mask it never materialises, instead of a score matrix over every key.
+    """
+
+    prefix_len: int
+    row_lengths: tuple[int, ...]
+    end: int
+
+
+def _flash(query, key, value, causal: bool, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, H, Q, D) output and (B, H, Q) float32 log-sum-exp of the CPU flash kernel (grouped heads allowed)."""
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, 0.0, causal, scale=scale)
+
+
+def _merge_lse(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Attention over the union of disjoint key sets, from each set's output and log-sum-exp."""
+    if len(parts) == 1:
+        return parts[0][0]
+    lse = torch.stack([p[1] for p in parts])  # (n, B, H, Q)
+    weights = torch.softmax(lse, dim=0).unsqueeze(-1)  # each set's share of the total softmax mass
+    out = sum(w * o.float() for w, (o, _) in zip(weights, parts, strict=True))
+    return out.to(parts[0][0].dtype)
+
+
+def _prefill_flash(query, key, value, scale, prefix, layout: PrefillLayout) -> torch.Tensor:
+    """Prefill attention from the explicit :class:`PrefillLayout`: per row, the flash kernel over its own tokens
+    (causal), merged by log-sum-exp with its copied prefix (``layout.prefix_len``) and the shared prefix kept
+    apart (``prefix``, read by all rows' queries in one call). Left-padding queries get zeros."""
+    batch, heads, q_len, dim = query.shape
+    out = query.new_zeros(batch, q_len, heads, dim)
+    shared = None
+    if prefix is not None:  # every row's queries at once against the one (1, kv_heads, P, D) prefix
+        flat = query.transpose(0, 1).reshape(1, heads, batch * q_len, dim)
+        o, lse = _flash(flat, prefix[0], prefix[1], False, scale)
+        shared = (o.view(heads, batch, q_len, dim).transpose(0, 1), lse.view(heads, batch, q_len).transpose(0, 1))
+    end, copied = layout.end, layout.prefix_len
+    for row, n in enumerate(layout.row_lengths):
+        q = query[row : row + 1, :, q_len - n :]
+        parts = [_flash(q, key[row : row + 1, :, end - n : end], value[row : row + 1, :, end - n : end], True, scale)]
+        if copied:
+            parts.append(_flash(q, key[row : row + 1, :, :copied], value[row : row + 1, :, :copied], False, scale))
+        if shared is not None:
+            parts.append((shared[0][row : row + 1, :, q_len - n :], shared[1][row : row + 1, :, q_len - n :]))
+        out[row, q_len - n :] = _merge_lse(parts)[0].transpose(0, 1)
+    return out
+
+
 def decode_attention(
     module: torch.nn.Module,
     query: torch.Tensor,
@@ -114,6 +169,7 @@ def decode_attention(
     dropout: float = 0.0,
     scaling: float | None = None,
     shared_prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    prefill_layout: PrefillLayout | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
     """transformers attention function on CPU: (B, H, S, D) queries via bmm (no mask means causal); in training
@@ -122,6 +178,7 @@ def decode_attention(
     ``shared_prefix_kv`` (a model-call keyword, one (keys, values) pair of shape (1, kv_heads, P, D) per layer):
     keys and values that every row sees before its own ``key``/``value`` (the generation backend's shared prompt
     prefix, kept once instead of copied into every row). The mask covers only the rows' own positions.
+    ``prefill_layout`` (a model-call keyword): where each row's tokens are, which lets prefill skip the mask.
     """
     prefix = shared_prefix_kv[module.layer_idx] if shared_prefix_kv is not None else None
     if dropout or query.device.type != "cpu":
@@ -133,6 +190,8 @@ def decode_attention(
         causal = torch.ones(q_len, length, dtype=torch.bool, device=query.device).tril(length - q_len)
         attention_mask = causal.expand(query.shape[0], 1, q_len, length)
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    if prefill_layout is not None and query.shape[2] > 1:
+        return _prefill_flash(query, key, value, scale, prefix, prefill_layout), None
     if query.shape[2] == 1:
         return _decode(query, key, value, attention_mask, scale, prefix), None
     return _prefill(query, key, value, attention_mask, scale, prefix), None

@@ -46,7 +46,7 @@ import torch
 
 from bft.generation.base import BackendStats, Completion, Sampling, single_token_ids
 from bft.generation.batching import length_batches, prefill_chunks
-from bft.generation.cpu_attention import use_decode_attention
+from bft.generation.cpu_attention import PrefillLayout, use_decode_attention
 from bft.generation.cpu_linear import pack_linear_layers
 from bft.generation.kv_cache import BufferCache
 from bft.generation.sampling import prompt_seed, sample_tokens, stop_token_ids
@@ -187,6 +187,7 @@ class HFBackend:
                 use_cache=True,
                 logits_to_keep=1,
                 **model_kwargs,
+                **self._layout_kwargs(offset, lens[rows].tolist(), offset + slen),
             )
             logits.append(out.logits[:, -1].float().cpu())
             self._stats.add("prefill_padding_tokens", width * (rows.stop - rows.start) - int(lens[rows].sum()))
@@ -195,6 +196,12 @@ class HFBackend:
         cache = BufferCache.concat(caches) if keep_cache else None
         self._stats.add("prefill_tokens", int(lens.sum()))
         return torch.cat(logits), cache, mask, lens + plen, model_kwargs
+
+    def _layout_kwargs(self, copied_prefix: int, row_lengths: list[int], end: int) -> dict:
+        """The ``prefill_layout`` keyword for the CPU attention (rows' tokens end at ``end``, after left padding)."""
+        if not self.decode_attention:
+            return {}
+        return {"prefill_layout": PrefillLayout(copied_prefix, tuple(row_lengths), end)}
 
     # ------------------------------------------------------------------ API
 
