@@ -28,6 +28,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from bft.generation.cpu_fused import MIN_FUSED_ELEMENTS, merge_attention, run_fused
+
 ATTENTION_NAME = "bft_decode_bmm"
 SCORE_BLOCK_ELEMENTS = 1 << 22  # float32 scores per bmm block in prefill (16 MiB): fits the last-level cache
 
@@ -129,12 +131,11 @@ def _flash(query, key, value, causal: bool, scale: float) -> tuple[torch.Tensor,
 
 def _merge_lse(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     """Attention over the union of disjoint key sets, from each set's output and log-sum-exp."""
-    if len(parts) == 1:
-        return parts[0][0]
-    lse = torch.stack([p[1] for p in parts])  # (n, B, H, Q)
-    weights = torch.softmax(lse, dim=0).unsqueeze(-1)  # each set's share of the total softmax mass
-    out = sum(w * o.float() for w, (o, _) in zip(weights, parts, strict=True))
-    return out.to(parts[0][0].dtype)
+    out, lse = parts[0]
+    for other, other_lse in parts[1:]:
+        big = out.numel() >= MIN_FUSED_ELEMENTS
+        out, lse = run_fused(merge_attention, big, out, lse, other, other_lse)
+    return out
 
 
 def _prefill_flash(query, key, value, scale, prefix, layout: PrefillLayout) -> torch.Tensor:

@@ -47,7 +47,9 @@ import torch
 from bft.generation.base import BackendStats, Completion, Sampling, single_token_ids
 from bft.generation.batching import length_batches, prefill_chunks
 from bft.generation.cpu_attention import PrefillLayout, use_decode_attention
+from bft.generation.cpu_fused import fuse_elementwise
 from bft.generation.cpu_linear import pack_linear_layers
+from bft.generation.cpu_memory import keep_freed_memory
 from bft.generation.kv_cache import BufferCache
 from bft.generation.sampling import prompt_seed, sample_tokens, stop_token_ids
 
@@ -90,6 +92,7 @@ class HFBackend:
         self.num_layers = model.config.get_text_config(decoder=True).num_hidden_layers
         self._stats = BackendStats()
         self.packed_linear_layers = 0  # set by ``from_name`` (see :mod:`bft.generation.cpu_linear`)
+        self.fused_modules = 0  # likewise (see :mod:`bft.generation.cpu_fused`)
 
     @classmethod
     def from_name(
@@ -100,6 +103,7 @@ class HFBackend:
         batch_size: int = 32,
         max_batch_tokens: int | None = None,
         pack_weights: bool = True,
+        fuse_ops: bool = True,
     ):
         from bft.models.registry import load_model
 
@@ -107,6 +111,10 @@ class HFBackend:
         backend = cls(loaded.model, loaded.tokenizer, batch_size=batch_size, max_batch_tokens=max_batch_tokens)
         if pack_weights:  # the backend owns this model, so its linear layers may become inference-only
             backend.packed_linear_layers = pack_linear_layers(backend.model)
+        if fuse_ops:  # likewise: element-wise kernels fused for CPU prefill (Llama architectures)
+            backend.fused_modules = fuse_elementwise(backend.model)
+        if backend.device.type == "cpu":
+            keep_freed_memory()
         return backend
 
     # ------------------------------------------------------------------ helpers
