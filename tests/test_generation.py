@@ -272,6 +272,41 @@ def test_prefill_layout_flash_path_matches_sdpa_over_the_visible_keys(dtype, tol
         torch.testing.assert_close(ours[row, q_len - n :].float(), ref[row, q_len - n :].float(), atol=tol, rtol=tol)
 
 
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize("copied,apart", [(0, 0), (3, 0), (0, 4)])
+def test_decode_layout_flash_path_matches_sdpa_over_the_visible_keys(dtype, tol, copied, apart):
+    """A decode step with ``decode_layout`` (runs of 2 rows, each from its first row's start, later starts masked)
+    equals SDPA with the full mask over [copied prefix][left padding][own tokens][unfilled tail]."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from bft.generation.cpu_attention import DecodeLayout, decode_attention
+
+    torch.manual_seed(0)
+    batch, heads, kv_heads, own_max, tail, dim = 5, 6, 2, 7, 3, 16
+    length = copied + own_max + tail
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal, module.layer_idx = heads // kv_heads, True, 0
+    q = torch.randn(batch, heads, 1, dim, dtype=dtype)
+    k, v = (torch.randn(batch, kv_heads, length, dim, dtype=dtype) for _ in range(2))
+    starts = [copied + pad for pad in (0, 1, 1, 3, 6)]  # longest row first
+    end = copied + own_max
+    mask = torch.zeros(batch, 1, 1, length, dtype=torch.bool)
+    for row, start in enumerate(starts):
+        mask[row, ..., :copied] = True
+        mask[row, ..., start:end] = True
+    layout = DecodeLayout.build(starts, copied, end, dtype, rows_per_group=2)
+    assert len(layout.groups) == 3 and layout.groups[2][3] is None  # the last run is one row: nothing to mask
+    assert layout.keys_read() < batch * length
+    shared = None
+    full_k, full_v, full_mask = k, v, mask
+    if apart:
+        shared, full_k, full_v, full_mask = _with_shared_prefix(k, v, mask, apart)
+    ours, _ = decode_attention(module, q, k, v, None, scaling=dim**-0.5, shared_prefix_kv=shared, decode_layout=layout)
+    ref, _ = sdpa_attention_forward(module, q, full_k, full_v, full_mask, scaling=dim**-0.5)
+    assert ours.shape == ref.shape == (batch, 1, heads, dim)
+    torch.testing.assert_close(ours.float(), ref.float(), atol=tol, rtol=tol)
+
+
 def test_prefill_chunks_bound_padded_tokens_and_keep_row_order():
     from bft.generation.batching import prefill_chunks
 

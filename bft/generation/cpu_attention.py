@@ -124,6 +124,40 @@ class PrefillLayout:
     end: int
 
 
+@dataclass(frozen=True)
+class DecodeLayout:
+    """Which key positions each row reads in a decode step (a model-call keyword, ``decode_layout``).
+
+    Rows come sorted by their own length, longest first (as the backend batches them), so their own tokens start
+    later and later in the buffer. ``groups`` splits them into runs of consecutive rows; each run reads keys from its
+    first row's start to ``end`` (the filled part: no left padding of its longest row, no unfilled tail), with an
+    additive ``mask`` for the rows of the run that start later. ``prefix_len`` positions at the buffer's start (a
+    copied shared prefix) are read apart and merged by log-sum-exp.
+    """
+
+    prefix_len: int
+    end: int
+    groups: tuple[tuple[int, int, int, torch.Tensor | None], ...]  # (first row, last row + 1, first key, mask)
+
+    @classmethod
+    def build(cls, starts: list[int], prefix_len: int, end: int, dtype: torch.dtype, rows_per_group: int = 16):
+        groups = []
+        for first in range(0, len(starts), rows_per_group):
+            rows = starts[first : first + rows_per_group]
+            key_start = min(rows)
+            mask = None
+            if max(rows) > key_start:
+                mask = torch.zeros(len(rows), 1, 1, end - key_start, dtype=dtype)
+                for i, start in enumerate(rows):
+                    mask[i, ..., : start - key_start] = torch.finfo(dtype).min
+            groups.append((first, first + len(rows), key_start, mask))
+        return cls(prefix_len, end, tuple(groups))
+
+    def keys_read(self) -> int:
+        """Key positions read in all rows (the backend's ``decode_kv_read``)."""
+        return sum((last - first) * (self.end - start + self.prefix_len) for first, last, start, _ in self.groups)
+
+
 def _flash(query, key, value, causal: bool, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, H, Q, D) output and (B, H, Q) float32 log-sum-exp of the CPU flash kernel (grouped heads allowed)."""
     return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, 0.0, causal, scale=scale)
@@ -161,6 +195,32 @@ def _prefill_flash(query, key, value, scale, prefix, layout: PrefillLayout) -> t
     return out
 
 
+def _decode_flash(query, key, value, scale, prefix, layout: DecodeLayout) -> torch.Tensor:
+    """One-token queries through the flash kernel, each run of rows over its own key range (see
+    :class:`DecodeLayout`), merged with the copied prefix and the shared prefix kept apart."""
+    batch, heads, _, dim = query.shape
+    out = torch.empty(batch, 1, heads, dim, dtype=query.dtype)
+    shared = None
+    if prefix is not None:  # all rows' queries against the one shared prefix
+        o, lse = _flash(query.transpose(0, 2), prefix[0], prefix[1], False, scale)  # (1, heads, batch, dim)
+        shared = (o.transpose(0, 2), lse.transpose(0, 2))  # (batch, heads, 1, dim), (batch, heads, 1)
+    copied, end = layout.prefix_len, layout.end
+    for first, last, start, mask in layout.groups:
+        q = query[first:last]
+        o = _flash_masked(q, key[first:last, :, start:end], value[first:last, :, start:end], mask, scale)
+        parts = [o]
+        if copied:
+            parts.append(_flash(q, key[first:last, :, :copied], value[first:last, :, :copied], False, scale))
+        if shared is not None:
+            parts.append((shared[0][first:last], shared[1][first:last]))
+        out[first:last] = _merge_lse(parts).transpose(1, 2)
+    return out
+
+
+def _flash_masked(query, key, value, mask, scale) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, 0.0, False, attn_mask=mask, scale=scale)
+
+
 def decode_attention(
     module: torch.nn.Module,
     query: torch.Tensor,
@@ -171,6 +231,7 @@ def decode_attention(
     scaling: float | None = None,
     shared_prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     prefill_layout: PrefillLayout | None = None,
+    decode_layout: DecodeLayout | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
     """transformers attention function on CPU: (B, H, S, D) queries via bmm (no mask means causal); in training
@@ -179,7 +240,8 @@ def decode_attention(
     ``shared_prefix_kv`` (a model-call keyword, one (keys, values) pair of shape (1, kv_heads, P, D) per layer):
     keys and values that every row sees before its own ``key``/``value`` (the generation backend's shared prompt
     prefix, kept once instead of copied into every row). The mask covers only the rows' own positions.
-    ``prefill_layout`` (a model-call keyword): where each row's tokens are, which lets prefill skip the mask.
+    ``prefill_layout`` / ``decode_layout`` (model-call keywords): where each row's tokens are, which lets prefill
+    skip the mask and decoding skip left padding and the buffer's unfilled tail.
     """
     prefix = shared_prefix_kv[module.layer_idx] if shared_prefix_kv is not None else None
     if dropout or query.device.type != "cpu":
@@ -193,6 +255,8 @@ def decode_attention(
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     if prefill_layout is not None and query.shape[2] > 1:
         return _prefill_flash(query, key, value, scale, prefix, prefill_layout), None
+    if decode_layout is not None and query.shape[2] == 1:
+        return _decode_flash(query, key, value, scale, prefix, decode_layout), None
     if query.shape[2] == 1:
         return _decode(query, key, value, attention_mask, scale, prefix), None
     return _prefill(query, key, value, attention_mask, scale, prefix), None

@@ -46,7 +46,7 @@ import torch
 
 from bft.generation.base import BackendStats, Completion, Sampling, single_token_ids
 from bft.generation.batching import length_batches, prefill_chunks
-from bft.generation.cpu_attention import PrefillLayout, use_decode_attention
+from bft.generation.cpu_attention import DecodeLayout, PrefillLayout, use_decode_attention
 from bft.generation.cpu_fused import fuse_elementwise
 from bft.generation.cpu_linear import pack_linear_layers
 from bft.generation.cpu_memory import keep_freed_memory
@@ -203,13 +203,21 @@ class HFBackend:
                 caches.append(cache)
         cache = BufferCache.concat(caches) if keep_cache else None
         self._stats.add("prefill_tokens", int(lens.sum()))
-        return torch.cat(logits), cache, mask, lens + plen, model_kwargs
+        own_start = (offset + slen - lens).tolist()  # where each row's own tokens start in its buffer
+        return torch.cat(logits), cache, mask, lens + plen, model_kwargs, (offset, own_start)
 
     def _layout_kwargs(self, copied_prefix: int, row_lengths: list[int], end: int) -> dict:
         """The ``prefill_layout`` keyword for the CPU attention (rows' tokens end at ``end``, after left padding)."""
         if not self.decode_attention:
             return {}
         return {"prefill_layout": PrefillLayout(copied_prefix, tuple(row_lengths), end)}
+
+    def _decode_layout(self, own_start: list[int], copied_prefix: int, end: int) -> dict:
+        """The ``decode_layout`` keyword for the CPU attention: key ranges per run of rows (sorted longest first)."""
+        if not self.decode_attention:
+            return {}
+        dtype = next(self.model.parameters()).dtype
+        return {"decode_layout": DecodeLayout.build(own_start, copied_prefix, end, dtype)}
 
     # ------------------------------------------------------------------ API
 
@@ -248,7 +256,7 @@ class HFBackend:
         if max_new <= 0:
             return [(t, False) for t in tokens]
         first_room = min(max_new, KV_GROW_STEP)
-        logits, cache, mask, positions, model_kwargs = self._prefill(suffixes, prefix_kv, plen, first_room)
+        logits, cache, mask, positions, model_kwargs, (copied, own_start) = self._prefill(suffixes, prefix_kv, plen, first_room)
         length = mask.shape[1] - first_room  # the filled part of the buffer
         room_left = max_new - first_room  # positions the buffer may still need to grow by
         alive = list(range(bsz))
@@ -273,6 +281,7 @@ class HFBackend:
                 cache.batch_select_indices(idx.to(self.device))
                 mask, positions, nxt = mask[idx], positions[idx], nxt[idx]
                 alive = [alive[j] for j in keep]
+                own_start = [own_start[j] for j in keep]
             if length == mask.shape[1]:
                 extra = min(KV_GROW_STEP, room_left)
                 cache.grow(extra)
@@ -280,6 +289,7 @@ class HFBackend:
                 room_left -= extra
             mask[:, length] = 1
             length += 1
+            layout = self._decode_layout(own_start, copied, length)
             out = self.model(
                 input_ids=nxt.unsqueeze(-1).to(self.device),
                 attention_mask=mask.to(self.device),
@@ -287,10 +297,12 @@ class HFBackend:
                 past_key_values=cache,
                 use_cache=True,
                 **model_kwargs,
+                **layout,
             )
             positions = positions + 1
-            # attention read every row's whole buffer; only its own (unmasked) positions were needed
-            self._stats.add("decode_kv_read", mask.numel())
+            # positions attention read (without a layout: every row's whole buffer) and those it needed (unmasked)
+            read = layout["decode_layout"].keys_read() if layout else mask.numel()
+            self._stats.add("decode_kv_read", read)
             self._stats.add("decode_kv_needed", int(mask.sum()))
             logits = out.logits[:, -1].float().cpu()
         return list(zip(tokens, finished, strict=True))
