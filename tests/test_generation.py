@@ -273,14 +273,15 @@ def test_prefill_layout_flash_path_matches_sdpa_over_the_visible_keys(dtype, tol
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
-@pytest.mark.parametrize("copied,apart", [(0, 0), (3, 0), (0, 4)])
-def test_decode_layout_flash_path_matches_sdpa_over_the_visible_keys(dtype, tol, copied, apart):
+@pytest.mark.parametrize("copied,apart,max_gap", [(0, 0, 64), (3, 0, 64), (3, 0, 0), (3, 0, 2), (0, 4, 64)])
+def test_decode_layout_flash_path_matches_sdpa_over_the_visible_keys(dtype, tol, copied, apart, max_gap, monkeypatch):
     """A decode step with ``decode_layout`` (runs of 2 rows, each from its first row's start, later starts masked)
     equals SDPA with the full mask over [copied prefix][left padding][own tokens][unfilled tail]."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     from bft.generation.cpu_attention import DecodeLayout, decode_attention
 
+    monkeypatch.setattr(DecodeLayout, "MAX_GAP", max_gap)  # copied prefix read apart, or with the padding after it
     torch.manual_seed(0)
     batch, heads, kv_heads, own_max, tail, dim = 5, 6, 2, 7, 3, 16
     length = copied + own_max + tail
@@ -295,7 +296,9 @@ def test_decode_layout_flash_path_matches_sdpa_over_the_visible_keys(dtype, tol,
         mask[row, ..., :copied] = True
         mask[row, ..., start:end] = True
     layout = DecodeLayout.build(starts, copied, end, dtype, rows_per_group=2)
-    assert len(layout.groups) == 3 and layout.groups[2][3] is None  # the last run is one row: nothing to mask
+    assert len(layout.groups) == 3
+    if not copied:
+        assert layout.groups[2][3] is None  # the last run is one row: nothing to mask
     assert layout.keys_read() < batch * length
     shared = None
     full_k, full_v, full_mask = k, v, mask

@@ -133,12 +133,16 @@ class DecodeLayout:
     later and later in the buffer. ``groups`` splits them into runs of consecutive rows; each run reads keys from its
     first row's start to ``end`` (the filled part: no left padding of its longest row, no unfilled tail), with an
     additive ``mask`` for the rows of the run that start later. ``prefix_len`` positions at the buffer's start (a
-    copied shared prefix) are read apart and merged by log-sum-exp.
+    copied shared prefix) are read in the same range when the run's padding after them is short (at most
+    ``MAX_GAP``, masked), else apart and merged by log-sum-exp (a run's ``apart`` is then ``prefix_len``).
     """
+
+    MAX_GAP = 64
 
     prefix_len: int
     end: int
-    groups: tuple[tuple[int, int, int, torch.Tensor | None], ...]  # (first row, last row + 1, first key, mask)
+    # (first row, last row + 1, first key, additive mask or None, copied-prefix positions read apart)
+    groups: tuple[tuple[int, int, int, torch.Tensor | None, int], ...]
 
     @classmethod
     def build(cls, starts: list[int], prefix_len: int, end: int, dtype: torch.dtype, rows_per_group: int = 16):
@@ -146,17 +150,21 @@ class DecodeLayout:
         for first in range(0, len(starts), rows_per_group):
             rows = starts[first : first + rows_per_group]
             key_start = min(rows)
+            apart = prefix_len
+            if prefix_len and key_start - prefix_len <= cls.MAX_GAP:  # read [prefix][gap][own] as one range
+                key_start, apart = 0, 0
             mask = None
-            if max(rows) > key_start:
+            if max(rows) > key_start and (key_start or any(start > prefix_len for start in rows)):
                 mask = torch.zeros(len(rows), 1, 1, end - key_start, dtype=dtype)
                 for i, start in enumerate(rows):
-                    mask[i, ..., : start - key_start] = torch.finfo(dtype).min
-            groups.append((first, first + len(rows), key_start, mask))
+                    lo = prefix_len if key_start == 0 else key_start  # the prefix, when read here, is visible
+                    mask[i, ..., lo - key_start : start - key_start] = torch.finfo(dtype).min
+            groups.append((first, first + len(rows), key_start, mask, apart))
         return cls(prefix_len, end, tuple(groups))
 
     def keys_read(self) -> int:
         """Key positions read in all rows (the backend's ``decode_kv_read``)."""
-        return sum((last - first) * (self.end - start + self.prefix_len) for first, last, start, _ in self.groups)
+        return sum((last - first) * (self.end - start + apart) for first, last, start, _, apart in self.groups)
 
 
 def _flash(query, key, value, causal: bool, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -205,8 +213,8 @@ def _decode_flash(query, key, value, scale, prefix, layout: DecodeLayout) -> tor
     if prefix is not None:  # all rows' queries against the one shared prefix
         o, lse = _flash(query.transpose(0, 2), prefix[0], prefix[1], False, scale)  # (1, heads, batch, dim)
         shared = (o.transpose(0, 2), lse.transpose(0, 2))  # (batch, heads, 1, dim), (batch, heads, 1)
-    copied, end = layout.prefix_len, layout.end
-    for first, last, start, mask in layout.groups:
+    end = layout.end
+    for first, last, start, mask, copied in layout.groups:
         q = query[first:last]
         o = _flash_masked(q, key[first:last, :, start:end], value[first:last, :, start:end], mask, scale)
         parts = [o]
