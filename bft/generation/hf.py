@@ -13,8 +13,7 @@ What makes it fast (each measured by ``bft-bench``; numbers in the module docstr
   on them (causal in prefill without a score matrix; decode skips left padding and the buffer's unfilled tail).
   transformers' SDPA path copied the KV cache per step (``repeat_kv``) and took 82% of a decode step.
 - **fused element-wise kernels for prefill** (:mod:`bft.generation.cpu_fused`): RMSNorm, rotary embedding and the
-  SiLU gate compiled by inductor for large calls (3-12x faster than eager there); glibc keeps freed memory in the
-  heap (:mod:`bft.generation.cpu_memory`) instead of page-faulting every new activation in again.
+  SiLU gate compiled by inductor for large calls (3-12x faster than eager there).
 - **finished rows leave the batch**: when a sequence emits EOS its row is removed from the cache, the mask and
   the inputs, so the batch shrinks instead of decoding padding until the longest sequence ends.
 - **shared-prefix KV reuse**: the longest token prefix common to all prompts of a call (chat system prompt +
@@ -54,7 +53,6 @@ from bft.generation.batching import length_batches, prefill_chunks
 from bft.generation.cpu_attention import DecodeLayout, PrefillLayout, use_decode_attention
 from bft.generation.cpu_fused import fuse_elementwise
 from bft.generation.cpu_linear import pack_linear_layers
-from bft.generation.cpu_memory import keep_freed_memory
 from bft.generation.kv_cache import BufferCache
 from bft.generation.sampling import prompt_seed, sample_tokens, stop_token_ids
 
@@ -118,8 +116,6 @@ class HFBackend:
             backend.packed_linear_layers = pack_linear_layers(backend.model)
         if fuse_ops:  # likewise: element-wise kernels fused for CPU prefill (Llama architectures)
             backend.fused_modules = fuse_elementwise(backend.model)
-        if backend.device.type == "cpu":
-            keep_freed_memory()
         return backend
 
     # ------------------------------------------------------------------ helpers
