@@ -237,14 +237,28 @@ def test_prefill_attention_matches_sdpa_with_padding_gqa_and_unfilled_tail(dtype
         torch.testing.assert_close(ours[row, p:].float(), ref[row, p:].float(), atol=tol, rtol=tol)
 
 
+def _layout_and_sdpa(module, q, k, v, mask, apart: int, **layout):
+    """Our attention given a layout keyword (and, with ``apart``, a random shared prefix kept apart), and SDPA with
+    the full bool ``mask`` over the same keys (the prefix copied in front)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from bft.generation.cpu_attention import decode_attention
+
+    shared, full_k, full_v, full_mask = None, k, v, mask
+    if apart:
+        shared, full_k, full_v, full_mask = _with_shared_prefix(k, v, mask, apart)
+    scale = q.shape[-1] ** -0.5
+    ours, _ = decode_attention(module, q, k, v, None, scaling=scale, shared_prefix_kv=shared, **layout)
+    ref, _ = sdpa_attention_forward(module, q, full_k, full_v, full_mask, scaling=scale)
+    return ours, ref
+
+
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 @pytest.mark.parametrize("copied,apart", [(0, 0), (4, 0), (0, 3), (4, 3)])
 def test_prefill_layout_flash_path_matches_sdpa_over_the_visible_keys(dtype, tol, copied, apart):
     """With ``prefill_layout`` (as the backend passes it) the flash path equals SDPA with the full mask over
     [shared prefix apart][copied prefix][left padding][own tokens, causal][unfilled tail]."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    from bft.generation.cpu_attention import PrefillLayout, decode_attention
+    from bft.generation.cpu_attention import PrefillLayout
 
     torch.manual_seed(0)
     batch, heads, kv_heads, q_len, tail, dim = 3, 6, 2, 5, 3, 16
@@ -259,13 +273,7 @@ def test_prefill_layout_flash_path_matches_sdpa_over_the_visible_keys(dtype, tol
         for i in range(q_len - n, q_len):
             mask[row, 0, i, :copied] = True
             mask[row, 0, i, copied + q_len - n : copied + i + 1] = True
-    layout = PrefillLayout(copied, own, copied + q_len)
-    shared = None
-    full_k, full_v, full_mask = k, v, mask
-    if apart:
-        shared, full_k, full_v, full_mask = _with_shared_prefix(k, v, mask, apart)
-    ours, _ = decode_attention(module, q, k, v, None, scaling=dim**-0.5, shared_prefix_kv=shared, prefill_layout=layout)
-    ref, _ = sdpa_attention_forward(module, q, full_k, full_v, full_mask, scaling=dim**-0.5)
+    ours, ref = _layout_and_sdpa(module, q, k, v, mask, apart, prefill_layout=PrefillLayout(copied, own, copied + q_len))
     assert ours.shape == ref.shape == (batch, q_len, heads, dim)
     for row, n in enumerate(own):  # padding queries' outputs are never read (zeros here); the rest must agree
         assert not ours[row, : q_len - n].any()
@@ -277,9 +285,7 @@ def test_prefill_layout_flash_path_matches_sdpa_over_the_visible_keys(dtype, tol
 def test_decode_layout_flash_path_matches_sdpa_over_the_visible_keys(dtype, tol, copied, apart, max_gap, monkeypatch):
     """A decode step with ``decode_layout`` (runs of 2 rows, each from its first row's start, later starts masked)
     equals SDPA with the full mask over [copied prefix][left padding][own tokens][unfilled tail]."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    from bft.generation.cpu_attention import DecodeLayout, decode_attention
+    from bft.generation.cpu_attention import DecodeLayout
 
     monkeypatch.setattr(DecodeLayout, "MAX_GAP", max_gap)  # copied prefix read apart, or with the padding after it
     torch.manual_seed(0)
@@ -300,12 +306,7 @@ def test_decode_layout_flash_path_matches_sdpa_over_the_visible_keys(dtype, tol,
     if not copied:
         assert layout.groups[2][3] is None  # the last run is one row: nothing to mask
     assert layout.keys_read() < batch * length
-    shared = None
-    full_k, full_v, full_mask = k, v, mask
-    if apart:
-        shared, full_k, full_v, full_mask = _with_shared_prefix(k, v, mask, apart)
-    ours, _ = decode_attention(module, q, k, v, None, scaling=dim**-0.5, shared_prefix_kv=shared, decode_layout=layout)
-    ref, _ = sdpa_attention_forward(module, q, full_k, full_v, full_mask, scaling=dim**-0.5)
+    ours, ref = _layout_and_sdpa(module, q, k, v, mask, apart, decode_layout=layout)
     assert ours.shape == ref.shape == (batch, 1, heads, dim)
     torch.testing.assert_close(ours.float(), ref.float(), atol=tol, rtol=tol)
 

@@ -156,9 +156,9 @@ class DecodeLayout:
             mask = None
             if max(rows) > key_start and (key_start or any(start > prefix_len for start in rows)):
                 mask = torch.zeros(len(rows), 1, 1, end - key_start, dtype=dtype)
+                visible = prefix_len if key_start == 0 else key_start  # the prefix, when read here, is visible
                 for i, start in enumerate(rows):
-                    lo = prefix_len if key_start == 0 else key_start  # the prefix, when read here, is visible
-                    mask[i, ..., lo - key_start : start - key_start] = torch.finfo(dtype).min
+                    mask[i, ..., visible - key_start : start - key_start] = torch.finfo(dtype).min
             groups.append((first, first + len(rows), key_start, mask, apart))
         return cls(prefix_len, end, tuple(groups))
 
@@ -167,9 +167,10 @@ class DecodeLayout:
         return sum((last - first) * (self.end - start + apart) for first, last, start, _, apart in self.groups)
 
 
-def _flash(query, key, value, causal: bool, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, H, Q, D) output and (B, H, Q) float32 log-sum-exp of the CPU flash kernel (grouped heads allowed)."""
-    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, 0.0, causal, scale=scale)
+def _flash(query, key, value, causal: bool, scale: float, mask=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, H, Q, D) output and (B, H, Q) float32 log-sum-exp of the CPU flash kernel (grouped heads allowed;
+    ``mask``: additive, in the query's dtype)."""
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, 0.0, causal, attn_mask=mask, scale=scale)
 
 
 def _merge_lse(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
@@ -216,18 +217,13 @@ def _decode_flash(query, key, value, scale, prefix, layout: DecodeLayout) -> tor
     end = layout.end
     for first, last, start, mask, copied in layout.groups:
         q = query[first:last]
-        o = _flash_masked(q, key[first:last, :, start:end], value[first:last, :, start:end], mask, scale)
-        parts = [o]
+        parts = [_flash(q, key[first:last, :, start:end], value[first:last, :, start:end], False, scale, mask)]
         if copied:
             parts.append(_flash(q, key[first:last, :, :copied], value[first:last, :, :copied], False, scale))
         if shared is not None:
             parts.append((shared[0][first:last], shared[1][first:last]))
         out[first:last] = _merge_lse(parts).transpose(1, 2)
     return out
-
-
-def _flash_masked(query, key, value, mask, scale) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, 0.0, False, attn_mask=mask, scale=scale)
 
 
 def decode_attention(

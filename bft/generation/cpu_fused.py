@@ -27,6 +27,7 @@ from torch import nn
 from transformers.activations import SiLUActivation
 from transformers.models.llama import modeling_llama
 
+from bft.generation.cpu_linear import replace_modules
 from bft.sft.compile import can_compile
 
 MIN_FUSED_ELEMENTS = 1 << 18  # hidden-state elements (rows x tokens x width) from which the fused kernels run
@@ -134,8 +135,4 @@ def fuse_elementwise(model: nn.Module) -> int:
         for name, module in model.named_modules()
         if type(module) in swaps and (type(module) is not modeling_llama.LlamaMLP or _silu_gated(module))
     ]
-    for name, module in targets:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, swaps[type(module)](module))
-    return len(targets)
+    return replace_modules(model, targets, lambda module: swaps[type(module)](module))

@@ -50,13 +50,18 @@ def can_pack(model: nn.Module) -> bool:
     )
 
 
+def replace_modules(model: nn.Module, targets: list[tuple[str, nn.Module]], make) -> int:
+    """Replace each named submodule of ``model`` in place by ``make(submodule)``; returns how many were replaced."""
+    for name, module in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, make(module))
+    return len(targets)
+
+
 def pack_linear_layers(model: nn.Module) -> int:
     """Replace every ``nn.Linear`` of ``model`` in place by a :class:`PackedLinear`; returns how many were packed."""
     if not can_pack(model):
         return 0
     targets = [(name, module) for name, module in model.named_modules() if type(module) is nn.Linear]
-    for name, linear in targets:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, PackedLinear(linear))
-    return len(targets)
+    return replace_modules(model, targets, PackedLinear)

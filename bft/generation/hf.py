@@ -90,6 +90,7 @@ class HFBackend:
         self.share_prefix = share_prefix
         self.drop_finished = drop_finished
         self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
         self.stop_ids = stop_token_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.stop_ids)
         self.num_layers = model.config.get_text_config(decoder=True).num_hidden_layers
@@ -217,8 +218,7 @@ class HFBackend:
         """The ``decode_layout`` keyword for the CPU attention: key ranges per run of rows (sorted longest first)."""
         if not self.decode_attention:
             return {}
-        dtype = next(self.model.parameters()).dtype
-        return {"decode_layout": DecodeLayout.build(own_start, copied_prefix, end, dtype)}
+        return {"decode_layout": DecodeLayout.build(own_start, copied_prefix, end, self.dtype)}
 
     # ------------------------------------------------------------------ API
 
