@@ -17,7 +17,8 @@ def test_bench_reports_every_measure(tmp_path: Path, capsys):
     args = ["--model", "tiny", "--quick", "--skip-sft", "--prompts", "4", "--new-tokens", "4", "--corpus", "", "--out", str(out)]
     assert main(args) == 0
     report = json.loads(out.read_text())
-    assert report["matmul"]["bf16_flops"] > 0 and report["matmul"]["fp32_flops"] > 0
+    assert report["matmul"]["fp32_flops"] > 0
+    assert (report["matmul"]["bf16_flops"] or 0) > 0 or report["generation"]["dtype"] == "float32"  # bf16: native only
     assert report["generation"]["params"] > 0  # counted on the unpacked model
     workloads = report["generation"]["workloads"]
     assert set(workloads) == {"augment", "augment_real", "answer"}

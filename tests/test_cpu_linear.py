@@ -1,4 +1,4 @@
-"""oneDNN-packed bfloat16 linear layers: equal to nn.Linear within bf16 rounding, and only packed where they can be."""
+"""oneDNN-packed linear layers: equal to nn.Linear within rounding, and only packed where they can be."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from bft.generation.base import Sampling
 from bft.generation.cpu_linear import PackedLinear, can_pack, pack_linear_layers
 from bft.generation.hf import HFBackend
 
-pytestmark = pytest.mark.skipif(
-    not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()),
-    reason="needs oneDNN with bfloat16",
+pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
+BF16 = pytest.param(
+    torch.bfloat16,
+    marks=pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="needs oneDNN bfloat16"),
 )
+TOLERANCE = {torch.bfloat16: 1e-2, torch.float32: 1e-5}
 
 
 def _net(dtype: torch.dtype) -> nn.Module:
@@ -21,26 +23,30 @@ def _net(dtype: torch.dtype) -> nn.Module:
     return nn.Sequential(nn.Linear(24, 40), nn.SiLU(), nn.Linear(40, 8, bias=False)).to(dtype)
 
 
-def test_packed_layers_equal_linear_for_any_row_count():
-    net = _net(torch.bfloat16)
-    x = torch.randn(3, 5, 24, dtype=torch.bfloat16)
+@pytest.mark.parametrize("dtype", [torch.float32, BF16])
+def test_packed_layers_equal_linear_for_any_row_count(dtype):
+    net = _net(dtype)
+    x = torch.randn(3, 5, 24, dtype=dtype)
     ref = [net(x[:, :n]) for n in (1, 5)]
     assert pack_linear_layers(net) == 2
     assert all(isinstance(m, PackedLinear) for m in (net[0], net[2]))
     for n, expected in zip((1, 5), ref, strict=True):
-        torch.testing.assert_close(net(x[:, :n]), expected.detach(), atol=1e-2, rtol=1e-2)
+        tol = TOLERANCE[dtype]
+        torch.testing.assert_close(net(x[:, :n]), expected.detach(), atol=tol, rtol=tol)
 
 
-def test_float32_models_are_left_alone():
-    net = _net(torch.float32)
+def test_other_dtypes_are_left_alone():
+    net = _net(torch.float64)
     assert not can_pack(net) and pack_linear_layers(net) == 0
     assert isinstance(net[0], nn.Linear)
 
 
-def test_backend_from_name_packs_and_greedy_text_is_unchanged():
+@pytest.mark.parametrize("dtype", [torch.float32, BF16])
+def test_backend_from_name_packs_and_greedy_text_is_unchanged(dtype):
     prompts = ["Tell me a story about a cat.", "Why is the sky blue?", "List three fruits."]
     s = Sampling(temperature=0.0, max_new_tokens=8)
-    packed = HFBackend.from_name("tiny", dtype="bfloat16", batch_size=2)
-    plain = HFBackend.from_name("tiny", dtype="bfloat16", batch_size=2, pack_weights=False)
+    name = str(dtype).removeprefix("torch.")
+    packed = HFBackend.from_name("tiny", dtype=name, batch_size=2)
+    plain = HFBackend.from_name("tiny", dtype=name, batch_size=2, pack_weights=False)
     assert packed.packed_linear_layers > 0 and plain.packed_linear_layers == 0
     assert [o.text for o in packed.generate(prompts, s, 0)] == [o.text for o in plain.generate(prompts, s, 0)]

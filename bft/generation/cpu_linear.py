@@ -1,4 +1,4 @@
-"""bfloat16 linear layers with their weights pre-packed for oneDNN, for CPU inference.
+"""Linear layers with their weights pre-packed for oneDNN, for CPU inference (bfloat16 and float32).
 
 ``F.linear`` hands oneDNN a plain row-major weight, which it re-lays out into its blocked format on every call. For
 the small row counts of decoding that is a large part of the call: on the 2-core workplace machine a
@@ -6,6 +6,12 @@ the small row counts of decoding that is a large part of the call: on the 2-core
 the weight packed once by ``torch.ops.mkldnn._reorder_linear_weight`` (the same packing inductor's CPU freezing
 pass uses). Results equal ``F.linear``'s within bfloat16 rounding (bit-identical on SmolLM2's bias-free
 projections in that measurement; tested to tolerance, and greedy generations tested equal).
+
+float32 models (CPUs without bf16 matrix units, where ``dtype=auto`` picks float32) are packed too. On a 2-core
+AVX2 machine (no AVX-512; fp32 2048^3 matmul ~100 GFLOP/s) the tied 576 x 49152 LM head of SmolLM2 took 67 ms per
+decode step at 32 rows through ``F.linear`` (27 GFLOP/s; MKL handles the transposed, very wide weight poorly) and
+23 ms packed (80 GFLOP/s); the 576 x 1536 projections at 32 rows 0.72 vs 0.49 ms; prefill shapes (2,048 rows) equal
+or up to 15% faster. Results differ from ``F.linear`` by float32 summation order only (~1e-4 on outputs of ~10).
 
 Only models the generation backend owns are packed (``HFBackend.from_name``): a packed model can no longer be
 trained, saved or moved, so it never leaves the backend.
@@ -20,7 +26,7 @@ BATCH_HINT = 128  # rows oneDNN should pick its packed layout for: the decode ba
 
 
 class PackedLinear(nn.Module):
-    """Inference-only replacement for ``nn.Linear`` holding a oneDNN-packed bfloat16 weight."""
+    """Inference-only replacement for ``nn.Linear`` holding a oneDNN-packed weight (bfloat16 or float32)."""
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
@@ -40,14 +46,14 @@ class PackedLinear(nn.Module):
 
 
 def can_pack(model: nn.Module) -> bool:
-    """True for a bfloat16 model on CPU when this PyTorch build has oneDNN (mkldnn) with bf16 support."""
+    """True for a CPU model when this PyTorch build has oneDNN (mkldnn): float32, or bfloat16 where oneDNN
+    supports it."""
     param = next(model.parameters())
-    return (
-        param.device.type == "cpu"
-        and param.dtype == torch.bfloat16
-        and torch.backends.mkldnn.is_available()
-        and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    )
+    if param.device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    if param.dtype == torch.bfloat16:
+        return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return param.dtype == torch.float32
 
 
 def replace_modules(model: nn.Module, targets: list[tuple[str, nn.Module]], make) -> int:

@@ -42,6 +42,7 @@ prefix is read by all rows' queries in one matmul), which can, rarely, flip a ne
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections import Counter
 from typing import Any
@@ -66,6 +67,13 @@ KV_GROW_STEP = 32
 # Prompt tokens (rows x padded suffix length) per prefill forward on CPU: large forwards spill the activations out
 # of cache; rating prompts (190 tokens after the rubric) prefilled 7.8 pairs/s 8 rows at a time vs 5.5 with 64 rows.
 PREFILL_CHUNK_TOKENS = 2048
+
+
+def cache_keyword(model) -> str:
+    """The forward keyword that takes the KV cache: ``cache`` from transformers 5.x (``past_key_values`` is
+    deprecated there, to be removed in 5.40), ``past_key_values`` before."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft wrapper passes kwargs on
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 class HFBackend:
@@ -94,6 +102,7 @@ class HFBackend:
         self.stop_ids = stop_token_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.stop_ids)
         self.num_layers = model.config.get_text_config(decoder=True).num_hidden_layers
+        self.cache_kwarg = cache_keyword(model)
         self._stats = BackendStats()
         self.packed_linear_layers = 0  # set by ``from_name`` (see :mod:`bft.generation.cpu_linear`)
         self.fused_modules = 0  # likewise (see :mod:`bft.generation.cpu_fused`)
@@ -141,7 +150,7 @@ class HFBackend:
         cache = BufferCache(self.num_layers, len(prefix))
         self.model(
             input_ids=torch.tensor([prefix], device=self.device),
-            past_key_values=cache,
+            **{self.cache_kwarg: cache},
             use_cache=True,
             logits_to_keep=1,
         )
@@ -193,7 +202,7 @@ class HFBackend:
                 input_ids=input_ids[rows, slen - width :].to(self.device),
                 attention_mask=mask[rows].to(self.device),
                 position_ids=positions[rows, slen - width :].to(self.device),
-                past_key_values=cache,
+                **{self.cache_kwarg: cache},
                 use_cache=True,
                 logits_to_keep=1,
                 **model_kwargs,
@@ -295,7 +304,7 @@ class HFBackend:
                 input_ids=nxt.unsqueeze(-1).to(self.device),
                 attention_mask=mask.to(self.device),
                 position_ids=positions.unsqueeze(-1).to(self.device),
-                past_key_values=cache,
+                **{self.cache_kwarg: cache},
                 use_cache=True,
                 **model_kwargs,
                 **layout,
