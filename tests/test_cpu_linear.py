@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -50,3 +52,22 @@ def test_backend_from_name_packs_and_greedy_text_is_unchanged(dtype):
     plain = HFBackend.from_name("tiny", dtype=name, batch_size=2, pack_weights=False)
     assert packed.packed_linear_layers > 0 and plain.packed_linear_layers == 0
     assert [o.text for o in packed.generate(prompts, s, 0)] == [o.text for o in plain.generate(prompts, s, 0)]
+
+
+def _file_mapped_ranges(suffix: str) -> list[tuple[int, int]]:
+    ranges = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        if line.endswith(suffix):
+            start, end = line.split()[0].split("-")
+            ranges.append((int(start, 16), int(end, 16)))
+    return ranges
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads Linux memory maps")
+def test_packed_backend_holds_no_view_of_the_checkpoint_file():
+    """A surviving view into the safetensors memory map would keep every original weight resident (1.64 vs 1.21 GB
+    RSS for SmolLM2 in float32)."""
+    packed = HFBackend.from_name("tiny", dtype="float32")
+    tensors = [*packed.model.parameters(), *(b for b in packed.model.buffers() if not b.is_mkldnn)]
+    mapped = _file_mapped_ranges(".safetensors")
+    assert tensors and not any(lo <= t.data_ptr() < hi for t in tensors for lo, hi in mapped)

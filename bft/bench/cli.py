@@ -201,7 +201,8 @@ def render(report: dict) -> Table:
         f"{gen['max_batch_tokens']} tokens. "
         "FLOPs/token: generation 2*params, LoRA training 4*params (no frozen-weight grads), full FT 6*params. "
         "Generation roofline: 'new' counts generated tokens only, 'all tok' also the prompt tokens the model ran; "
-        "max: the speedup at 100% of the bf16 peak on all tokens (logprob: on the tokens it runs, vs generate as measured)"
+        "max: the speedup at 100% of the peak on all tokens (logprob: on the tokens it runs, vs generate as measured). "
+        "The peak is bf16's where the CPU computes bf16 natively, else float32's (the backend then runs float32)"
     )
     return t
 

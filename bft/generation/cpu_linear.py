@@ -70,4 +70,20 @@ def pack_linear_layers(model: nn.Module) -> int:
     if not can_pack(model):
         return 0
     targets = [(name, module) for name, module in model.named_modules() if type(module) is nn.Linear]
-    return replace_modules(model, targets, PackedLinear)
+    packed = replace_modules(model, targets, PackedLinear)
+    own_remaining_tensors(model)
+    return packed
+
+
+def own_remaining_tensors(model: nn.Module) -> None:
+    """Copy the parameters and buffers left after packing (embeddings, norms) into memory of their own.
+
+    transformers loads a checkpoint as views into one memory map of the safetensors file; one surviving view (the
+    embedding a tied LM head shared) keeps the whole map, every original weight included, resident. Measured on
+    SmolLM2-135M in float32: 1.64 GB RSS after packing without this, 1.21 GB with it (1.16 GB unpacked).
+    """
+    for param in model.parameters():
+        param.data = param.data.clone()
+    for buffer in model.buffers():
+        if not buffer.is_mkldnn:
+            buffer.data = buffer.data.clone()
