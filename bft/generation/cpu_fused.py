@@ -20,6 +20,7 @@ exact type is transformers' Llama RMSNorm / MLP / attention with a SiLU gate; an
 from __future__ import annotations
 
 import functools
+import inspect
 
 import torch
 import torch.nn.functional as F
@@ -119,17 +120,21 @@ def _silu_gated(mlp: nn.Module) -> bool:
     return type(mlp) is modeling_llama.LlamaMLP and isinstance(mlp.act_fn, (nn.SiLU, SiLUActivation))
 
 
+def _same_attention_signature() -> bool:
+    """FusedAttention copies the installed transformers' ``LlamaAttention.forward``, whose layers pass the KV cache
+    as ``cache``; a version that still passes ``past_key_values`` keeps its own attention module."""
+    return "cache" in inspect.signature(modeling_llama.LlamaAttention.forward).parameters
+
+
 def fuse_elementwise(model: nn.Module) -> int:
     """Swap the Llama RMSNorm, MLP and attention modules of a CPU inference model for their fused versions, in
     place; returns how many were swapped (0 off CPU, without a C++ compiler, or for other architectures)."""
     param = next(model.parameters())
     if param.device.type != "cpu" or not _can_compile():
         return 0
-    swaps = {
-        modeling_llama.LlamaRMSNorm: FusedRMSNorm,
-        modeling_llama.LlamaMLP: FusedMLP,
-        modeling_llama.LlamaAttention: FusedAttention,
-    }
+    swaps = {modeling_llama.LlamaRMSNorm: FusedRMSNorm, modeling_llama.LlamaMLP: FusedMLP}
+    if _same_attention_signature():
+        swaps[modeling_llama.LlamaAttention] = FusedAttention
     targets = [
         (name, module)
         for name, module in model.named_modules()
