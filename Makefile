@@ -16,7 +16,7 @@ run: setup
 	bft $(ARGS)
 
 test: setup
-	WANDB_MODE=offline $(PYTHON) -m pytest -q $(PYTEST_ARGS)
+	WANDB_MODE=offline $(PYTHON) -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 test-fast: setup  # the sub-minute loop: everything that loads no model and starts no process
 	WANDB_MODE=offline $(PYTHON) -m pytest -q -m "not slow" $(PYTEST_ARGS)
