@@ -41,8 +41,7 @@ def run_augment(corpus: Path, folder: Path, overrides: list[str]) -> dict[str, f
     from bft.artifacts.store import Artifact
     from bft.config.schema import register_configs
     from bft.models.registry import resolve_model_path
-    from bft.pipeline.context import RunContext
-    from bft.pipeline.stages import compute_augment
+    from bft.pipeline.stages.generation import compute_augment
 
     register_configs()
     conf = Path(__file__).resolve().parents[2] / "conf"
@@ -53,11 +52,10 @@ def run_augment(corpus: Path, folder: Path, overrides: list[str]) -> dict[str, f
     (model / "model").symlink_to(resolve_model_path(cfg.model.name))
     corpus_art = Artifact("corpus", "memcheck", corpus.parent, {})
     backward = Artifact("backward_model", "memcheck", model, {"is_adapter": False})
-    ctx = RunContext(cfg=cfg, store=None, run_dir=folder, logger=None)  # type: ignore[arg-type]
     work = folder / "augment.partial"
     work.mkdir()
     started = time.time()
-    output = compute_augment(ctx, {"corpus": corpus_art, "backward_model": backward}, work)
+    output = compute_augment(cfg, {"corpus": corpus_art, "backward_model": backward}, work)
     return {"records": output.counts["in"], "seconds": round(time.time() - started, 1), "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 
@@ -90,7 +88,12 @@ def main(argv: list[str] | None = None) -> int:
             f"--max-new-tokens={args.max_new_tokens}",
             *[f"--override={o}" for o in args.override],
         ]
-        result = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:  # the factor's own error, not a bare CalledProcessError
+            lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+            print(f"{times}x: failed: {lines[-1]}", file=sys.stderr)
+            return 1
+        result = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"{times}x: {result['records']} records, {result['seconds']} s, peak RSS {result['peak_rss_mb']} MB", flush=True)
     return 0
 

@@ -1,0 +1,32 @@
+"""``python -m bft.workers.memcheck``: the real augment stage on a replicated corpus, one process per factor."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow  # two subprocesses, each loading the tiny model
+def test_memcheck_runs_the_augment_stage_at_each_factor(tmp_path: Path):
+    corpus = tmp_path / "corpus.jsonl"
+    texts = [f"Document {i}. " + "Plain words about gardens and tools. " * 20 for i in range(3)]
+    corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    cmd = [sys.executable, "-m", "bft.workers.memcheck", str(corpus), "--times", "1", "2", "--override", "model.name=tiny"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line for line in done.stdout.splitlines() if re.match(r"^\d+x: ", line)]
+    assert [line.split(" records")[0] for line in lines] == ["1x: 3", "2x: 6"]
+    assert all(float(re.search(r"peak RSS ([\d.]+) MB", line).group(1)) > 0 for line in lines)
+
+
+@pytest.mark.slow  # starts a process
+def test_memcheck_names_a_failing_factor_in_one_line(tmp_path: Path):
+    cmd = [sys.executable, "-m", "bft.workers.memcheck", str(tmp_path / "missing.jsonl"), "--times", "1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("1x: failed: ")
