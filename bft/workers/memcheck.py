@@ -1,8 +1,9 @@
 """Peak RSS of the augment stage as the corpus grows: ``python -m bft.workers.memcheck CORPUS --times 1 20``.
 
 For each factor the corpus (JSONL with ``id`` and ``text``) is replicated that many times with new ids and the real
-augment stage (``bft.pipeline.stages.compute_augment``) runs on it in a fresh process with the given model (the tiny
-test model by default) and a short ``max_new_tokens``, so the figure is the stage's own memory, not the model's.
+augment stage (``bft.pipeline.stages.generation.compute_augment``) runs on it in a fresh process with the config's
+model (the embedded default; ``--override model.name=tiny`` for the tiny test model) and a short ``max_new_tokens``,
+so what grows with the factor is the stage's own memory, not the model's.
 Prints one line per factor: records, seconds and peak RSS; the stage streams, so the figures should stay flat.
 """
 
