@@ -9,6 +9,7 @@ import pytest
 
 from bft.bench.cli import main, speedup_ceiling
 from bft.bench.workload import shipped_lengths
+from bft.models.registry import cpu_has_bf16
 
 
 @pytest.mark.slow  # runs every bench measure on the tiny model
@@ -18,7 +19,8 @@ def test_bench_reports_every_measure(tmp_path: Path, capsys):
     assert main(args) == 0
     report = json.loads(out.read_text())
     assert report["matmul"]["fp32_flops"] > 0
-    assert (report["matmul"]["bf16_flops"] or 0) > 0 or report["generation"]["dtype"] == "float32"  # bf16: native only
+    bf16 = report["matmul"]["bf16_flops"]  # measured exactly where bf16 is native
+    assert (bf16 is not None) == cpu_has_bf16() and (bf16 is None or bf16 > 0)
     assert report["generation"]["params"] > 0  # counted on the unpacked model
     workloads = report["generation"]["workloads"]
     assert set(workloads) == {"augment", "augment_real", "answer"}

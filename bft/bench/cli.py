@@ -180,7 +180,7 @@ def render(report: dict) -> Table:
             if "skipped" in b:
                 t.add_row(f"SFT train tok/s bft.sft {label} (LoRA r16, 4x512)", "skipped", _fmt(plain), "", b["skipped"][:40])
                 continue
-            peak_sft = mm["bf16_flops"] if b["precision"].startswith("bf16") else mm["fp32_flops"]  # bf16: native
+            peak_sft = mm["bf16_flops"] if b["precision"].startswith("bf16") else mm["fp32_flops"]
             t.add_row(
                 f"SFT train tok/s bft.sft {label} ({b['precision']}) vs plain fp32 LoRA loop (4x512)",
                 _fmt(b["tokens_per_s"]),

@@ -247,7 +247,7 @@ def sft_bft(model_name: str, steps: int, compile: bool) -> dict:
     (compiled layers and head), else as the embedded default's short stages (eager)."""
     try:
         from bft.config.schema import PeftConfig, SFTStageConfig, TrainerConfig
-        from bft.sft.train import resolve_precision, train_sft
+        from bft.sft.train import train_sft
     except ImportError as err:
         return {"skipped": f"bft.sft.train.train_sft not importable: {err}"}
     stage = SFTStageConfig(  # as conf/sft/local.yaml: no residual dropout
@@ -271,7 +271,7 @@ def sft_bft(model_name: str, steps: int, compile: bool) -> dict:
         "tokens_per_s": m["steady_tokens_per_s"],
         "tokens_per_s_incl_first_step": m["tokens_per_s"],
         "compiled": bool(m["compiled_layers"]),
-        "precision": resolve_precision(trainer.precision, trainer.accelerator),  # float32 where bf16 is not native
+        "precision": result.precision,  # as trained: float32 where bf16 is not native
         "metrics": m,
     }
 

@@ -50,6 +50,7 @@ class TrainResult:
     model_dir: str  # LoRA: load_model(base_name, adapter=model_dir); full fine-tuning: load_model(model_dir)
     is_adapter: bool
     metrics: dict[str, float] = field(default_factory=dict)
+    precision: str = ""  # what training ran in (resolve_precision): float32 where bf16 was asked but is not native
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
@@ -263,4 +264,4 @@ def train_sft(
     elif pl_trainer.is_global_zero:
         _save_atomically(module, tokenizer, dest, record)
     pl_trainer.strategy.barrier()
-    return TrainResult(model_dir=str(dest), is_adapter=module.is_adapter, metrics=metrics)
+    return TrainResult(model_dir=str(dest), is_adapter=module.is_adapter, metrics=metrics, precision=precision)
