@@ -247,3 +247,39 @@ def test_bft_run_fails_fast_on_a_bad_served_judge(tmp_path, args, message):
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-1500:]
     assert len(errors) == 1 and message.replace("URL", url) in errors[0], result.stderr[-1500:]
     assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())  # no stage ran
+
+
+RACE = """
+import sys, threading
+from concurrent.futures import ThreadPoolExecutor
+from openai._models import construct_type
+from openai.types.chat import ChatCompletion
+from openai.types.chat.chat_completion import ChoiceLogprobs
+from bft.eval.endpoint import build_response_models
+
+assert not ChoiceLogprobs.__pydantic_complete__  # openai defers building its response models
+build_response_models()
+assert ChoiceLogprobs.__pydantic_complete__
+top = {"token": "m", "logprob": -0.1, "bytes": [109]}
+sample = {"id": "x", "object": "chat.completion", "created": 1, "model": "m", "choices": [{"index": 0,
+          "finish_reason": "stop", "message": {"role": "assistant", "content": "m"},
+          "logprobs": {"content": [{**top, "top_logprobs": [top]}]}}]}
+sys.setswitchinterval(1e-6)  # without the build above, 8 threads parsing at once fail nearly every time
+barrier = threading.Barrier(8)
+
+def parse(_):
+    barrier.wait()
+    return construct_type(value=sample, type_=ChatCompletion).choices[0].logprobs.content[0].top_logprobs[0].token
+
+with ThreadPoolExecutor(8) as pool:
+    assert list(pool.map(parse, range(8))) == ["m"] * 8
+"""
+
+
+def test_response_models_are_built_before_alpaca_evals_threads_parse():
+    """CI once failed with PydanticUserError: alpaca_eval's threads built openai's deferred models concurrently."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", RACE], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,6 +126,32 @@ def combine_records(first: dict[str, Any], swapped: dict[str, Any]) -> dict[str,
     return logprob_record(*a)
 
 
+def build_response_models(root: type | None = None) -> int:
+    """Build the pydantic schema of every model class a chat completion response reaches, in this thread.
+
+    openai defines its response models with ``defer_build``: each class builds its schema the first time a response
+    is parsed into it. alpaca_eval parses responses in a thread pool, and two threads building one class at once can
+    see it half-built (``PydanticUserError: ... BaseModel cannot be instantiated directly``). Building them all here
+    first leaves the threads nothing to build. Returns how many classes were visited."""
+    import pydantic
+
+    if root is None:
+        from openai.types.chat import ChatCompletion as root
+    seen: set[type] = set()
+    todo: list[Any] = [root]
+    while todo:
+        hint = todo.pop()
+        if isinstance(hint, type) and issubclass(hint, pydantic.BaseModel):
+            if hint in seen:
+                continue
+            seen.add(hint)
+            hint.model_rebuild()
+            todo.extend(field.annotation for field in hint.model_fields.values())
+        else:
+            todo.extend(typing.get_args(hint))
+    return len(seen)
+
+
 def endpoint_completions(prompts: list[str], orders: int = 1, **openai_kwargs: Any) -> dict[str, Any]:
     """``fn_completions`` for the served judge: alpaca_eval's ``openai_completions``; with ``orders=2`` every prompt
     also goes out with its outputs exchanged and the two answers are combined (:func:`combine_records`)."""
@@ -132,6 +159,7 @@ def endpoint_completions(prompts: list[str], orders: int = 1, **openai_kwargs: A
 
     from bft.eval.judges import swap_pair
 
+    build_response_models()
     if orders == 1:
         return openai_completions(list(prompts), **openai_kwargs)
     n = len(prompts)
