@@ -16,17 +16,39 @@ def test_memcheck_runs_the_augment_stage_at_each_factor(tmp_path: Path):
     corpus = tmp_path / "corpus.jsonl"
     texts = [f"Document {i}. " + "Plain words about gardens and tools. " * 20 for i in range(3)]
     corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
-    cmd = [sys.executable, "-m", "bft.workers.memcheck", str(corpus), "--times", "1", "2", "--override", "model.name=tiny"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    lines = [line for line in done.stdout.splitlines() if re.match(r"^\d+x: ", line)]
+    lines = [line for line in _memcheck(corpus, "--raw") if re.match(r"^\d+x: ", line)]
     assert [line.split(" records")[0] for line in lines] == ["1x: 3", "2x: 6"]
     assert all(float(re.search(r"peak RSS ([\d.]+) MB", line).group(1)) > 0 for line in lines)
+
+
+def _memcheck(corpus: Path, *args: str) -> list[str]:
+    cmd = [sys.executable, "-m", "bft.workers.memcheck", str(corpus), "--times", "1", "2", "--override=model.name=tiny"]
+    done = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.splitlines()
+
+
+@pytest.mark.slow  # the corpus stage, then two subprocesses loading the tiny model
+def test_memcheck_augments_the_corpus_stages_segments():
+    from bft.data.embedded import embedded_file
+
+    corpus = Path(str(embedded_file("corpus.jsonl")))
+    lines = _memcheck(corpus)
+    cleaned = re.match(r"corpus stage: (\d+) documents -> (\d+) segments", lines[0])
+    assert cleaned and int(cleaned.group(1)) == sum(1 for _ in corpus.open())
+    segments = int(cleaned.group(2))
+    assert segments > 0
+    factors = [line for line in lines if re.match(r"^\d+x: ", line)]
+    assert [line.split(" records")[0] for line in factors] == [f"1x: {segments}", f"2x: {2 * segments}"]
+    assert lines[-1].startswith("peak RSS ratio 2x / 1x: ")
 
 
 @pytest.mark.slow  # starts a process
 def test_memcheck_names_a_failing_factor_in_one_line(tmp_path: Path):
     cmd = [sys.executable, "-m", "bft.workers.memcheck", str(tmp_path / "missing.jsonl"), "--times", "1"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("corpus stage: failed: ")
+    done = subprocess.run([*cmd, "--raw"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1].startswith("1x: failed: ")

@@ -1,10 +1,14 @@
 """Peak RSS of the augment stage as the corpus grows: ``python -m bft.workers.memcheck CORPUS --times 1 20``.
 
-For each factor the corpus (JSONL with ``id`` and ``text``) is replicated that many times with new ids and the real
-augment stage (``bft.pipeline.stages.generation.compute_augment``) runs on it in a fresh process with the config's
-model (the embedded default; ``--override model.name=tiny`` for the tiny test model) and a short ``max_new_tokens``,
-so what grows with the factor is the stage's own memory, not the model's.
+The raw corpus (JSONL with ``id`` and ``text``) first goes through the corpus stage once (the ``file`` defaults:
+600-3,000-character segments, English, MinHash dedup), so augment sees the segments a run gives it, not raw pages
+(web_en_dev has 109k-character ones, far past any model's context); ``--raw`` skips that. For each factor the
+segments are replicated that many times with new ids and the real augment stage
+(``bft.pipeline.stages.generation.compute_augment``) runs on them in a fresh process with the config's model (the
+embedded default; ``--override model.name=tiny`` for the tiny test model) and a short ``max_new_tokens``, so what
+grows with the factor is the stage's own memory, not the model's.
 Prints one line per factor: records, seconds and peak RSS; the stage streams, so the figures should stay flat.
+The corpus stage's own memory at N x is measured by ``python -m bft.bench.corpus`` (replicas there reach dedup).
 """
 
 from __future__ import annotations
@@ -17,22 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bft.bench.corpus import replicate
 from bft.pipeline.memory import peak_rss_mb
-
-
-def replicate(source: Path, dest: Path, times: int) -> int:
-    """Write ``times`` copies of ``source`` into ``dest``, ids suffixed ``-rK``; return the record count."""
-    count = 0
-    with dest.open("w", encoding="utf-8") as out:
-        for k in range(times):
-            with source.open(encoding="utf-8") as handle:
-                for line in handle:
-                    if line.strip():
-                        record = json.loads(line)
-                        record["id"] = f"{record.get('id', count)}-r{k}"
-                        out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                        count += 1
-    return count
 
 
 def run_augment(corpus: Path, folder: Path, overrides: list[str]) -> dict[str, float]:
@@ -66,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--times", type=int, nargs="+", default=[1, 20])
     parser.add_argument("--override", action="append", default=[], help="extra Hydra overrides")
     parser.add_argument("--max-new-tokens", type=int, default=4)
+    parser.add_argument("--raw", action="store_true", help="augment the corpus as it is, without the corpus stage")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # internal: run one factor here
     args = parser.parse_args(argv)
     overrides = [f"generation.augment.max_new_tokens={args.max_new_tokens}", "generation.shard_size=64", *args.override]
@@ -74,15 +65,37 @@ def main(argv: list[str] | None = None) -> int:
             folder = Path(tmp)
             (folder / "corpus").mkdir()
             corpus = folder / "corpus" / "corpus.jsonl"
-            replicate(args.corpus, corpus, args.times[0])
+            replicate(args.corpus, args.times[0], corpus)
             print(json.dumps(run_augment(corpus, folder, overrides)))
         return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            source = args.corpus if args.raw else clean(args.corpus, Path(tmp) / "clean" / "corpus.jsonl")
+        except Exception as exc:  # noqa: BLE001 - one line, not a traceback
+            print(f"corpus stage: failed: {exc}", file=sys.stderr)
+            return 1
+        return _measure(source, args)
+
+
+def clean(raw: Path, out: Path) -> Path:
+    """The corpus stage's segments of ``raw`` (the ``file`` corpus defaults) in ``out``."""
+    from bft.config.schema import CorpusConfig
+    from bft.data.corpus import build_corpus
+
+    counts = build_corpus(CorpusConfig(source=str(raw), min_chars=600, max_chars=3000), "skip", out)
+    print(f"corpus stage: {counts['in']} documents -> {counts['out']} segments", flush=True)
+    return out
+
+
+def _measure(corpus: Path, args: argparse.Namespace) -> int:
+    peaks: list[float] = []
     for times in args.times:
         cmd = [
             sys.executable,
             "-m",
             "bft.workers.memcheck",
-            str(args.corpus),
+            str(corpus),
+            "--raw",
             "--times",
             str(times),
             "--one",
@@ -96,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         result = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"{times}x: {result['records']} records, {result['seconds']} s, peak RSS {result['peak_rss_mb']} MB", flush=True)
+        peaks.append(result["peak_rss_mb"])
+    if len(peaks) > 1:
+        print(f"peak RSS ratio {args.times[-1]}x / {args.times[0]}x: {peaks[-1] / peaks[0]:.2f}")
     return 0
 
 
