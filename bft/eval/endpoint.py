@@ -133,7 +133,7 @@ def build_response_models(root: type | None = None) -> int:
     is parsed into it. alpaca_eval parses responses in a thread pool, and two threads building one class at once can
     see it half-built (``PydanticUserError: ... BaseModel cannot be instantiated directly``). Building them all here
     first leaves the threads nothing to build. Returns how many classes were visited."""
-    import pydantic
+    from openai import BaseModel
 
     if root is None:
         from openai.types.chat import ChatCompletion as root
@@ -141,7 +141,7 @@ def build_response_models(root: type | None = None) -> int:
     todo: list[Any] = [root]
     while todo:
         hint = todo.pop()
-        if isinstance(hint, type) and issubclass(hint, pydantic.BaseModel):
+        if isinstance(hint, type) and issubclass(hint, BaseModel):
             if hint in seen:
                 continue
             seen.add(hint)
