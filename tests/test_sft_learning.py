@@ -35,7 +35,7 @@ def test_local_recipe_lowers_the_loss_on_its_training_pairs(compose_cfg, tmp_pat
     cfg = compose_cfg()
     stage = OmegaConf.to_object(cfg.sft.seed)
     assert isinstance(stage, SFTStageConfig)
-    stage = replace(stage, max_steps=6)  # half the local steps: enough to see the direction, quick enough for CI
+    stage = replace(stage, max_steps=6, batch_size=4)  # 6 steps of 4: one pass over the 24 pairs, quick enough for CI
     peft = OmegaConf.to_object(cfg.peft)
     trainer = replace(OmegaConf.to_object(cfg.trainer), enable_progress_bar=False, checkpoint_every_n_steps=0)
     assert isinstance(peft, PeftConfig) and isinstance(trainer, TrainerConfig)
