@@ -162,7 +162,7 @@ def test_expected_score_from_logprobs():
 
 
 def test_select_threshold_never_keeps_unparsed_and_top_fraction():
-    scored = [{"score": 5}, {"score": None}, {"score": 4.6}, {"score": 3}, {"score": 5.0}]
+    scored = [5, None, 4.6, 3, 5.0]
     assert select(scored, 5.0, None, None) == [True, False, False, False, True]
     assert select(scored, 4.5, None, None) == [True, False, True, False, True]
     assert select(scored, None, 2, None) == [True, False, False, False, True]
@@ -172,8 +172,7 @@ def test_select_threshold_never_keeps_unparsed_and_top_fraction():
 
 
 def test_accounting_counts_parse_failures_and_lengths():
-    scored = [{"score": 5, "text": "a" * 10}, {"score": None, "text": "b" * 20}, {"score": 2.4, "text": "c" * 30}]
-    acc = curation_accounting(scored, [True, False, False])
+    acc = curation_accounting([5, None, 2.4], [10, 20, 30], [True, False, False])
     assert acc["parse_failures"] == 1 and acc["parse_failure_rate"] == pytest.approx(1 / 3, abs=1e-4)
     assert acc["score_histogram"] == {"1": 0, "2": 1, "3": 0, "4": 0, "5": 1}
     assert acc["kept"] == 1 and acc["kept_lengths"]["mean_chars"] == 10

@@ -6,21 +6,19 @@ from collections import Counter
 from statistics import mean, median
 from typing import Any
 
-Record = dict[str, Any]
 
-
-def _length_stats(texts: list[str]) -> dict[str, float]:
-    if not texts:
+def _length_stats(lengths: list[int]) -> dict[str, float]:
+    if not lengths:
         return {"n": 0, "mean_chars": 0.0, "median_chars": 0.0}
-    lengths = [len(t) for t in texts]
     return {"n": len(lengths), "mean_chars": round(mean(lengths), 1), "median_chars": float(median(lengths))}
 
 
-def curation_accounting(scored: list[Record], keep: list[bool]) -> dict[str, Any]:
-    """Histogram of (rounded) scores, parse failures, kept count/fraction, lengths of kept vs dropped."""
-    total = len(scored)
-    unparsed = sum(1 for r in scored if r.get("score") is None)
-    histogram = Counter(str(round(float(r["score"]))) for r in scored if r.get("score") is not None)
+def curation_accounting(scores: list[float | None], lengths: list[int], keep: list[bool]) -> dict[str, Any]:
+    """Histogram of (rounded) scores, parse failures, kept count/fraction, lengths (characters of each record's
+    ``text``) of kept vs dropped."""
+    total = len(scores)
+    unparsed = sum(1 for s in scores if s is None)
+    histogram = Counter(str(round(float(s))) for s in scores if s is not None)
     kept = sum(keep)
     return {
         "candidates": total,
@@ -29,8 +27,8 @@ def curation_accounting(scored: list[Record], keep: list[bool]) -> dict[str, Any
         "score_histogram": {k: histogram.get(k, 0) for k in ["1", "2", "3", "4", "5"]},
         "kept": kept,
         "kept_fraction": round(kept / total, 4) if total else 0.0,
-        "kept_lengths": _length_stats([r["text"] for r, k in zip(scored, keep, strict=True) if k]),
-        "dropped_lengths": _length_stats([r["text"] for r, k in zip(scored, keep, strict=True) if not k]),
+        "kept_lengths": _length_stats([n for n, k in zip(lengths, keep, strict=True) if k]),
+        "dropped_lengths": _length_stats([n for n, k in zip(lengths, keep, strict=True) if not k]),
     }
 
 

@@ -4,6 +4,7 @@ model rates each pair on the 1-5 rubric and the best are kept). Both hand their 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 
@@ -55,14 +56,20 @@ def compute_curate(c: DictConfig, upstream: dict[str, Artifact], work: Path) -> 
     run = run_stage(
         stage_job(c.generation, c.run.seed, "curate", upstream["augment"].export("pairs"), work, model_ref(judge), params), c.workers
     )
-    scored = list(iter_outputs(work, run.n_shards))  # selecting the top fraction needs every score
-    keep = select(scored, cur.threshold, cur.top_k, cur.top_fraction)
-    for record, kept in zip(scored, keep, strict=True):
-        record["kept"] = kept
-    write_jsonl_atomic(work / "scored.jsonl", scored)
-    curated = [r for r in scored if r["kept"]]
-    write_jsonl_atomic(work / "curated.jsonl", curated)
-    accounting = curation_accounting(scored, keep)
+    # Selecting the top fraction needs every score, not every record: the records are read from the shards again.
+    scores, lengths = [], []
+    for record in iter_outputs(work, run.n_shards):
+        scores.append(record.get("score"))
+        lengths.append(len(record["text"]))
+    keep = select(scores, cur.threshold, cur.top_k, cur.top_fraction)
+
+    def flagged() -> Iterator[dict]:
+        for record, kept in zip(iter_outputs(work, run.n_shards), keep, strict=True):
+            yield {**record, "kept": kept}
+
+    write_jsonl_atomic(work / "scored.jsonl", flagged())
+    write_jsonl_atomic(work / "curated.jsonl", (r for r in flagged() if r["kept"]))
+    accounting = curation_accounting(scores, lengths, keep)
     if cur.labels:
         from bft.data.io import read_records
 
@@ -70,12 +77,12 @@ def compute_curate(c: DictConfig, upstream: dict[str, Artifact], work: Path) -> 
         pairs = [{"instruction": r["instruction"], "text": r["output"]} for r in labelled]
         backend, tokenizer = run.backend or backend_for(c.generation, *model_ref(judge))
         label_scores = score_pairs(pairs, backend, tokenizer, cur, shard_seed(c.run.seed, "labels", 0))
-        label_keep = select(label_scores, cur.threshold, cur.top_k, cur.top_fraction)
+        label_keep = select([r.get("score") for r in label_scores], cur.threshold, cur.top_k, cur.top_fraction)
         labels = binarize_labels([r["label"] for r in labelled])
         accounting["labels"] = selection_quality(labels, label_keep, [r.get("score") for r in label_scores])
     (work / "accounting.json").write_text(json.dumps(accounting, indent=2))
     return StageOutput(
-        counts={"in": run.n_records, "out": len(curated)},
+        counts={"in": run.n_records, "out": sum(keep)},
         metrics={**accounting, "shards_reused": run.reused, **run.metrics},
     )
 
