@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -64,6 +65,35 @@ def test_malformed_corpus_fails_with_one_line_naming_file_and_line(tmp_path):
     assert "Traceback" not in result.stderr
     # the seed artifact computed before the failure is kept, complete
     assert list((tmp_path / "a" / "seed").glob("*/manifest.json"))
+
+
+@pytest.mark.parametrize("workers", ["inprocess", "local"])
+def test_document_past_the_models_context_is_one_line_naming_the_fix(tmp_path, workers):
+    rng = random.Random(0)
+    words = [topic.split()[0] for topic in TOPICS] + ["the", "a", "of", "soil", "chain", "dough", "river", "wall", "board", "fire"]
+    corpus = tmp_path / "docs.jsonl"
+    with corpus.open("w") as handle:
+        for i, topic in enumerate(TOPICS):
+            body = " ".join(f"Step {k} of a practical guide to {topic}, with detail number {k * 7 + i}." for k in range(12))
+            handle.write(json.dumps({"id": f"d{i}", "text": body}) + "\n")
+        sentences = (" ".join(rng.choice(words) for _ in range(12)).capitalize() + "." for _ in range(900))
+        handle.write(json.dumps({"id": "long", "text": " ".join(sentences)}) + "\n")  # ~60k characters
+    result = run_cli(
+        "debug=smoke",
+        "corpus=file",
+        f"corpus.source={corpus}",
+        "corpus.max_chars=100000",
+        f"workers={workers}",
+        f"run.artifacts_dir={tmp_path / 'a'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr[-1500:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("bft: error:")]
+    assert len(errors) == 1 and "record long of shard 1: prompt 3 of 3 is" in errors[0], result.stderr[-1500:]
+    assert "past the model's context of 2048 tokens" in errors[0]
+    assert "corpus.max_tokens" in errors[0] and "Traceback" not in result.stderr
+    assert list((tmp_path / "a" / "corpus").glob("*/manifest.json"))  # the corpus stage before it is kept
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bft.generation.base import Completion, GenerationBackend, Sampling
+from bft.generation.base import Completion, GenerationBackend, PromptTooLongError, Sampling
 from bft.generation.hf import HFBackend
 from bft.generation.sampling import prompt_seed, sample_tokens
 from bft.models.registry import load_model
@@ -123,6 +123,29 @@ def test_not_finished_when_length_runs_out(tiny, prompts):
     outs = HFBackend(tiny.model, tiny.tokenizer).generate(prompts[:2], Sampling(temperature=0.0, max_new_tokens=3), 0)
     assert all(o.new_tokens <= 3 for o in outs)
     assert all(o.finished or o.new_tokens == 3 for o in outs)
+
+
+@pytest.mark.parametrize("drop_finished", [True, False])
+def test_generation_stops_at_the_context_and_longer_prompts_are_refused(tiny, prompts, drop_finished):
+    lengths = [len(tiny.tokenizer(p, add_special_tokens=False).input_ids) for p in prompts]
+    context = max(lengths) + 3  # the longest prompt has room for 3 new tokens, the shortest for many more
+    greedy = Sampling(temperature=0.0, max_new_tokens=12)
+    free = HFBackend(tiny.model, tiny.tokenizer, batch_size=4).generate(prompts, greedy, 0)
+    bounded = HFBackend(tiny.model, tiny.tokenizer, batch_size=4, drop_finished=drop_finished, context_length=context)
+    capped = bounded.generate(prompts, greedy, 0)
+    for n, a, b in zip(lengths, free, capped, strict=True):
+        room = context - n
+        assert b.new_tokens == min(a.new_tokens, room)
+        assert b.finished == (a.finished and a.new_tokens <= room)
+        assert a.text.startswith(b.text) or "\ufffd" in b.text  # a cut byte-level token decodes to U+FFFD
+    assert bounded.stats()["context_capped"] == sum(context - n < 12 for n in lengths)
+    i = lengths.index(max(lengths))
+    assert HFBackend(tiny.model, tiny.tokenizer, context_length=max(lengths)).next_token_logprobs([prompts[i]], ["1"])
+    tight = HFBackend(tiny.model, tiny.tokenizer, context_length=max(lengths) - 1)
+    for call in (lambda: tight.generate(prompts, greedy, 0), lambda: tight.next_token_logprobs(prompts, ["1"])):
+        with pytest.raises(PromptTooLongError, match=rf"prompt {i + 1} of 7 is {max(lengths)} tokens, .*corpus.max_tokens"):
+            call()
+    assert "prompt_tokens" not in tight.stats()  # refused before any model work
 
 
 def test_next_token_logprobs_match_forward(tiny, prompts):

@@ -11,6 +11,31 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from bft.errors import BftError
+
+
+class PromptTooLongError(BftError, ValueError):
+    """A prompt that does not fit in the model's context (vLLM refuses these too); ``index``: its place in the call."""
+
+    def __init__(self, message: str, index: int) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+def check_context(ids: list[list[int]], context: int | None, room: int) -> None:
+    """Raise :class:`PromptTooLongError` for the first prompt that leaves fewer than ``room`` positions of the
+    model's ``context`` (``None``: unknown, nothing checked), before any model work."""
+    if context is None:
+        return
+    for i, x in enumerate(ids):
+        if len(x) + room > context:
+            raise PromptTooLongError(
+                f"prompt {i + 1} of {len(ids)} is {len(x)} tokens, past the model's context of {context} tokens "
+                "(max_position_embeddings); drop long documents in the corpus stage: corpus.max_chars, or "
+                "corpus.tokenizer with corpus.max_tokens",
+                i,
+            )
+
 
 @dataclass
 class Sampling:

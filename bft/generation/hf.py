@@ -50,7 +50,7 @@ from typing import Any
 
 import torch
 
-from bft.generation.base import BackendStats, Completion, Sampling, single_token_ids
+from bft.generation.base import BackendStats, Completion, Sampling, check_context, single_token_ids
 from bft.generation.batching import length_batches, prefill_chunks
 from bft.generation.cpu_attention import DecodeLayout, PrefillLayout, use_decode_attention
 from bft.generation.cpu_fused import fuse_elementwise
@@ -78,7 +78,12 @@ def cache_keyword(model) -> str:
 
 
 class HFBackend:
-    """Batched generation and next-token scoring with a transformers causal LM."""
+    """Batched generation and next-token scoring with a transformers causal LM.
+
+    ``context_length`` (default: the model's ``max_position_embeddings``) bounds each row as in vLLM: a prompt that
+    does not fit is refused before any work (:class:`bft.generation.base.PromptTooLongError`), and a row's
+    generation stops, unfinished, where prompt + new tokens reach it (counted as ``context_capped``).
+    """
 
     def __init__(
         self,
@@ -89,6 +94,7 @@ class HFBackend:
         drop_finished: bool = True,
         max_batch_tokens: int | None = None,
         prefix_apart_min: int = PREFIX_APART_MIN,
+        context_length: int | None = None,
     ) -> None:
         self.model = model.eval()
         self.prefix_apart_min = prefix_apart_min
@@ -102,7 +108,10 @@ class HFBackend:
         self.dtype = next(model.parameters()).dtype
         self.stop_ids = stop_token_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.stop_ids)
-        self.num_layers = model.config.get_text_config(decoder=True).num_hidden_layers
+        text_config = model.config.get_text_config(decoder=True)
+        self.num_layers = text_config.num_hidden_layers
+        # positions the model was trained on: longer prompts are refused, generation stops there (as in vLLM)
+        self.context_length = context_length or getattr(text_config, "max_position_embeddings", None)
         self.cache_kwarg = cache_keyword(model)
         self._stats = BackendStats()
         self.packed_linear_layers = 0  # set by ``from_name`` (see :mod:`bft.generation.cpu_linear`)
@@ -236,6 +245,7 @@ class HFBackend:
     def generate(self, prompts: list[str], sampling: Sampling, seed: int) -> list[Completion]:
         start = time.perf_counter()
         ids = self._tokenize(prompts)
+        check_context(ids, self.context_length, room=1)
         seen: Counter[str] = Counter()
         generators = []
         for p in prompts:
@@ -264,6 +274,11 @@ class HFBackend:
         max_new = sampling.max_new_tokens
         tokens: list[list[int]] = [[] for _ in range(bsz)]
         finished = [False] * bsz
+        ended = [False] * bsz  # finished, or out of new tokens for the model's context
+        room = [max_new] * bsz
+        if self.context_length is not None:
+            room = [min(max_new, self.context_length - plen - len(s)) for s in suffixes]
+            self._stats.add("context_capped", sum(r < max_new for r in room))
         if max_new <= 0:
             return [(t, False) for t in tokens]
         first_room = min(max_new, KV_GROW_STEP)
@@ -278,12 +293,12 @@ class HFBackend:
             nxt = sample_tokens(logits, sampling, [generators[r] for r in alive])
             keep = []
             for j, (row, tok) in enumerate(zip(alive, nxt.tolist(), strict=True)):
-                if finished[row]:  # only when drop_finished is off: the row rides along, its tokens are ignored
+                if ended[row]:  # only when drop_finished is off: the row rides along, its tokens are ignored
                     continue
                 tokens[row].append(tok)
-                if tok in self.stop_ids:
-                    finished[row] = True
-                else:
+                finished[row] = tok in self.stop_ids
+                ended[row] = finished[row] or len(tokens[row]) >= room[row]
+                if not ended[row]:
                     keep.append(j)
             if not keep or step == max_new - 1:
                 break
@@ -323,6 +338,7 @@ class HFBackend:
         start = time.perf_counter()
         cand_ids = single_token_ids(self.tokenizer, candidates)
         ids = self._tokenize(prompts)
+        check_context(ids, self.context_length, room=0)
         prefix = self._shared_prefix(ids)
         prefix_kv = self._prefix_kv(prefix)
         results: list[list[float]] = [[] for _ in prompts]

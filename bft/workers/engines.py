@@ -12,6 +12,7 @@ worker (empty when all succeeded).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,9 +23,17 @@ from bft.workers.job import run_worker
 ENGINES = ("inprocess", "submitit", "ray")
 
 
+# The last line of a Python traceback: ``package.module.SomeError: message`` (or the bare name).
+_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt)(?::\s.*)?$")
+
+
 def _first_line(err: BaseException | str) -> str:
-    lines = [line for line in str(err).strip().splitlines() if line.strip()]
-    return lines[-1][:300] if lines else type(err).__name__
+    """One line for a worker's failure: the exception line of the traceback that submitit or Ray wraps (they end
+    with log paths and separators), else the last non-blank line."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    raised = [line for line in lines if _EXCEPTION_LINE.match(line)]
+    line = raised[-1] if raised else (lines[-1] if lines else type(err).__name__)
+    return line[:500]
 
 
 def _require(module: str, engine: str):

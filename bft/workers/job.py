@@ -87,7 +87,7 @@ def process_shards(
     The backend is built on the first claimed shard (a worker with nothing left to do loads no model). Returns the
     number of shards this call computed and the backend it used (so an in-process caller can reuse it).
     """
-    from bft.workers.processors import PROCESSORS
+    from bft.workers.processors import PROCESSORS, naming_records
 
     work = Path(job.work)
     claims = job.folder / "claims"
@@ -111,7 +111,7 @@ def process_shards(
                 backend_and_tokenizer = build_backend(job)
             backend, tokenizer = backend_and_tokenizer
             if process is None:
-                process = PROCESSORS[job.kind](job.params, backend, tokenizer)
+                process = naming_records(PROCESSORS[job.kind](job.params, backend, tokenizer))
             before = dict(backend.stats())
             started = time.perf_counter()
             result = process(parse_lines(lines), index)

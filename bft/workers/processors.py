@@ -87,6 +87,22 @@ def answer(params: dict[str, Any], backend, tokenizer) -> Process:
     return process
 
 
+def naming_records(process: Process) -> Process:
+    """``process`` whose too-long-prompt error names the record (its id) instead of the prompt's place in a call:
+    every processor builds one prompt per record, in order."""
+    from bft.generation.base import PromptTooLongError
+
+    def named(shard: list[Record], index: int) -> list[Record]:
+        try:
+            return process(shard, index)
+        except PromptTooLongError as err:
+            record = shard[err.index]
+            name = record.get("id", repr(str(record.get("instruction", ""))[:60]))
+            raise PromptTooLongError(f"record {name} of shard {index}: {err}", err.index) from None
+
+    return named
+
+
 PROCESSORS: dict[str, Callable[[dict[str, Any], Any, Any], Process]] = {
     "augment": augment,
     "curate": curate,
