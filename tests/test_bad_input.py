@@ -107,6 +107,7 @@ def test_document_past_the_models_context_is_one_line_naming_the_fix(tmp_path, w
         ["rewriter=unknown_rewriter"],
         ["eval.annotator=alpaca_eval_gpt4"],
         ["seed=file", "seed.source=/no/such/seed.jsonl"],
+        ["backward_model.dtype=float32"],  # debug=smoke leaves the role null: not a traceback from OmegaConf
     ],
 )
 def test_bad_configs_fail_fast_in_one_line(tmp_path, args):

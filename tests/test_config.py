@@ -133,3 +133,20 @@ def test_unknown_key_and_bad_type_fail_in_one_line():
     bad_type = precheck_overrides(["seed.size=abc"])
     assert bad_type and "seed.size" in bad_type and "\n" not in bad_type
     assert precheck_overrides(["seed.size=16", "rewriter=none"]) is None
+
+
+def test_a_model_folder_expands_for_the_base_model_and_each_role(compose_cfg, tmp_path):
+    from bft.cli.main import expand_model_overrides
+
+    folder = tmp_path / "my_backward_model"
+    folder.mkdir()
+    argv = expand_model_overrides(["model=tiny", f"model@backward_model={folder}", "rewriter=/hub/org-chat", "seed.size=8"])
+    expected = ["model=tiny", "model@backward_model=tiny", f"backward_model.name={folder}", "rewriter.name=/hub/org-chat"]
+    assert argv == [*expected, "seed.size=8"]
+    cfg = compose_cfg(*argv)
+    assert (cfg.model.name, cfg.backward_model.name, cfg.rewriter.name) == ("tiny", str(folder), "/hub/org-chat")
+    assert cfg.curation_model is None  # other roles still fall back to the base model
+    default = compose_cfg(*expand_model_overrides([f"model@curation_model={folder}"]))
+    assert (default.curation_model.name, default.curation_model.dtype) == (str(folder), default.model.dtype)
+    options = ["model@final_model=llama2_7b", "model=smollm2_135m"]
+    assert expand_model_overrides(options) == options

@@ -79,6 +79,8 @@ def precheck_overrides(argv: list[str]) -> str | None:
             check_machine(cfg)
     except ConfigError as err:
         return str(err)
+    except AssertionError as err:  # OmegaConf.update under a null node: `backward_model.name=...` while the role is null
+        return _null_parent(argv) or f"{type(err).__name__}: {err}"
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         text = f"{err}\n{err.__cause__ or ''}"
         lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -87,20 +89,60 @@ def precheck_overrides(argv: list[str]) -> str | None:
     return None
 
 
-# Groups whose option may also be a model given as a folder or hub id: `bft model=/path/to/folder`.
+def _null_parent(argv: list[str]) -> str | None:
+    """The first ``a.b.c=v`` override whose parent is null once the group selections of ``argv`` are composed."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    selections = [a for a in argv if "." not in a.partition("=")[0]]
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose(config_name="config", overrides=selections)
+    except Exception:  # the selections alone do not compose: the caller reports the original error
+        return None
+    for arg in argv:
+        key = arg.partition("=")[0].lstrip("+~")
+        parts = key.split(".")
+        for n in range(1, len(parts)):
+            parent = ".".join(parts[:n])
+            if OmegaConf.select(cfg, parent, default="missing") is None:
+                return f"cannot set {key}: '{parent}' is null in the composed config"
+    return None
+
+
+# Groups whose option may also be a model given as a folder or hub id: `bft model=/path/to/folder`, and the per-role
+# slots of the model group: `bft model@backward_model=/path/to/folder`.
 _MODEL_GROUPS = ("model", "rewriter")
 
 
+def _default_option(group: str, conf_dir: str) -> str | None:
+    """The option ``conf/config.yaml`` selects for ``group``."""
+    from omegaconf import OmegaConf
+
+    for entry in OmegaConf.load(Path(conf_dir) / "config.yaml").defaults:
+        if OmegaConf.is_dict(entry) and group in entry:
+            return entry[group]
+    return None
+
+
 def expand_model_overrides(argv: list[str], conf_dir: str = CONF_DIR) -> list[str]:
-    """``model=<folder or hub id>`` -> ``model.name=<...>`` when it is not one of the group's options."""
+    """``model=<folder or hub id>`` -> ``model.name=<...>`` when it is not one of the group's options;
+    ``model@<role>=<folder or hub id>`` -> the role slot gets the base model's option (``model=`` on the command line,
+    else the default), with ``<role>.name=<...>``."""
+
+    def is_option(group: str, value: str) -> bool:
+        return (Path(conf_dir) / group / f"{value}.yaml").exists()
+
+    pairs = [arg.partition("=")[::2] for arg in argv]
+    base = next((v for g, v in pairs if g == "model" and is_option("model", v)), None) or _default_option("model", conf_dir)
     expanded = []
-    for arg in argv:
-        group, _, value = arg.partition("=")
-        is_option = (Path(conf_dir) / group / f"{value}.yaml").exists()
+    for arg, (group, value) in zip(argv, pairs, strict=True):
+        family, _, role = group.partition("@")
         looks_like_model = "/" in value or Path(value).expanduser().exists()
-        if group in _MODEL_GROUPS and value and "," not in value and not is_option and looks_like_model:
-            arg = f"{group}.name={value}"
-        expanded.append(arg)
+        if family in _MODEL_GROUPS and value and "," not in value and not is_option(family, value) and looks_like_model:
+            expanded.extend([f"{group}={base}", f"{role}.name={value}"] if role else [f"{family}.name={value}"])
+        else:
+            expanded.append(arg)
     return expanded
 
 
