@@ -26,6 +26,8 @@ class RecordingLLM:
 
     def __init__(self, **kwargs):
         RecordingLLM.calls.append(kwargs)
+        # where vLLM exposes its resolved context (its default is the model's own; 2048 for the tiny model)
+        self.llm_engine = SimpleNamespace(model_config=SimpleNamespace(max_model_len=kwargs.get("max_model_len", 2048)))
 
     def generate(self, inputs, params, lora_request=None, use_tqdm=False):
         self.last = (inputs, params, lora_request)
@@ -82,6 +84,19 @@ def test_placement_overrides_reach_vllm(compose_cfg, fake_vllm, tmp_path):
     assert kwargs["tensor_parallel_size"] == 4 and kwargs["data_parallel_size"] == 2
     assert kwargs["gpu_memory_utilization"] == 0.8 and kwargs["max_model_len"] == 2048 and kwargs["dtype"] == "bfloat16"
     assert kwargs["enable_lora"] is True
+
+
+def test_a_prompt_past_max_model_len_is_refused_before_vllm_runs(compose_cfg, fake_vllm):
+    from bft.generation.base import PromptTooLongError
+
+    backend = make_backend(compose_cfg("generation=vllm", "generation.max_model_len=16").generation, "tiny")
+    fits, too_long = "<|im_start|>user\nhi<|im_end|>\n", "<|im_start|>user\n" + "word " * 40 + "<|im_end|>\n"
+    assert backend.generate([fits], Sampling(max_new_tokens=3), 0)[0].text == " ok"
+    del backend.llm.last
+    for call in (lambda: backend.generate([fits, too_long], Sampling(), 0), lambda: backend.next_token_logprobs([too_long], ["1"])):
+        with pytest.raises(PromptTooLongError, match=r"context of 16 tokens \(vLLM max_model_len\)"):
+            call()
+    assert not hasattr(backend.llm, "last")  # vLLM was never called
 
 
 def test_single_gpu_defaults_omit_data_parallelism(compose_cfg):

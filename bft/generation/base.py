@@ -22,16 +22,17 @@ class PromptTooLongError(BftError, ValueError):
         self.index = index
 
 
-def check_context(ids: list[list[int]], context: int | None, room: int) -> None:
+def check_context(ids: list[list[int]], context: int | None, room: int, source: str = "max_position_embeddings") -> None:
     """Raise :class:`PromptTooLongError` for the first prompt that leaves fewer than ``room`` positions of the
-    model's ``context`` (``None``: unknown, nothing checked), before any model work."""
+    model's ``context`` (``None``: unknown, nothing checked; ``source``: where that limit comes from), before any
+    model work."""
     if context is None:
         return
     for i, x in enumerate(ids):
         if len(x) + room > context:
             raise PromptTooLongError(
                 f"prompt {i + 1} of {len(ids)} is {len(x)} tokens, past the model's context of {context} tokens "
-                "(max_position_embeddings); drop long documents in the corpus stage: corpus.max_chars, or "
+                f"({source}); drop long documents in the corpus stage: corpus.max_chars, or "
                 "corpus.tokenizer with corpus.max_tokens",
                 i,
             )

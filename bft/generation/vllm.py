@@ -15,7 +15,7 @@ from collections import Counter
 from typing import Any
 
 from bft.config.validate import ConfigError
-from bft.generation.base import BackendStats, Completion, Sampling, single_token_ids
+from bft.generation.base import BackendStats, Completion, Sampling, check_context, single_token_ids
 from bft.generation.sampling import prompt_seed
 
 PLACEMENT_KEYS = ("tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "max_model_len", "dtype")
@@ -73,12 +73,20 @@ def check_vllm_config(gen_cfg: Any) -> None:
     _import_vllm()
 
 
+def max_model_len(llm) -> int | None:
+    """The context vLLM resolved (``llm.llm_engine.model_config.max_model_len``); None where it is not exposed."""
+    value = getattr(getattr(getattr(llm, "llm_engine", None), "model_config", None), "max_model_len", None)
+    return value if isinstance(value, int) else None
+
+
 class VLLMBackend:
     def __init__(self, llm, tokenizer, lora_request=None) -> None:
         self.llm = llm
         self.tokenizer = tokenizer
         self.lora_request = lora_request
         self._stats = BackendStats()
+        # checked before a call, so a too-long prompt is bft's one line naming the record (vLLM would raise mid-call)
+        self.context_length = max_model_len(llm)
 
     @classmethod
     def from_config(cls, gen_cfg: Any, model_name: str, adapter: str | None = None, seed: int = 0) -> VLLMBackend:
@@ -121,6 +129,7 @@ class VLLMBackend:
         vllm = _import_vllm()
         start = time.perf_counter()
         inputs, ids = self._prompts(prompts)
+        check_context(ids, self.context_length, room=1, source="vLLM max_model_len")
         seen: Counter[str] = Counter()
         params = []
         for p in prompts:
@@ -154,6 +163,7 @@ class VLLMBackend:
         start = time.perf_counter()
         cand_ids = single_token_ids(self.tokenizer, candidates)
         inputs, ids = self._prompts(prompts)
+        check_context(ids, self.context_length, room=1, source="vLLM max_model_len")
         params = vllm.SamplingParams(max_tokens=1, temperature=0.0, logprobs=20)
         outputs = self.llm.generate(inputs, params, lora_request=self.lora_request, use_tqdm=False)
         results = []
