@@ -11,6 +11,7 @@ With a layout (what the hf backend passes): PyTorch's CPU flash kernel
 - Decode (:class:`DecodeLayout`): a step reads the whole KV cache of every row, so it is bound by memory; runs of
   16 length-sorted rows each read only from their longest row's start to the filled end (no left padding of the
   longest row, no unfilled tail of the buffer), with an additive mask for the rows of the run that start later.
+  In bfloat16 these one-query calls are two ``bmm`` instead of the flash kernel (:func:`_one_query`).
 
 Without a layout (any other caller): the same softmax(q k^T) v as two ``bmm`` over the whole (contiguous) KV
 buffer, with the mask applied to float32 scores: one row at a time in prefill (and, for very long prompts, one block
