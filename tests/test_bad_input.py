@@ -29,13 +29,19 @@ TOPICS = [
 ]
 
 
+def good_documents() -> list[str]:
+    """Six distinct good documents, one JSONL line each."""
+    lines = []
+    for i, topic in enumerate(TOPICS):
+        body = " ".join(f"Step {k} of a practical guide to {topic}, with detail number {k * 7 + i}." for k in range(12))
+        lines.append(json.dumps({"id": f"d{i}", "text": body}) + "\n")
+    return lines
+
+
 def write_bad_corpus(path: Path) -> Path:
     """Six distinct good documents, then one bad line of each kind (lines 7 to 11)."""
-    good = '{"id": "d%d", "text": "%s"}\n'
     with path.open("wb") as handle:
-        for i, topic in enumerate(TOPICS):
-            body = " ".join(f"Step {k} of a practical guide to {topic}, with detail number {k * 7 + i}." for k in range(12))
-            handle.write((good % (i, body)).encode())
+        handle.write("".join(good_documents()).encode())
         handle.write(b'{"id": "broken", "text": "unterminated\n')  # line 7: malformed JSON
         handle.write(b'{"id": "empty", "text": ""}\n')  # line 8: empty document
         handle.write(b'{"id": "latin1", "text": "caf\xe9 au lait"}\n')  # line 9: not UTF-8
@@ -73,9 +79,7 @@ def test_document_past_the_models_context_is_one_line_naming_the_fix(tmp_path, w
     words = [topic.split()[0] for topic in TOPICS] + ["the", "a", "of", "soil", "chain", "dough", "river", "wall", "board", "fire"]
     corpus = tmp_path / "docs.jsonl"
     with corpus.open("w") as handle:
-        for i, topic in enumerate(TOPICS):
-            body = " ".join(f"Step {k} of a practical guide to {topic}, with detail number {k * 7 + i}." for k in range(12))
-            handle.write(json.dumps({"id": f"d{i}", "text": body}) + "\n")
+        handle.writelines(good_documents())
         sentences = (" ".join(rng.choice(words) for _ in range(12)).capitalize() + "." for _ in range(900))
         handle.write(json.dumps({"id": "long", "text": " ".join(sentences)}) + "\n")  # ~60k characters
     result = run_cli(

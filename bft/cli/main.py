@@ -58,20 +58,26 @@ def app(cfg: DictConfig) -> float | None:
 _HYDRA_FLAGS = ("-m", "--multirun", "--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion")
 
 
+def _compose(overrides: list[str], hydra_config: bool = False) -> DictConfig:
+    """The project config composed with ``overrides``, as the ``bft`` command would."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=hydra_config)
+
+
 def precheck_overrides(argv: list[str]) -> str | None:
     """Compose the config once to turn Hydra's multi-line override errors into one line (single runs only)."""
     if any(a in _HYDRA_FLAGS or a.startswith(("--", "+sweep", "hydra.mode")) for a in argv):
         return None
     argv = [a for a in argv if not a.startswith(("hydra.", "hydra/"))]
-    from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     from bft.config.validate import ConfigError, validate
 
     try:
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            cfg = compose(config_name="config", overrides=argv, return_hydra_config=True)
+        cfg = _compose(argv, hydra_config=True)
         validate(cfg)  # schema keys, mandatory values, ranges: before Hydra creates the run folder
         if not cfg.run.dry_run:
             from bft.config.machine import check_machine
@@ -91,13 +97,10 @@ def precheck_overrides(argv: list[str]) -> str | None:
 
 def _null_parent(argv: list[str]) -> str | None:
     """The first ``a.b.c=v`` override whose parent is null once the group selections of ``argv`` are composed."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    selections = [a for a in argv if "." not in a.partition("=")[0]]
     try:
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            cfg = compose(config_name="config", overrides=selections)
+        cfg = _compose([a for a in argv if "." not in a.partition("=")[0]])  # the group selections alone
     except Exception:  # the selections alone do not compose: the caller reports the original error
         return None
     for arg in argv:
@@ -134,13 +137,16 @@ def expand_model_overrides(argv: list[str], conf_dir: str = CONF_DIR) -> list[st
         return (Path(conf_dir) / group / f"{value}.yaml").exists()
 
     pairs = [arg.partition("=")[::2] for arg in argv]
-    base = next((v for g, v in pairs if g == "model" and is_option("model", v)), None) or _default_option("model", conf_dir)
+
+    def base_option() -> str | None:  # read only when a role is given a folder (not on every start)
+        return next((v for g, v in pairs if g == "model" and is_option("model", v)), None) or _default_option("model", conf_dir)
+
     expanded = []
     for arg, (group, value) in zip(argv, pairs, strict=True):
         family, _, role = group.partition("@")
         looks_like_model = "/" in value or Path(value).expanduser().exists()
         if family in _MODEL_GROUPS and value and "," not in value and not is_option(family, value) and looks_like_model:
-            expanded.extend([f"{group}={base}", f"{role}.name={value}"] if role else [f"{family}.name={value}"])
+            expanded.extend([f"{group}={base_option()}", f"{role}.name={value}"] if role else [f"{family}.name={value}"])
         else:
             expanded.append(arg)
     return expanded
