@@ -71,6 +71,49 @@ def test_export_run_folder_gives_loadable_dataset_and_model_with_cards(smoke_run
     win_rate = round(ctx.summary["win_rate"], 2)
     assert f"| win rate | {win_rate} |" in model_card.text and "judge (annotator) | local" in model_card.text
     assert "sft.lr" in model_card.text and "peft.r" in model_card.text
+    assert model_card.data.pipeline_tag == "text-generation" and model_card.data.base_model is None  # tiny: made here
+    [result_row] = [r for r in model_card.data.eval_results if r.metric_type == "win_rate"]
+    assert result_row.metric_value == win_rate and "judge local" in result_row.metric_name
+    assert "## Usage" in model_card.text and "Answer in the style of an AI Assistant." in model_card.text
+    assert card.data.license == "apache-2.0" and card.data.task_categories == ["text-generation"]
+    assert card.data.size_categories == ["n<1K"]
+
+
+def test_model_card_front_matter_names_the_hub_base_and_its_licence(smoke_run, tmp_path):
+    from huggingface_hub import ModelCard
+
+    from bft.export.cards import model_card
+    from bft.export.resolve import resolve_run
+
+    artifacts, _ = resolve_run(str(smoke_run["run_dir"]), "artifacts")
+    for base, hub_id, licence in (
+        ("smollm2_135m", "HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0"),
+        ("meta-llama/Llama-2-7b-hf", "meta-llama/Llama-2-7b-hf", "llama2"),
+        (str(tmp_path), None, None),  # a local folder is no hub id, whatever its name
+    ):
+        model_card(artifacts, base, True, "me/bft-data").save(tmp_path / "README.md")
+        loaded = ModelCard.load(tmp_path / "README.md")
+        assert (loaded.data.base_model, loaded.data.license) == (hub_id, licence), base
+        assert loaded.data.datasets == ["me/bft-data"] and loaded.data.eval_results
+        assert 'from_pretrained("me/bft")' in loaded.text
+
+
+def test_dataset_card_of_mixed_licences_links_a_licence_file(smoke_run, tmp_path, monkeypatch):
+    from bft.export import cards
+
+    monkeypatch.setitem(cards.KNOWN_LICENCES, "embedded", "odc-by")
+    monkeypatch.setattr(cards, "input_sources", lambda artifacts: {"seed": "oasst1", "corpus": "embedded"})
+    result = export(parse_args([f"run={smoke_run['run_dir']}", "--out", str(tmp_path / "out"), "--no-model"]))
+    from huggingface_hub import DatasetCard
+
+    card = DatasetCard.load(Path(result["dataset"]) / "README.md")
+    assert (card.data.license, card.data.get("license_name"), card.data.get("license_link")) == (
+        "other",
+        "mixed-sources",
+        "LICENSE.md",
+    )
+    licence_text = (Path(result["dataset"]) / "LICENSE.md").read_text()
+    assert "oasst1 - apache-2.0" in licence_text and "embedded - odc-by" in licence_text
 
 
 def test_export_by_key_as_adapter_and_push_to_a_fake_hub(smoke_run, tmp_path):

@@ -35,7 +35,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def export(args: argparse.Namespace, api: Any = None) -> dict[str, Any]:
-    from bft.export.cards import dataset_card, model_card
+    from bft.export.cards import DATASET_LICENCE_FILE, dataset_card, licence_file, model_card
     from bft.export.datasets_out import write_sets
     from bft.export.hub import push
     from bft.export.model_out import write_model
@@ -52,7 +52,10 @@ def export(args: argparse.Namespace, api: Any = None) -> dict[str, Any]:
     written = write_sets(artifacts, dataset_dir)
     if not written:
         raise ConfigError(f"run={args.run}: no curated, generated or training set found to export")
-    dataset_card(artifacts, written, summary).save(dataset_dir / "README.md")
+    card = dataset_card(artifacts, written, summary)
+    card.save(dataset_dir / "README.md")
+    if card.data.get("license_link") == DATASET_LICENCE_FILE:
+        (dataset_dir / DATASET_LICENCE_FILE).write_text(licence_file(artifacts))
     result: dict[str, Any] = {"dataset": str(dataset_dir), "sets": written}
     dataset_repo = f"{args.push_to_hub}-data" if args.push_to_hub else None
     if not args.no_model and "final_model" in artifacts:
