@@ -60,13 +60,15 @@ def _plan(variant: int) -> list[Step]:
     ]
 
 
-def _run(tmp_path: Path, run_name: str, variant: int, group: str | None = None) -> Path:
+def _run(
+    tmp_path: Path, run_name: str, variant: int, group: str | None = None, overrides: list[str] | None = None, config=None
+) -> Path:
     import wandb
 
     run_dir = tmp_path / run_name
-    run_dir.mkdir()
+    run_dir.mkdir(parents=True)
     cfg = OmegaConf.structured(LoggerConfig(mode="offline", group=group))
-    logger = RunLogger(cfg, run_dir, {"variant": variant}, name=run_name)
+    logger = RunLogger(cfg, run_dir, config or {"variant": variant}, name=run_name, overrides=overrides or [])
     ctx = RunContext(cfg=OmegaConf.create({}), store=ArtifactStore(tmp_path / "store"), run_dir=run_dir, logger=logger)
     for step in _plan(variant):
         run_step(ctx, step)
@@ -119,3 +121,41 @@ def test_reader_rejects_other_files(tmp_path):
     bogus.write_bytes(b"not a wandb log")
     with pytest.raises(ValueError, match="not a W&B run log"):
         list(read_records(bogus))
+
+
+def test_sweep_jobs_are_named_and_tagged_by_their_overrides_and_keep_token_settings(tmp_path, monkeypatch):
+    planted = "sk-planted-judge-key-0123456789"
+    monkeypatch.setenv("MY_JUDGE_KEY", planted)
+    config = {
+        "generation": {"max_new_tokens": 64},
+        "corpus": {"tokenizer": "tiny", "max_tokens": 4000},
+        "eval": {"judge_api_key_env": "MY_JUDGE_KEY", "judge_url": f"http://127.0.0.1:1/v1?key={planted}"},
+    }
+    jobs = []
+    for i, override in enumerate(("rewriter=none", "rewriter=seed_model")):
+        folder = _run(tmp_path / str(i), "backandforth", variant=i, group="sweep-b", overrides=[override], config=config)
+        jobs += read_jobs(folder)
+    pipelines = [job for job in jobs if job.job_type == "pipeline"]
+    assert sorted(job.name for job in pipelines) == ["backandforth[rewriter=none]", "backandforth[rewriter=seed_model]"]
+    assert {job.group for job in jobs} == {"sweep-b"}
+    assert sorted(tag for job in pipelines for tag in job.tags) == ["rewriter=none", "rewriter=seed_model"]
+    assert "backandforth[rewriter=none]/rewrite" in {job.name for job in jobs}
+    logged = {key: json.loads(value) for key, value in pipelines[0].config.items()}
+    assert logged["generation"]["max_new_tokens"] == 64 and logged["corpus"]["tokenizer"] == "tiny"
+    assert logged["eval"]["judge_api_key_env"] == "MY_JUDGE_KEY"  # a variable's name is no secret
+    assert logged["eval"]["judge_url"] == "<redacted>"  # its value is, wherever it appears
+    assert planted not in json.dumps(logged)
+
+
+def test_job_overrides_leave_out_where_a_run_is_stored_and_logged(monkeypatch):
+    from types import SimpleNamespace
+
+    from hydra.core.hydra_config import HydraConfig
+
+    from bft.logger import run_logger
+
+    task = ["+experiment=humpback_local", "seed.size=100", "run.artifacts_dir=/tmp/a", "logger=wandb_offline", "hydra.verbose=true"]
+    monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
+    monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: SimpleNamespace(overrides=SimpleNamespace(task=task))))
+    assert run_logger.job_overrides() == ["experiment=humpback_local", "seed.size=100"]
+    assert run_logger.job_name("humpback", run_logger.job_overrides()) == "humpback[experiment=humpback_local,seed.size=100]"

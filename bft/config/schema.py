@@ -231,6 +231,7 @@ class LoggerConfig:
     group: str | None = None
     tags: list[str] = field(default_factory=list)
     sample_rows: int = 20
+    upload_artifacts: bool = False  # true: W&B artifacts carry the store's files (fetchable after sync); false: file:// references
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """W&B lineage: one job per computed stage (``job_type`` = the stage), its output an artifact that uses its inputs.
 
 A store artifact ``<stage>/<key>`` becomes the W&B artifact ``<stage>-<key>``: its ``manifest.json`` plus a
-reference (``file://``, not uploaded, not re-hashed) to the folder. Built the same way from the same folder it has
+reference (``file://``, not uploaded, not re-hashed) to the folder, or with ``logger.upload_artifacts=true`` the
+folder's files themselves (uploaded on sync, so another machine can fetch them). Built the same way from the same folder it has
 the same digest, so a later job that *uses* it - in this run, in another job of a sweep, or after a reuse - links
 to the version the computing job logged, and the lineage graph reads seed -> ... -> final model -> evaluation.
 Offline runs cannot resolve artifacts by name, so a use is recorded the way W&B records the use of a draft
@@ -48,7 +49,7 @@ def artifact_type(artifact: Artifact) -> str:
     return "dataset"
 
 
-def wandb_artifact(artifact: Artifact):
+def wandb_artifact(artifact: Artifact, upload: bool = False):
     """The W&B artifact of a finished store artifact; the same folder always gives the same digest."""
     import wandb
 
@@ -62,7 +63,10 @@ def wandb_artifact(artifact: Artifact):
     }
     result = wandb.Artifact(name=artifact_name(artifact), type=artifact_type(artifact), metadata=metadata)
     result.add_file(str(artifact.path / MANIFEST), name=MANIFEST)
-    result.add_reference(artifact.path.resolve().as_uri(), name="files", checksum=False)
+    if upload:
+        result.add_dir(str(artifact.path), name="files")
+    else:
+        result.add_reference(artifact.path.resolve().as_uri(), name="files", checksum=False)
     return result
 
 
@@ -70,9 +74,9 @@ def _scalars(payload: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in payload.items() if isinstance(v, int | float | str | bool) or v is None}
 
 
-def use(run, artifact: Artifact) -> None:
+def use(run, artifact: Artifact, upload: bool = False) -> None:
     """Record that ``run`` reads ``artifact`` (online: resolved by W&B; offline: as a draft use, linked on sync)."""
-    built = wandb_artifact(artifact)
+    built = wandb_artifact(artifact, upload)
     if run.settings._offline:
         run._log_artifact(built, aliases=[], is_user_created=True, use_after_commit=True)
     else:

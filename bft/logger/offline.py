@@ -59,6 +59,8 @@ class OfflineJob:
     digests: dict[str, str] = field(default_factory=dict)  # artifact name -> digest, logged and used
     history_keys: set[str] = field(default_factory=set)
     exit_code: int | None = None
+    tags: list[str] = field(default_factory=list)
+    config: dict[str, str] = field(default_factory=dict)  # top-level config key -> its value as JSON
 
 
 def read_job(path: Path) -> OfflineJob:
@@ -71,6 +73,8 @@ def read_job(path: Path) -> OfflineJob:
         kind = record.WhichOneof("record_type")
         if kind == "run":
             job.name, job.job_type, job.group = record.run.display_name, record.run.job_type, record.run.run_group
+            job.tags = list(record.run.tags)
+            job.config.update({item.key: item.value_json for item in record.run.config.update})
         elif kind == "artifact":
             art = record.artifact
             (job.used if art.use_after_commit else job.logged).append(art.name)

@@ -81,6 +81,7 @@ def summarize(ctx: RunContext) -> dict[str, Any]:
         "final_model": str(ctx.artifacts["final_model"].file("model")),
         "leaderboard": str(ctx.artifacts["evaluate"].file("leaderboard.json")),
         "wandb_dir": str(ctx.logger.dir) if ctx.logger.dir else None,
+        "wandb": ctx.logger.describe(),  # group, job name, runs this pipeline made, their folder
         "stages": {
             r.stage: {"reused": r.reused, "in": r.records_in, "out": r.records_out, "seconds": round(r.seconds, 1), "key": r.key}
             for r in ctx.reports
@@ -146,5 +147,15 @@ def print_summary(ctx: RunContext) -> None:
     )
     console.print(f"curated dataset: {s['curated_dataset']}")
     console.print(f"final model/adapter: {s['final_model']}")
-    console.print(f"W&B run folder: {s['wandb_dir'] or 'disabled'}")
+    console.print(f"W&B: {_wandb_line(s.get('wandb'))}")
     console.print(f"summary: {ctx.run_dir / 'summary.json'}")
+
+
+def _wandb_line(wandb: dict | None) -> str:
+    if not wandb:
+        return "disabled"
+    runs = wandb["runs"]
+    return (
+        f"{runs} {wandb['mode']} run{'s' * (runs != 1)} ({wandb['name']}: the pipeline and {runs - 1} computed "
+        f"stage{'s' * (runs != 2)}) in group {wandb['group']}, under {wandb['dir']}"
+    )
