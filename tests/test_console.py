@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bft.logger.console import DropAdvertisements, setup_console
+from bft.logger.console import BftOrImportant, DropAdvertisements, setup_console
 from bft.logger.progress import format_loss, format_lr
 
 pytestmark = pytest.mark.slow  # loads a model or starts a process (make test-fast skips it)
@@ -49,9 +49,21 @@ SCRIPT = textwrap.dedent(
 
 
 def _train(tmp_path: Path, verbose: bool) -> str:
+    """The training in a fresh process, with an ``srun`` on the PATH as on a Slurm login node (Lightning warns then)."""
     script = tmp_path / "train_console.py"
     script.write_text(SCRIPT)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONWARNINGS": "default"}
+    login_node = tmp_path / "bin"
+    login_node.mkdir()
+    (login_node / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (login_node / "srun").chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{login_node}:{os.environ['PATH']}",
+        "PYTHONPATH": str(REPO),
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+        "PYTHONWARNINGS": "default",
+    }
     result = subprocess.run(
         [sys.executable, str(script), str(tmp_path), "1" if verbose else "0"], capture_output=True, text=True, env=env, timeout=300
     )
@@ -75,7 +87,7 @@ def test_training_bar_counts_optimizer_steps_with_readable_lr(quiet_output):
 def test_default_console_has_no_duplicates_ads_or_known_warnings(quiet_output):
     lines = [line.strip() for line in quiet_output.splitlines() if line.strip()]
     assert len(lines) == len(set(lines)), quiet_output
-    for noise in ("Tip:", "litlogger", "FutureWarning", "GPU available", "weights_only", "LeafSpec", "Loading weights"):
+    for noise in ("Tip:", "litlogger", "FutureWarning", "GPU available", "weights_only", "LeafSpec", "Loading weights", "srun"):
         assert noise not in quiet_output, (noise, quiet_output)
     assert "final_model: done" in quiet_output  # bft's own lines stay
     assert len(lines) <= 10, quiet_output
@@ -102,3 +114,6 @@ def test_advertisement_filter_and_warning_filters():
         warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed", FutureWarning, stacklevel=1)
         warnings.warn("something new", FutureWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["something new"]
+    for name, message in (("alpaca_eval", "Saving_path is given but not 'auto', make sure"), ("submitit", "Bypassing sacct error")):
+        assert not BftOrImportant().filter(logging.LogRecord(name, logging.WARNING, __file__, 1, message, None, None))
+    assert BftOrImportant().filter(logging.LogRecord("alpaca_eval", logging.WARNING, __file__, 1, "judge failed", None, None))

@@ -200,7 +200,14 @@ class WorkersConfig:
     cluster: str = "local"  # submitit: local (processes on this machine) | slurm (array job) | debug
     threads_per_worker: int | None = None  # torch threads per worker; null: cores / count for local processes
     poll_seconds: float = 2.0  # how often the driving process refreshes progress while workers run
-    submitit: dict[str, Any] = field(default_factory=dict)  # submitit executor parameters (timeout_min, slurm_partition, ...)
+    # cluster=slurm: what each array task asks for; null = what the stage needs (bft.workers.slurm)
+    partition: str | None = None  # Slurm partition (null: the cluster's default)
+    gpus_per_task: int | None = None  # null: vLLM's tensor x data parallel, 1 for hf on cuda, else none
+    cpus_per_task: int | None = None  # null: threads_per_worker, else 4 (8 per GPU)
+    mem_gb: int | None = None  # null: from the model's size (weights twice in float32 + 4 GB, at least 8)
+    timeout_min: int = 1440  # each task's time limit
+    pending_timeout_min: float | None = 60.0  # a job still pending after this long is cancelled, one line says why
+    submitit: dict[str, Any] = field(default_factory=dict)  # more submitit parameters (slurm_account, slurm_qos, ...)
     ray: dict[str, Any] = field(default_factory=dict)  # address (null: local Ray), num_cpus, num_gpus per worker
 
 

@@ -25,10 +25,22 @@ KNOWN_WARNINGS: list[tuple[type[Warning], str]] = [
     (Warning, r".*does not have many workers which may be a bottleneck"),
     (Warning, r"The number of training batches \(\d+\) is smaller than the logging interval"),
     (FutureWarning, r"`torch.cuda.amp.*` is deprecated"),
+    (Warning, r"The `srun` command is available on your system but is not used"),  # bft launches its own jobs
 ]
+# library log lines about choices bft makes for the user (its saving path, submitit's status without accounting)
+KNOWN_LOG_LINES = ("Saving_path is given but not 'auto'", "Bypassing sacct error", "Slurm accounting storage is disabled")
 # loggers whose own handlers are removed so that their records reach the root handler once
 THIRD_PARTY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric", "pytorch_lightning")
-QUIET_LOGGERS = (*THIRD_PARTY_LOGGERS, "transformers", "sentence_transformers", "datasets", "alpaca_eval", "httpx", "filelock")
+QUIET_LOGGERS = (
+    *THIRD_PARTY_LOGGERS,
+    "transformers",
+    "sentence_transformers",
+    "datasets",
+    "alpaca_eval",
+    "httpx",
+    "filelock",
+    "submitit",
+)
 _ADVERTISEMENTS = ("💡 Tip:", "litlogger", "LitLogger")
 
 
@@ -76,10 +88,13 @@ def setup_console(verbose: bool = False) -> None:
 
 
 class BftOrImportant(logging.Filter):
-    """On the terminal: bft's own INFO lines, and warnings or errors from anyone (libraries log INFO to the root)."""
+    """On the terminal: bft's own INFO lines, and warnings or errors from anyone (libraries log INFO to the root),
+    less the library lines about choices bft made (``KNOWN_LOG_LINES``)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or record.name == "bft" or record.name.startswith(("bft.", "__main__"))
+        if record.name == "bft" or record.name.startswith(("bft.", "__main__")):
+            return True
+        return record.levelno >= logging.WARNING and not any(line in record.getMessage() for line in KNOWN_LOG_LINES)
 
 
 def _short_console_format() -> None:

@@ -1,8 +1,10 @@
 """Start ``count`` workers on a saved :class:`~bft.workers.job.ShardJob` through an existing engine, and wait.
 
 * ``submitit``: ``cluster=local`` runs local processes (submitit's LocalExecutor), ``cluster=slurm`` a Slurm array
-  job (one task per worker, ``workers.submitit`` holds the executor parameters such as ``slurm_partition``,
-  ``gpus_per_node``, ``timeout_min``), ``cluster=debug`` runs them one after another in this process.
+  job (one task per worker; what it asks for: :mod:`bft.workers.slurm`), ``cluster=debug`` runs them one after
+  another in this process. A refused submission is one line (sbatch's error); while the array waits its pending
+  reason is logged, and past ``pending_timeout_s`` it is cancelled and the stage fails in one line. Ctrl-C or any
+  failure while waiting cancels every job submitted.
 * ``ray``: one Ray task per worker on the cluster at ``workers.ray.address`` (a local Ray when null).
 
 Each worker runs :func:`bft.workers.job.run_worker` with only the job file's path, its rank and the count. While
@@ -12,6 +14,7 @@ worker (empty when all succeeded).
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -21,6 +24,7 @@ from typing import Any
 from bft.workers.job import run_worker
 
 ENGINES = ("inprocess", "submitit", "ray")
+log = logging.getLogger(__name__)
 
 
 # The last line of a Python traceback: ``package.module.SomeError: message`` (or the bare name).
@@ -56,14 +60,35 @@ def make_executor(folder: Path, cluster: str, params: dict[str, Any]):
 
 
 def run_submitit(
-    job_path: Path, count: int, cluster: str, params: dict[str, Any], poll: Callable[[], None], poll_seconds: float
+    job_path: Path,
+    count: int,
+    cluster: str,
+    params: dict[str, Any],
+    poll: Callable[[], None],
+    poll_seconds: float,
+    pending_timeout_s: float | None = None,
 ) -> list[str]:
+    from bft.pipeline.context import PipelineError
+    from bft.workers.slurm import submission_error
+
     executor = make_executor(job_path.parent / "submitit", cluster, params)
-    jobs = executor.map_array(run_worker, [str(job_path)] * count, list(range(count)), [count] * count)
+    try:
+        jobs = executor.map_array(run_worker, [str(job_path)] * count, list(range(count)), [count] * count)
+    except Exception as err:  # submitit wraps sbatch's refusal in a FailedJobError with the whole output
+        if cluster != "slurm":
+            raise
+        raise PipelineError(
+            f"workers=slurm: Slurm refused the job: {submission_error(err)} "
+            "(check workers.partition, workers.gpus_per_task, workers.cpus_per_task, workers.mem_gb)"
+        ) from None
     if cluster != "debug":
-        while not all(job.done() for job in jobs):
-            poll()
-            time.sleep(poll_seconds)
+        try:
+            _wait(jobs, cluster, poll, poll_seconds, pending_timeout_s)
+        except BaseException:  # Ctrl-C, a job that cannot start, any failure here: leave nothing queued
+            for job in jobs:
+                job.cancel(check=False)
+            log.warning("cancelled %s job %s", cluster, jobs[0].job_id.split("_")[0])
+            raise
     errors = []
     for rank, job in enumerate(jobs):
         try:
@@ -71,6 +96,30 @@ def run_submitit(
         except Exception as err:  # submitit re-raises the worker's error (or a FailedJobError with its log)
             errors.append(f"worker {rank} (job {job.job_id}, log {job.paths.stderr}): {_first_line(err)}")
     return errors
+
+
+def _wait(jobs: list, cluster: str, poll: Callable[[], None], poll_seconds: float, pending_timeout_s: float | None) -> None:
+    from bft.pipeline.context import PipelineError
+    from bft.workers.slurm import queue_state
+
+    array = jobs[0].job_id.split("_")[0]
+    started, reason, running = time.monotonic(), None, cluster != "slurm"
+    while not all(job.done() for job in jobs):
+        poll()
+        if not running:
+            state = queue_state(array)
+            running = state is None or state[0] != "PENDING"
+            if not running:
+                if state[1] != reason:
+                    reason = state[1]
+                    log.info("Slurm job %s pending (%s)", array, reason)
+                waited = time.monotonic() - started
+                if pending_timeout_s is not None and waited > pending_timeout_s:
+                    raise PipelineError(
+                        f"workers=slurm: job {array} did not start within {waited:.0f} s (workers.pending_timeout_min): "
+                        f"pending ({reason}); it is cancelled, finished shards are kept"
+                    )
+        time.sleep(poll_seconds)
 
 
 def run_ray(job_path: Path, count: int, options: dict[str, Any], poll: Callable[[], None], poll_seconds: float) -> list[str]:

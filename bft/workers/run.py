@@ -2,8 +2,9 @@
 
 The driving process (the one running the pipeline, holding the stage's store lock) saves the job, starts the
 workers, shows one progress display, checks that every shard is in, and only then lets the stage write its
-outputs and the store publish the artifact. Worker-only files (``workers/``: job, claims, per-shard stats, engine
-logs) are removed once every shard is in, so the artifact's files do not depend on how many workers made it.
+outputs and the store publish the artifact. Worker-only files (``workers/``: job, claims, per-shard stats) are
+removed once every shard is in, so the artifact's data does not depend on how many workers made it; the engine's
+logs (submitit's stdout/stderr per task) stay in the artifact's ``logs/workers/``.
 """
 
 from __future__ import annotations
@@ -75,8 +76,12 @@ def run_stage(job: ShardJob, wcfg: DictConfig | None = None) -> ShardRun:
     if missing and engine == "inprocess":
         _, backend = process_shards(job, on_shard=progress.shard_done)
     elif missing and engine == "submitit":
-        params = OmegaConf.to_container(wcfg.submitit, resolve=True) if wcfg.submitit else {}
-        errors = run_submitit(path, count, wcfg.cluster, {"name": f"bft-{job.stage}", **params}, progress.poll, wcfg.poll_seconds)
+        pending = wcfg.pending_timeout_min * 60 if wcfg.pending_timeout_min is not None else None
+        params = submitit_parameters(job, wcfg)
+        try:
+            errors = run_submitit(path, count, wcfg.cluster, params, progress.poll, wcfg.poll_seconds, pending)
+        finally:
+            _keep_logs(job.folder / "submitit", work / "logs" / "workers")
     elif missing:
         options = OmegaConf.to_container(wcfg.ray, resolve=True) if wcfg.ray else {}
         errors = run_ray(path, count, options, progress.poll, wcfg.poll_seconds)
@@ -94,6 +99,27 @@ def run_stage(job: ShardJob, wcfg: DictConfig | None = None) -> ShardRun:
     remove_stale_temp_files(work)
     shutil.rmtree(job.folder, ignore_errors=True)
     return ShardRun(n_records, n_shards, n_shards - len(missing), metrics, backend)
+
+
+def submitit_parameters(job: ShardJob, wcfg: DictConfig) -> dict[str, Any]:
+    """submitit's parameters: for Slurm what the stage needs (:func:`bft.workers.slurm.slurm_parameters`)."""
+    extra = OmegaConf.to_container(wcfg.submitit, resolve=True) if wcfg.submitit else {}
+    if wcfg.cluster != "slurm":
+        return {"name": f"bft-{job.stage}", **extra}
+    from bft.pipeline.workload import model_params
+    from bft.workers.slurm import slurm_parameters
+
+    workers = {**OmegaConf.to_container(wcfg, resolve=True), "submitit": extra}
+    return slurm_parameters(workers, job.generation, model_params(job.model_name), f"bft-{job.stage}")
+
+
+def _keep_logs(source: Path, dest: Path) -> None:
+    """Move the engine's per-task logs into the artifact (they outlive the worker-only files)."""
+    logs = [p for p in source.rglob("*") if p.is_file() and p.suffix in (".out", ".err")] if source.is_dir() else []
+    for path in logs:
+        target = dest / path.relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(path), target)
 
 
 def stage_job(
