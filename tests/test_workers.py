@@ -76,7 +76,8 @@ def test_two_local_worker_processes_give_byte_identical_shards(setting):
     run = run_stage(job, setting["local"])
     assert run.metrics["workers"] == 2 and run.metrics["engine"] == "submitit" and run.reused == 0
     assert _shard_bytes(Path(job.work)) == setting["reference"]
-    assert sorted(p.name for p in Path(job.work).iterdir()) == ["shards"]
+    assert sorted(p.name for p in Path(job.work).iterdir()) == ["logs", "shards"]  # worker-only files are gone
+    assert len(list((Path(job.work) / "logs" / "workers").rglob("*.err"))) == 2  # each worker's log is kept
 
 
 def test_two_ray_workers_give_byte_identical_shards(setting):
@@ -113,7 +114,7 @@ def test_shards_still_missing_after_the_workers_fail_with_one_line(setting, tmp_
         PipelineError, match=r"augment: 5 of 5 shards missing after 2 submitit worker\(s\) \(worker 0 .*rerun the same command"
     ):
         run_stage(job, OmegaConf.merge(setting["local"], {"count": 2}))
-    assert (Path(job.work) / "workers" / "submitit").is_dir()  # the worker logs are kept for the person debugging
+    assert list((Path(job.work) / "logs" / "workers").rglob("*.err"))  # the worker logs are kept for the person debugging
 
 
 def test_unknown_engine_is_a_config_error(setting):
@@ -220,24 +221,17 @@ def test_workers_group_composes_each_engine(compose_cfg):
     assert compose_cfg("workers=ray", "workers.ray.address=auto").workers.ray.address == "auto"
 
 
-def test_slurm_workers_compose_into_submitits_sbatch_script(compose_cfg, tmp_path, monkeypatch):
-    from omegaconf import OmegaConf
+def test_slurm_tasks_ask_for_what_the_stage_needs(compose_cfg, tmp_path):
+    """No GPU unless the stage's engine uses one; partition, CPUs, memory and time from typed keys (no ``+``)."""
+    from bft.workers.run import submitit_parameters
 
-    from bft.workers.engines import make_executor
-
-    fake_bin = tmp_path / "bin"  # submitit only checks that srun exists; nothing is submitted here
-    fake_bin.mkdir()
-    (fake_bin / "srun").write_text("#!/bin/sh\nexit 1\n")
-    (fake_bin / "srun").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
-    workers = compose_cfg("workers=slurm", "+workers.submitit.slurm_partition=gpu").workers
-    executor = make_executor(tmp_path, workers.cluster, OmegaConf.to_container(workers.submitit))
-    script = executor._executor._make_submission_file_text("python -m bft.workers job.json", "uid")
-    for line in (
-        "#SBATCH --partition=gpu",
-        "#SBATCH --gpus-per-node=1",
-        "#SBATCH --cpus-per-task=8",
-        "#SBATCH --mem=64GB",
-        "#SBATCH --time=1440",
-    ):
-        assert line in script, script
+    cfg = compose_cfg("debug=smoke", "workers=slurm", "workers.partition=gpu")
+    hf = submitit_parameters(_job(cfg, tmp_path, "hf"), cfg.workers)
+    assert hf == {"name": "bft-augment", "timeout_min": 1440, "cpus_per_task": 4, "mem_gb": 8, "slurm_partition": "gpu"}
+    vllm = compose_cfg("debug=smoke", "workers=slurm", "generation=vllm", "generation.tensor_parallel_size=2")
+    assert submitit_parameters(_job(vllm, tmp_path, "vllm"), vllm.workers)["gpus_per_node"] == 2
+    asked = compose_cfg(
+        "debug=smoke", "workers=slurm", "workers.cpus_per_task=2", "workers.mem_gb=3", "+workers.submitit.slurm_qos=low"
+    )
+    params = submitit_parameters(_job(asked, tmp_path, "asked"), asked.workers)
+    assert (params["cpus_per_task"], params["mem_gb"], params["slurm_qos"]) == (2, 3, "low") and "slurm_partition" not in params
