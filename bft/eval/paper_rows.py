@@ -174,9 +174,9 @@ PAPER_ROWS: tuple[PaperRow, ...] = (
         ae1_se=3.07,
     ),  # fmt: skip
     # HB headline: Humpback after two curation iterations, AlpacaEval 1.0 (the pair count is not restated: not checked)
-    PaperRow(_HB, "LLaMA 65B", "Humpback", _ae1("humpback", None, "65b", "ClueWeb"), ae1_win_rate=83.71),
-    PaperRow(_HB, "LLaMA 33B", "Humpback", _ae1("humpback", None, "33b", "ClueWeb"), ae1_win_rate=79.84),
-    PaperRow(_HB, _L70, "Humpback", _ae1("humpback", None, "70b", "ClueWeb"), ae1_win_rate=87.94),
+    PaperRow(_HB, "LLaMA 65B", "Humpback, LLaMA 65B", _ae1("humpback", None, "65b", "ClueWeb"), ae1_win_rate=83.71),
+    PaperRow(_HB, "LLaMA 33B", "Humpback, LLaMA 33B", _ae1("humpback", None, "33b", "ClueWeb"), ae1_win_rate=79.84),
+    PaperRow(_HB, _L70, "Humpback, Llama-2-70B", _ae1("humpback", None, "70b", "ClueWeb"), ae1_win_rate=87.94),
 )
 
 # Which papers' column matches an annotator: AE1 for the GPT-4 judge, AE2 for the GPT-4 Turbo weighted judge.

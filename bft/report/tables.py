@@ -15,7 +15,7 @@ import pandas as pd
 
 from bft.eval.paper_rows import SETTING_NAMES, PaperRow
 from bft.report.aggregate import MISSING, Estimate, estimate, fmt, is_missing
-from bft.report.mapping import SETTING_LABELS, Placement, pairs, place, run_settings, scale_of
+from bft.report.mapping import CORE_SETTINGS, SETTING_LABELS, Placement, pairs, place, run_settings, scale_of
 from bft.report.paper_tables import AE2_TABLES, HB_SCALING_ALPHA, HB_SELECTION_QUALITY, TABLE_TITLES, table_of, table_rows
 
 REWRITING_METHODS = ("rewrite_only", "backandforth", "distill")
@@ -128,7 +128,7 @@ def best_of_steps(group: list[dict[str, Any]], row: PaperRow) -> tuple[list[dict
 
 def _unchecked_note(rows: Iterable[PaperRow]) -> str | None:
     unchecked = sorted(
-        {SETTING_LABELS[n] for r in rows for n in SETTING_NAMES if getattr(r.settings, n) is None},
+        {SETTING_LABELS[n] for r in rows for n in CORE_SETTINGS if getattr(r.settings, n) is None},
         key=list(SETTING_LABELS.values()).index,
     )
     if not unchecked:
@@ -232,7 +232,7 @@ def not_comparable_table(runs: pd.DataFrame, placed: list[tuple[dict[str, Any], 
         )
     notes = [
         "A paper row is placed beside a run only when every setting it declares matches; the nearest row is the one of "
-        "the run's method with the most settings in common. Length-controlled win rates exist only for the 805 "
+        "the run's method with the fewest settings that differ. Length-controlled win rates exist only for the 805 "
         "official instructions in the official order."
     ]
     if unmatched:
