@@ -99,7 +99,7 @@ def _variant_fields(row: PaperRow) -> tuple[str, ...]:
 
 
 def _variant_labels(groups: Mapping[tuple[Any, ...], Any], names: tuple[str, ...]) -> dict[tuple[Any, ...], str]:
-    """Each group's values of the fields that differ between the groups ('as one group' when only one)."""
+    """Each group's values of the fields that differ between the groups ('all matching runs' when only one)."""
     varying = [i for i, _ in enumerate(names) if len({k[i] for k in groups}) > 1]
     if not varying:
         return {k: "all matching runs" for k in groups}
