@@ -119,8 +119,9 @@ def final_model(run: Mapping[str, Any]) -> str | None:
     return None if _missing(run.get("model")) else str(run.get("model"))
 
 
-def _recorded(run: Mapping[str, Any], key: str) -> bool:
-    return key in run and not _missing(run.get(key))
+def _text(value: Any) -> str | None:
+    """A recorded text setting, or None when the summary has none (None or NaN in the runs frame)."""
+    return None if _missing(value) else str(value)
 
 
 @dataclass(frozen=True)
@@ -166,22 +167,18 @@ def run_settings(run: Mapping[str, Any]) -> dict[str, Any]:
     p = pairs(run)
     seed_size = p.seed if p.seed is not None else _number(run.get("seed_size"))
     corpus = run.get("corpus")
-    tagged = _recorded(run, "seed_tag") or _recorded(run, "web_tag")
+    seed_tag, web_tag, asked = (_text(run.get(k)) for k in ("seed_tag", "web_tag", "inference_tag"))
     return {
         "method": run_method(run),
         "data_size": p.generated if p.generated is not None else p.target,
         "seed_size": None if seed_size is None else int(seed_size),
-        "corpus": corpus_row(corpus, run.get("corpus_bucket")) or (None if _missing(corpus) else str(corpus)),
+        "corpus": corpus_row(corpus, run.get("corpus_bucket")) or _text(corpus),
         "model_size": model_size(final_model(run)),
-        "eval_set": run.get("eval_set"),
-        "judge": run.get("annotator"),
-        "reference": run.get("reference"),
-        "train_tags": train_tags_kind(run.get("seed_tag"), run.get("web_tag")) if tagged else None,
-        "inference_tag": (
-            inference_tag_kind(run.get("inference_tag"), run.get("seed_tag"), run.get("web_tag"))
-            if "inference_tag" in run and run.get("inference_tag") is not None
-            else None
-        ),
+        "eval_set": _text(run.get("eval_set")),
+        "judge": _text(run.get("annotator")),
+        "reference": _text(run.get("reference")),
+        "train_tags": None if seed_tag is None and web_tag is None else train_tags_kind(seed_tag, web_tag),
+        "inference_tag": None if asked is None else inference_tag_kind(asked, seed_tag, web_tag),
     }
 
 
