@@ -152,7 +152,9 @@ def test_llama2_inst_run_trains_and_generates_on_the_same_inst_prompts(compose_c
     for prompt in [p for _, p in trained] + generated:
         assert prompt.startswith(f"{bos}[INST] ") and (prompt.endswith(" [/INST]") or prompt.endswith(" [/INST] [RES]")), prompt[-80:]
 
-    tag = cfg.eval.inference_tag
+    from bft.pipeline.roles import resolve
+
+    tag = resolve(cfg).eval.inference_tag  # eval.inference_tag=seed: the seed pairs' own tag
     assert tag == cfg.sft.seed_tag
     by_user = dict(trained)
     pairs = 0

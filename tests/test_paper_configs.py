@@ -103,7 +103,9 @@ PAPER: dict[str, dict[str, Any]] = {
     | TAGS
     | CURATE_5
     | {"model.name": LLAMA2_7B, "data.max_generated": 12800, "method": "humpback", "rewriter.name": "none"}
-    | {"curation.iterations": 2, "corpus.source": "allenai/c4"},
+    | {"curation.iterations": 2, "corpus.source": "allenai/c4"}
+    # HB Table 4: HB's best inference setting gives both tags, S_a then S_w
+    | {"eval.inference_tag": "both"},
 }
 SFT: dict[str, dict[str, dict[str, Any]]] = {
     "backandforth_paper": {"backward": BFT_ANY, "seed": BFT_ANY, "final": BFT_7B_FINAL},
@@ -126,6 +128,8 @@ ROLE_MODELS: dict[str, dict[str, str]] = {
     "backandforth_70b_paper": {"backward": LLAMA2_70B, "curation": LLAMA2_70B, "final": LLAMA2_70B},
     "backandforth_70b_25k_paper": {"backward": LLAMA2_70B, "curation": LLAMA2_70B, "final": LLAMA2_70B},
     "distill_paper": {"backward": LLAMA2_70B, "curation": LLAMA2_70B, "final": LLAMA2_70B, "rewriter": LLAMA2_70B_CHAT},
+    # HB: the backward and seed/curation models are fine-tuned from the final model's base, not BFT's 70B
+    "humpback_paper": {"backward": LLAMA2_7B, "curation": LLAMA2_7B, "final": LLAMA2_7B},
 }
 ROLE_PATHS: dict[str, str] = {  # role -> config path of its model name (after bft.pipeline.roles.resolve)
     "backward": "backward_model.name",

@@ -72,6 +72,21 @@ def test_every_stage_runs_and_writes_a_manifest(smoke):
     assert set(summary["decontaminated"]) == {"seed", "generated"}
 
 
+def test_bft_report_reads_the_settings_a_paper_row_checks_from_summary_json(smoke):
+    """summary.json carries what bft-report matches paper rows on (tags, steps, pairs); a local run is not comparable."""
+    from bft.report.load import load_runs
+    from bft.report.mapping import pairs, place, run_settings
+
+    run = load_runs([smoke["first"].run_dir]).iloc[0].to_dict()
+    settings = run_settings(run)
+    assert settings["inference_tag"] == "seed" and settings["train_tags"] == "seed/web"
+    assert settings["method"] == "backandforth" and settings["eval_set"] == "embedded" and settings["judge"] == "local"
+    assert run["final_steps"] == smoke["first"].cfg.sft.final.max_steps
+    assert pairs(run).generated == smoke["first"].summary["n_generated"] and pairs(run).seed is not None
+    placed = place(run)
+    assert not placed.comparable and placed.nearest is not None and placed.why_not
+
+
 def test_curation_accounting_and_label_quality_reach_the_summary(smoke):
     curation = smoke["first"].summary["curation"]["curate_0"]
     assert sum(curation["score_histogram"].values()) == smoke["first"].reports[5].records_in

@@ -11,9 +11,18 @@ import pandas as pd
 import pytest
 
 from bft.report.aggregate import MISSING, estimate
-from bft.report.load import find_summaries, load_runs
-from bft.report.mapping import corpus_row, paper_row_label, recipe, scale_of, tables_for
-from bft.report.tables import corpus_table, curation_table, data_scale_table, fit_intercept, paper_table, seed_size_table
+from bft.report.load import find_summaries, frame, load_runs
+from bft.report.mapping import corpus_row, mismatches, pairs, place, recipe, run_method, scale_of
+from bft.report.paper_tables import table_of, table_rows
+from bft.report.tables import (
+    corpus_table,
+    curation_table,
+    data_scale_table,
+    fit_intercept,
+    not_comparable_table,
+    paper_table,
+    seed_size_table,
+)
 
 # --- fake-but-well-formed run folders (test fixtures, not results) ----------------------------------------------
 
@@ -185,22 +194,14 @@ def test_recipe(method: str, baseline_file: str | None, expected: str | None):
     assert recipe(method, baseline_file) == expected
 
 
-def test_paper_row_labels_per_table():
-    assert paper_row_label("table1", "backandforth") == "Dolma + filtering + rewriting"
-    assert paper_row_label("table1", "humpback") == "ClueWeb + filtering (Humpback data)"
-    assert paper_row_label("table1", "baseline_dataset", "open_orca.jsonl") == "Open Orca"
-    assert paper_row_label("table2", "backandforth", max_generated=51200) == "Dolma + filtering + rewriting 51.2K"
-    assert paper_row_label("table2", "backandforth", max_generated=25600) == "Dolma + filtering + rewriting 25.6K"
-    assert paper_row_label("table2", "distill", max_generated=25600) == "Dolma + filtering + distilling 25.6K"
-    assert paper_row_label("table10", "backandforth", max_generated=25600) == "filtering + rewriting 25.6K"
-    assert paper_row_label("table10", "rewrite_only") == "Dolma + rewriting"
-    assert tables_for(["backandforth", "paper", "table2"], "llama2_70b", "alpaca_eval_gpt4") == ("table2",)
-    assert tables_for(["local"], "smollm2_135m", "local") == ("table1",)
-    assert tables_for([], "llama2_70b", "alpaca_eval_gpt4") == ("table2",)
-    assert tables_for([], "llama2_70b", "weighted_alpaca_eval_gpt4_turbo") == ("table10",)
+def test_run_methods_and_corpus_names():
+    assert run_method({"method": "backandforth"}) == "backandforth"
+    assert run_method({"method": "baseline_dataset", "baseline_file": "open_orca.jsonl"}) == "baseline_dataset:Open Orca"
+    assert run_method({"method": "baseline_dataset", "baseline_file": "dolly.jsonl"}) == "baseline_dataset:dolly.jsonl"
     assert scale_of(["x", "paper"]) == "paper" and scale_of(["local"]) == "local" and scale_of(None) == "?"
     assert scale_of([], "smollm2_135m") == "local" and scale_of([], "meta-llama/Llama-2-7b-hf") == "?"
     assert corpus_row("allenai/c4") == "C4" and corpus_row("allenai/dolma") == "Dolma head" and corpus_row("embedded") is None
+    assert corpus_row("allenai/dolma", "middle") == "Dolma middle" and corpus_row("/data/clueweb_segments.jsonl") == "ClueWeb"
 
 
 # --- tables --------------------------------------------------------------------------------------------------
@@ -232,52 +233,184 @@ def test_table1_missing_rows_show_dash(runs: pd.DataFrame):
     assert set(table.loc[["Dolma + filtering + rewriting"], "this project"]) == {MISSING}
 
 
-def _paper_scale(runs: pd.DataFrame, **changes: Any) -> pd.DataFrame:
-    """The fixture runs as if run at paper scale on AlpacaEval 1.0 with the GPT-4 judge (then ``changes``)."""
-    paper = runs.copy()
-    paper["eval_set"], paper["annotator"], paper["reference"], paper["model"] = "ae1", "alpaca_eval_gpt4", "dataset", "llama2_7b"
-    paper["tags"] = [[*t, "paper"] for t in paper["tags"]]
-    for key, value in changes.items():
-        paper[key] = value
-    return paper
+# --- paper rows: a run sits beside a row only when every setting the row declares matches ------------------------
+
+S_A, S_W = "Answer in the style of an AI Assistant.", "Answer with knowledge from web search."
+LLAMA2_7B, LLAMA2_70B = "meta-llama/Llama-2-7b-hf", "meta-llama/Llama-2-70b-hf"
 
 
-def test_paper_rows_beside_matching_runs_only(runs: pd.DataFrame):
-    from bft.report.tables import not_comparable_table
+def paper_run(name: str, **changes: Any) -> dict[str, Any]:
+    """One run's report fields (as load_runs flattens summary.json) for BFT Table 1 "Dolma + filtering + rewriting"."""
+    run = {
+        "name": name,
+        "method": "backandforth",
+        "model": LLAMA2_7B,
+        "models": {"backward": LLAMA2_70B, "curation": LLAMA2_70B, "final": LLAMA2_7B},
+        "seed_source": "oasst1",
+        "seed_size": 3200,
+        "corpus": "allenai/dolma",
+        "corpus_bucket": "head",
+        "rewriter": "meta-llama/Llama-2-70b-chat-hf",
+        "max_generated": 12800,
+        "eval_set": "ae1",
+        "annotator": "alpaca_eval_gpt4",
+        "reference": "dataset",
+        "seed_tag": S_A,
+        "web_tag": S_W,
+        "inference_tag": S_A,
+        "final_steps": 600,
+        "final_lr": 1e-5,
+        "tags": ["backandforth", "paper", "table1"],
+        "win_rate": 74.0,
+        "standard_error": 1.5,
+        "n_generated": 12800,
+        "n_seed": 3200,
+        "seed": 0,
+    }
+    return run | changes
 
-    table = paper_table(_paper_scale(runs), "table1").frame.set_index("data")
-    assert table.loc["Alpaca-GPT4", "this project"] == "35.50"
-    ours = table.loc[["Dolma + filtering + rewriting"]]
-    assert set(ours["paper"]) == {"74.38"} and len(ours) == 2  # seed 8 and seed 16 are different settings
-    assert "42.00" in set(ours["this project"])
-    assert not_comparable_table(_paper_scale(runs)).frame.empty
-    for change, reason in (
-        ({"annotator": "local"}, "judge local"),
-        ({"reference": "base"}, "reference base"),
-        ({"eval_set": "embedded"}, "eval set embedded"),
-        ({"tags": [["local"]] * 4}, "not a paper-scale setting"),
-        ({"model": "llama2_13b"}, "model llama2_13b"),
-    ):
-        other = _paper_scale(runs, **change)
-        assert set(paper_table(other, "table1").frame["this project"]) == {MISSING}
-        shown = not_comparable_table(other).frame
-        assert len(shown) == 4 and shown["not beside the paper because"].str.contains(reason).all(), change
-    big = paper_table(_paper_scale(runs, model="llama2_70b"), "table2").frame.set_index("data")
-    assert big.loc["Alpaca-GPT4", "this project"] == "35.50"  # a 70B run goes beside Table 2, not Table 1
-    local = not_comparable_table(runs).frame.set_index("recipe")
-    assert local.loc["Alpaca-GPT4", "win rate"] == "35.50"
-    assert "judge local" in local.loc["Alpaca-GPT4", "not beside the paper because"]
+
+def _frame(*runs: dict[str, Any]) -> pd.DataFrame:
+    return frame(runs)
 
 
-def test_tables_without_runs_keep_paper_figures(runs: pd.DataFrame):
-    for table in ("table2", "table10"):
-        frame = paper_table(runs, table).frame
-        assert len(frame) > 0 and (frame["runs"] == "0").all()
+def _why_not(runs: pd.DataFrame, name: str) -> pd.Series:
+    shown = not_comparable_table(runs).frame.set_index("run")
+    return shown.loc[name]
+
+
+def _beside(runs: pd.DataFrame, table: str, row: str, column: str = "this project") -> list[str]:
+    frame_ = paper_table(runs, table).frame
+    return frame_[frame_.iloc[:, 0] == row][column].tolist()
+
+
+def test_a_matching_run_sits_beside_its_row_and_is_labelled_by_its_pairs():
+    runs = _frame(paper_run("bft_7b"))
+    assert _beside(runs, "table1", "Dolma + filtering + rewriting") == ["74.00"]
+    assert _beside(runs, "table1", "Dolma + filtering + rewriting", "pairs") == ["12,800 generated + 3,200 seed"]
+    assert not_comparable_table(runs).frame.empty
+    # the pair count comes from n_generated, with n_train_pairs or a recorded shortfall where the summary has them
+    p = pairs({"n_generated": 12000, "n_train_pairs": 15200, "target_generated": 12800, "shortfall": 800})
+    assert p.label == "12,000 of 12,800 generated (short 800) + 3,200 seed"
+
+
+@pytest.mark.parametrize(
+    ("changes", "first"),
+    [
+        # a 3.2K point of the data-scale sweep (and the corpus sweep, which runs at 3.2K too)
+        ({"max_generated": 3200, "n_generated": 3200}, "generated pairs 3,200 (paper: 12,800)"),
+        ({"corpus": "allenai/c4", "max_generated": 3200, "n_generated": 3200}, "generated pairs 3,200 (paper: 12,800)"),
+        ({"corpus": "allenai/c4"}, "corpus C4 (paper: Dolma head)"),
+        ({"corpus_bucket": "middle"}, "corpus Dolma middle (paper: Dolma head)"),
+        # a seed-size sweep point
+        ({"seed_size": 100, "n_seed": 100}, "seed pairs 100 (paper: 3,200)"),
+        # a run that fell short of its 12.8K target
+        ({"n_generated": 9000}, "generated pairs 9,000 of a target 12,800 (short 3,800) (paper: 12,800)"),
+        ({"models": {"final": "meta-llama/Llama-2-13b-hf"}}, "model size 13b (paper: 7b)"),
+        ({"eval_set": "embedded"}, "eval set embedded (paper: ae1)"),
+        ({"annotator": "local"}, "judge local (paper: alpaca_eval_gpt4)"),
+        ({"reference": "base"}, "reference base (paper: dataset)"),
+    ],
+)
+def test_a_run_that_differs_in_one_setting_is_not_comparable_and_says_which(changes: dict[str, Any], first: str):
+    runs = _frame(paper_run("other", **changes))
+    assert _beside(runs, "table1", "Dolma + filtering + rewriting") == [MISSING]  # never beside the 74.38
+    why = _why_not(runs, "other")
+    assert why["nearest paper row"] == "Dolma + filtering + rewriting" and why["table"] == "BFT Table 1"
+    assert why["first mismatch"] == first
+
+
+def test_humpback_paper_on_c4_is_not_beside_the_clueweb_humpback_data_row():
+    humpback = {"method": "humpback", "rewriter": "none", "corpus": "allenai/c4", "corpus_bucket": None}
+    humpback |= {"models": {"final": LLAMA2_7B}, "inference_tag": f"{S_A} {S_W}", "tags": ["humpback", "paper"]}
+    runs = _frame(paper_run("hb_c4", **humpback))
+    assert _beside(runs, "table1", "ClueWeb + filtering (Humpback data)") == [MISSING]
+    why = _why_not(runs, "hb_c4")
+    assert why["nearest paper row"] == "ClueWeb + filtering (Humpback data)"
+    assert why["first mismatch"] == "corpus C4 (paper: ClueWeb)"
+    on_clueweb = _frame(paper_run("hb_clueweb", **(humpback | {"corpus": "/data/clueweb_segments.jsonl"})))
+    assert _beside(on_clueweb, "table1", "ClueWeb + filtering (Humpback data)") == ["74.00"]
+
+
+def test_ae2_runs_fill_table_10_and_not_table_2():
+    ae2 = {"eval_set": "ae2", "annotator": "weighted_alpaca_eval_gpt4_turbo", "models": {"final": LLAMA2_70B}}
+    ae2 |= {"max_generated": 51200, "n_generated": 51200, "win_rate": 12.5, "length_controlled_winrate": 17.1}
+    runs = _frame(paper_run("bft_70b_ae2", **ae2, tags=["backandforth", "paper", "table2"]))
     t10 = paper_table(runs, "table10").frame.set_index("data")
-    assert t10.loc["Dolma + filtering", "paper LC"] == "16.71" and t10.loc["Dolma + filtering", "this project LC"] == MISSING
+    assert t10.loc["Dolma + filtering + rewriting", "paper LC"] == "16.68"
+    assert t10.loc["Dolma + filtering + rewriting", "this project LC"] == "17.10"
+    assert t10.loc["Dolma + filtering + rewriting", "this project raw"] == "12.50"
+    assert _beside(runs, "table2", "Dolma + filtering + rewriting 51.2K") == [MISSING]
+    assert not_comparable_table(runs).frame.empty  # it sits beside Table 10: not listed as not comparable
+
+
+def test_hb_table_4_rows_are_told_apart_by_the_inference_tag():
+    hb = {"method": "humpback", "corpus": "/data/clueweb_segments.jsonl", "tags": ["humpback", "paper"]}
+    runs = _frame(
+        paper_run("hb_both", **hb, inference_tag=f"{S_A} {S_W}", win_rate=66.0),
+        paper_run("hb_sa", **hb, inference_tag=S_A, win_rate=63.0),
+        paper_run("hb_untagged", **hb, seed_tag="", web_tag="", inference_tag="", win_rate=60.0),
+    )
+    t4 = paper_table(runs, "hb_table4").frame.set_index("tags (training; inference)")
+    assert t4.loc["S_a on seed, S_w on augmented; inference S_a + S_w", ["paper", "paper SE", "this project"]].tolist() == [
+        "66.47",
+        "3.04",
+        "66.00",
+    ]
+    assert t4.loc["S_a on seed, S_w on augmented; inference S_a", "this project"] == "63.00"
+    assert t4.loc["no system prompt in training or inference", "this project"] == "60.00"
+    assert t4.loc["S_a on seed, S_w on augmented; no system prompt at inference", "this project"] == MISSING
+    # a summary from before the tags were recorded cannot be told apart: not comparable, saying so
+    old = _frame(paper_run("hb_old", **hb, inference_tag=None, seed_tag=None, web_tag=None))
+    assert set(paper_table(old, "hb_table4").frame["this project"]) == {MISSING}
+    assert [table_of(row) for row in place(old.iloc[0].to_dict()).rows] == ["table1"]  # ClueWeb + filtering, 12.8K
+    hb4 = table_rows("hb_table4")[0].settings  # S_a + S_w
+    assert str(mismatches(old.iloc[0].to_dict(), hb4)[0]) == "training tags not recorded (paper: seed/web)"
+
+
+def test_the_step_sweep_shows_the_best_of_three_per_learning_rate():
+    sweep = [
+        paper_run(f"s{steps}_lr{lr}_seed{seed}", final_steps=steps, final_lr=lr, seed=seed, win_rate=wr)
+        for steps, lr, seed, wr in [
+            (600, 1e-5, 0, 70.0),
+            (900, 1e-5, 0, 72.0),
+            (900, 1e-5, 1, 74.0),
+            (1200, 1e-5, 0, 71.0),
+            (600, 2e-5, 0, 69.0),
+            (1200, 2e-5, 0, 68.0),
+        ]
+    ]
+    table = paper_table(_frame(*sweep), "table1").frame
+    lines = table[table["data"] == "Dolma + filtering + rewriting"].set_index("variant")
+    best = lines.loc["final_lr=1e-05"]
+    assert best["this project"] == "73.00" and best["runs"] == "2"  # 900 steps: mean of its two seeds, not of all six
+    assert best["selection"] == (
+        "best of 3 step count(s) run (600: 70.00, 900: 73.00 (best), 1200: 71.00); paper: best of 600 / 900 / 1200 final-model steps"
+    )
+    assert lines.loc["final_lr=2e-05", "this project"] == "69.00"
+    assert lines.loc["final_lr=2e-05", "selection"].startswith("best of 2 step count(s) run (600: 69.00 (best), 1200: 68.00)")
+
+
+def test_corpus_table_checks_every_setting():
+    c4 = {"method": "filter_only", "rewriter": "none", "corpus": "allenai/c4", "max_generated": 3200, "n_generated": 3200}
+    runs = _frame(
+        paper_run("c4_filter", **c4, win_rate=66.0),
+        paper_run("c4_bft", **(c4 | {"method": "backandforth"}), win_rate=67.0),
+        paper_run("c4_filter_local_judge", **c4, annotator="local", win_rate=90.0),
+    )
     corpus = corpus_table(runs).frame.set_index("corpus")
-    assert corpus.loc["C4", "paper"] == "66.83" and corpus.loc["C4", "this project"] == MISSING
-    assert "embedded" in corpus.index
+    assert corpus.loc["C4", ["paper", "this project", "runs"]].tolist() == ["66.83", "66.00", "1"]
+    assert corpus.loc["Dolma head", "this project"] == MISSING
+    assert _why_not(runs, "c4_filter_local_judge")["first mismatch"] == "judge local (paper: alpaca_eval_gpt4)"
+    assert _why_not(runs, "c4_bft")["first mismatch"] == "generated pairs 3,200 (paper: 12,800)"  # no corpus row rewrites
+    assert "embedded" not in corpus_table(_frame(paper_run("local", corpus="embedded"))).frame["corpus"].tolist()
+
+
+def test_every_run_of_a_known_method_is_placed_or_explained():
+    runs = [paper_run(f"r{i}", **c) for i, c in enumerate([{}, {"corpus": "allenai/c4"}, {"seed_size": 100, "n_seed": 100}])]
+    for run in runs:
+        placed = place(run)
+        assert placed.comparable or (placed.nearest is not None and placed.why_not)
 
 
 def test_data_scale_and_curation_tables(runs: pd.DataFrame):
@@ -301,10 +434,40 @@ def test_cli_writes_markdown_and_csv(fixture_runs_root: Path, tmp_path: Path, ca
     assert "4 run(s) found" in printed and "W&B runs not loaded" in printed
     report = (out / "report.md").read_text()
     assert "74.38" in report and MISSING in report and "| Alpaca-GPT4 | 71.17 | — |" in report
-    assert "| Alpaca-GPT4 | BFT Table 1 | 35.50 |" in report  # in the not-comparable table
-    for key in ("table1", "table2", "table10", "not_comparable", "corpus_ablation", "seed_size", "rewriter", "data_scale", "curation"):
+    # in the not-comparable table: the local baseline run, its pairs, its nearest row and the first setting that differs
+    assert "| fixture_baseline_alpaca | 16 generated | Alpaca-GPT4 | BFT Table 1 | 35.50 |" in report
+    assert "generated pairs 16 (paper: 12,800)" in report
+    for key in ("table1", "table2", "table10", "corpus_ablation", "hb_table4", "hb_headline", "not_comparable"):
         assert (out / f"{key}.md").is_file()
         assert not pd.read_csv(out / f"{key}.csv", dtype=str).empty
+    for key in ("seed_size", "rewriter", "data_scale", "curation"):
+        assert not pd.read_csv(out / f"{key}.csv", dtype=str).empty
+
+
+def _summary_json(run: dict[str, Any]) -> dict[str, Any]:
+    """summary.json as bft writes it (bft.pipeline.summary): run settings under "run", metrics at the top."""
+    metrics = ("win_rate", "standard_error", "length_controlled_winrate", "n_generated", "n_seed", "annotator", "reference")
+    return {"run": {k: v for k, v in run.items() if k not in metrics}, **{k: run.get(k) for k in metrics}}
+
+
+def test_cli_fills_table_10_and_hb_table_4_from_run_folders(tmp_path: Path):
+    from bft.report.cli import main
+
+    ae2 = {"eval_set": "ae2", "annotator": "weighted_alpaca_eval_gpt4_turbo", "models": {"final": LLAMA2_70B}}
+    ae2 |= {"max_generated": 51200, "n_generated": 51200, "win_rate": 12.5, "length_controlled_winrate": 17.1}
+    hb = {"method": "humpback", "corpus": "/data/clueweb_segments.jsonl", "inference_tag": f"{S_A} {S_W}", "win_rate": 65.5}
+    for name, run in (("bft_70b_ae2", paper_run("bft_70b_ae2", **ae2)), ("hb_7b", paper_run("hb_7b", **hb))):
+        folder = tmp_path / "outputs" / name / "2026-01-01_00-00-00"
+        folder.mkdir(parents=True)
+        (folder / "summary.json").write_text(json.dumps(_summary_json(run)))
+    out = tmp_path / "reports"
+    assert main([str(tmp_path / "outputs"), "--out", str(out)]) == 0
+    t10 = pd.read_csv(out / "table10.csv", dtype=str).set_index("data")
+    assert t10.loc["Dolma + filtering + rewriting", "this project LC"] == "17.10"
+    t4 = pd.read_csv(out / "hb_table4.csv", dtype=str).set_index("tags (training; inference)")
+    assert t4.loc["S_a on seed, S_w on augmented; inference S_a + S_w", "this project"] == "65.50"
+    assert "HB Table 4" in (out / "report.md").read_text()
+    assert pd.read_csv(out / "not_comparable.csv", dtype=str).empty
 
 
 # --- notebook ------------------------------------------------------------------------------------------------

@@ -218,7 +218,10 @@ class EvalConfig:
     judge_model: str | None = "smollm2_135m"  # the local annotator's model; null = the base ``model``
     reference: str = "base"  # dataset (the set's own reference outputs) | base | <run folder>
     max_instances: int | None = None
-    inference_tag: str = "Answer in the style of an AI Assistant."
+    # tag appended to each eval instruction (bft.eval.inference_tags): seed (sft.seed_tag, S_a) | web (sft.web_tag,
+    # S_w) | both (S_a then S_w: HB's best, HB Table 4) | none | a literal tag sentence; resolved to its text before
+    # planning, so the eval outputs' key hashes the text the model is really given
+    inference_tag: str = "seed"
     temperature: float = 0.7
     top_p: float = 0.9
     max_new_tokens: int = 256

@@ -92,6 +92,9 @@ def _check_values(cfg: DictConfig) -> None:
         raise ConfigError("generation.batch_size and generation.shard_size must be >= 1")
     if cfg.workers.count < 1:
         raise ConfigError(f"workers.count must be >= 1, got {cfg.workers.count}")
+    from bft.eval.inference_tags import inference_tag_text
+
+    inference_tag_text(cfg.eval.inference_tag, cfg.sft.seed_tag, cfg.sft.web_tag)  # one line naming the key if unknown
     from bft.rewriter.source import rewriter_source
 
     if not rewriter_source(cfg).rewrites and not cfg.curation.enabled:

@@ -11,7 +11,8 @@ Modules, one job each:
 - :mod:`bft.eval.calibrate`: ``bft-eval calibrate``: run any annotator on gold pairs, cache the result per judge and
   gold file, and the run summary's calibration line.
 - :mod:`bft.eval.decontaminate`: drop training records that overlap the eval instructions.
-- :mod:`bft.eval.paper_rows`: the papers' AlpacaEval figures, printed beside ours.
+- :mod:`bft.eval.paper_rows`: the papers' AlpacaEval figures and the settings that define each row.
+- :mod:`bft.eval.inference_tags`: the tag(s) the final model is asked with (``eval.inference_tag``).
 - :mod:`bft.eval.cli`: the ``bft-eval`` command.
 """
 

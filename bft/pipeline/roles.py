@@ -1,5 +1,7 @@
 """Per-role models and the other settings that fall back to another one, resolved once before planning.
 
+``eval.inference_tag`` is resolved here too: ``seed``, ``web``, ``both`` or ``none`` become the tag text itself.
+
 The backward model, the curation model (M0 and M_i), the final model, the rewriter and the local judge each
 default to the base ``model``. Stages read the RESOLVED setting, so their keys hash the model that is really used
 and equal settings share artifacts (``backward_model`` left null and ``backward_model`` = ``model`` give one key).
@@ -12,6 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from bft.config.validate import ConfigError
+from bft.eval.inference_tags import inference_tag_text
 from bft.rewriter.source import rewriter_source
 
 # setting -> the setting it takes its value from when null
@@ -32,6 +35,8 @@ def resolve(cfg: DictConfig) -> DictConfig:
     for setting, source in FALLBACKS.items():
         if OmegaConf.select(out, setting) is None:
             OmegaConf.update(out, setting, OmegaConf.select(out, source), merge=False)
+    # eval.inference_tag names a training tag (seed | web | both | none): the eval outputs hash the text itself
+    out.eval.inference_tag = inference_tag_text(out.eval.inference_tag, out.sft.seed_tag, out.sft.web_tag)
     for role in ("model", "backward_model", "curation_model", "final_model"):
         for key, default in _UNREAD_MODEL_SETTINGS.items():
             if out[role][key] != default:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from bft.analysis.corpus_filters import FILTERS_FILE, load_report, removals, removals_text
 from bft.eval.calibrate import calibration_note, judge_calibration
 from bft.pipeline.context import RunContext
@@ -59,6 +61,13 @@ def summarize(ctx: RunContext) -> dict[str, Any]:
             "max_generated": cfg.data.max_generated,
             "baseline_file": cfg.data.baseline_file,
             "eval_set": cfg.eval.set,
+            # what bft-report matches paper rows on besides the above (bft.eval.paper_rows.RowSettings)
+            "corpus_bucket": OmegaConf.select(cfg, "corpus.perplexity_bucket"),
+            "seed_tag": cfg.sft.seed_tag,
+            "web_tag": cfg.sft.web_tag,
+            "inference_tag": resolve(cfg).eval.inference_tag,
+            "final_steps": cfg.sft.final.max_steps,
+            "final_lr": cfg.sft.final.lr,
             "tags": list(cfg.tags),
             "group": cfg.logger.group,
             "run_dir": str(ctx.run_dir),

@@ -34,6 +34,12 @@ SETTING_FIELDS = (
     "curation_iterations",
     "max_generated",
     "baseline_file",
+    "corpus_bucket",
+    "final_steps",
+    "final_lr",
+    "seed_tag",
+    "web_tag",
+    "inference_tag",
 )
 JUDGING_FIELDS = ("eval_set", "annotator", "reference")
 

@@ -13,15 +13,10 @@ from typing import Any
 
 import pandas as pd
 
+from bft.eval.paper_rows import SETTING_NAMES, PaperRow
 from bft.report.aggregate import MISSING, Estimate, estimate, fmt, is_missing
-from bft.report.mapping import comparability_reason, corpus_row, paper_row_label, scale_of, tables_for
-from bft.report.paper_tables import (
-    CORPUS_ABLATION,
-    HB_SCALING_ALPHA,
-    HB_SELECTION_QUALITY,
-    TABLE_TITLES,
-    table_rows,
-)
+from bft.report.mapping import CORE_SETTINGS, SETTING_LABELS, Placement, pairs, place, run_settings, scale_of
+from bft.report.paper_tables import AE2_TABLES, HB_SCALING_ALPHA, HB_SELECTION_QUALITY, TABLE_TITLES, table_of, table_rows
 
 REWRITING_METHODS = ("rewrite_only", "backandforth", "distill")
 
@@ -67,109 +62,186 @@ def _ours(e: Estimate) -> dict[str, str]:
     return {"this project": fmt(e.mean), "SE": fmt(e.se), "runs": str(e.n)}
 
 
-# --- BFT Tables 1, 2, 10 -------------------------------------------------------------------------------------
+# --- the papers' tables: BFT Tables 1, 2, 10, the corpus ablation, HB Table 4 and HB's headline -------------
+
+# Settings that are not part of any paper row but split one row's runs into separately shown groups.
+VARIANT_FIELDS: tuple[str, ...] = (
+    "seed_source",
+    "rewriter",
+    "rewriter_mode",
+    "curation_scoring",
+    "curation_threshold",
+    "curation_iterations",
+    "final_lr",
+    "final_steps",
+    "train_tags",
+    "inference_tag",
+)
+FIRST_COLUMN = {"corpus_ablation": "corpus", "hb_table4": "tags (training; inference)"}
 
 
-def _paper_table_records(runs: pd.DataFrame, table: str) -> tuple[list[dict[str, Any]], int]:
-    chosen, unmatched = [], 0
-    for r in _records(runs):
-        if table not in tables_for(r.get("tags"), r.get("model"), r.get("annotator")):
-            continue
-        label = paper_row_label(table, r.get("method"), r.get("baseline_file"), r.get("max_generated"))
-        if label is None:
-            unmatched += 1
-            continue
-        if comparability_reason(r, table) is not None:
-            continue  # listed in the "not comparable" table with its reason
-        chosen.append({**r, "_row": label, "_setting": setting(r)})
-    return chosen, unmatched
+def placements(runs: pd.DataFrame) -> list[tuple[dict[str, Any], Placement]]:
+    """Every run with where it goes: beside the paper rows whose settings all match, or not comparable."""
+    return [(r, place(r)) for r in _records(runs)]
 
 
-def paper_table(runs: pd.DataFrame, table: str) -> ReportTable:
-    """BFT Table 1, 2 or 10: one line per paper row and setting of matching runs ("—" when none ran)."""
-    chosen, unmatched = _paper_table_records(runs, table)
-    by_row = _group(chosen, lambda r: r["_row"])
-    paper = {p.data: p for p in table_rows(table)}
-    labels = list(paper) + [label for label in by_row if label not in paper]
+def _variant_value(run: Mapping[str, Any], name: str) -> Any:
+    if name in ("train_tags", "inference_tag"):
+        return run_settings(run)[name]
+    value = run.get(name)
+    return None if is_missing(value) else value
+
+
+def _variant_fields(row: PaperRow) -> tuple[str, ...]:
+    declared = {n for n in SETTING_NAMES if getattr(row.settings, n) is not None}
+    skip = declared | ({"final_steps"} if row.selection else set())
+    return tuple(f for f in VARIANT_FIELDS if f not in skip)
+
+
+def _variant_labels(groups: Mapping[tuple[Any, ...], Any], names: tuple[str, ...]) -> dict[tuple[Any, ...], str]:
+    """Each group's values of the fields that differ between the groups ('all matching runs' when only one)."""
+    varying = [i for i, _ in enumerate(names) if len({k[i] for k in groups}) > 1]
+    if not varying:
+        return {k: "all matching runs" for k in groups}
+    return {k: ", ".join(f"{names[i]}={'?' if k[i] is None else k[i]}" for i in varying) for k in groups}
+
+
+def pairs_cell(group: Iterable[Mapping[str, Any]]) -> str:
+    """The pairs the runs trained on ('12,800 generated + 3,200 seed'), with any shortfall of their target."""
+    labels = list(dict.fromkeys(pairs(r).label for r in group))
+    return "; ".join(labels) if labels else MISSING
+
+
+def best_of_steps(group: list[dict[str, Any]], row: PaperRow) -> tuple[list[dict[str, Any]], str]:
+    """The runs of the best final-model step count (mean win rate over its runs) and the selection, stated."""
+    by_steps = _group(group, lambda r: _variant_value(r, "final_steps"))
+    scored = {steps: _est(g) for steps, g in by_steps.items() if _est(g).mean is not None}
+    if not scored:
+        return group, f"{row.selection} (no win rate yet)"
+    best = max(scored, key=lambda steps: scored[steps].mean)  # type: ignore[arg-type, return-value]
+    shown = ", ".join(
+        f"{'?' if steps is None else steps}: {fmt(e.mean)}{' (best)' if steps == best else ''}"
+        for steps, e in sorted(scored.items(), key=lambda kv: _sort_key(kv[0]))
+    )
+    return by_steps[best], f"best of {len(scored)} step count(s) run ({shown}); paper: {row.selection}"
+
+
+def _unchecked_note(rows: Iterable[PaperRow]) -> str | None:
+    unchecked = sorted(
+        {SETTING_LABELS[n] for r in rows for n in CORE_SETTINGS if getattr(r.settings, n) is None},
+        key=list(SETTING_LABELS.values()).index,
+    )
+    if not unchecked:
+        return None
+    return f"Not checked (not stated by the paper for some rows, or not applicable to them): {', '.join(unchecked)}."
+
+
+def paper_table(runs: pd.DataFrame, table: str, placed: list[tuple[dict[str, Any], Placement]] | None = None) -> ReportTable:
+    """One paper table: each row's figure beside the runs whose settings all match it ("—" when none ran)."""
+    placed = placements(runs) if placed is None else placed
+    rows = table_rows(table)
+    first = FIRST_COLUMN.get(table, "data")
     lines: list[dict[str, str]] = []
-    for label in labels:
-        p = paper.get(label)
-        settings = _group(by_row.get(label, []), lambda r: r["_setting"]) or {MISSING: []}
-        for scale, group in settings.items():
-            line = {"data": label}
-            if table == "table10":
-                lc, raw = _est(group, "length_controlled_winrate"), _est(group)
+    for row in rows:
+        matched = [r for r, p in placed if row in p.rows]
+        names = _variant_fields(row)
+        groups = _group(matched, lambda r, names=names: tuple(_variant_value(r, n) for n in names)) or {(): []}
+        labels = _variant_labels(groups, names) if matched else {(): MISSING}
+        for key, group in groups.items():
+            shown, selection = best_of_steps(group, row) if row.selection and group else (group, row.selection or MISSING)
+            line = {first: row.data}
+            if table in AE2_TABLES:
+                lc, raw = _est(shown, "length_controlled_winrate"), _est(shown)
                 line |= {
-                    "paper LC": fmt(p.ae2_lc_win_rate if p else None),
-                    "paper raw": fmt(p.ae2_win_rate if p else None),
+                    "paper LC": fmt(row.ae2_lc_win_rate),
+                    "paper raw": fmt(row.ae2_win_rate),
                     "this project LC": fmt(lc.mean),
                     "this project raw": fmt(raw.mean),
                     "SE (raw)": fmt(raw.se),
                     "runs": str(max(lc.n, raw.n)),
                 }
             else:
-                line |= {"paper": fmt(p.ae1_win_rate if p else None), **_ours(_est(group))}
-            lines.append(line | {"scale": scale})
-    notes = ["this project: mean over matching runs; SE: across runs when runs >= 2, else the run's AlpacaEval SE."]
-    if unmatched:
-        notes.append(f"{unmatched} run(s) of this table map to no paper row (unknown method or baseline file).")
+                line |= {"paper": fmt(row.ae1_win_rate)}
+                if table == "hb_table4":
+                    line |= {"paper SE": fmt(row.ae1_se)}
+                line |= _ours(_est(shown))
+            line |= {"pairs": pairs_cell(shown), "variant": labels[key]}
+            if any(r.selection for r in rows):
+                line |= {"selection": selection}
+            lines.append(line)
+    notes = [
+        "A run sits beside a row only when every setting the row declares matches (method, generated pairs, seed pairs, "
+        "corpus, model size, eval set, judge, reference, and the tags where the table varies them); other runs are "
+        "in the 'not comparable' table with the first setting that differs.",
+        "this project: mean over matching runs; SE: across runs when runs >= 2, else the run's AlpacaEval SE.",
+    ]
+    if any(r.selection for r in rows):
+        notes.append(
+            "selection: the paper reports the best of three final-model step counts; this project shows, per variant, "
+            "the step count with the best mean win rate over its runs, and the others beside it."
+        )
+    if _unchecked_note(rows):
+        notes.append(_unchecked_note(rows))  # type: ignore[arg-type]
     return ReportTable(table, TABLE_TITLES[table], pd.DataFrame(lines), notes)
 
 
-def not_comparable_table(runs: pd.DataFrame) -> ReportTable:
-    """Runs of a paper table's recipe whose eval set, judge, reference or setting differ: their own table, with why."""
-    lines = []
-    for r in _records(runs):
-        for table in tables_for(r.get("tags"), r.get("model"), r.get("annotator")):
-            label = paper_row_label(table, r.get("method"), r.get("baseline_file"), r.get("max_generated"))
-            reason = comparability_reason(r, table) if label is not None else None
-            if reason is None:
-                continue
-            lc = r.get("length_controlled_winrate")
-            lines.append(
-                {
-                    "recipe": label,
-                    "would be": TABLE_TITLES[table].split(" - ")[0],
-                    "win rate": fmt(r.get("win_rate")),
-                    "SE": fmt(r.get("standard_error")),
-                    "LC": fmt(lc),
-                    "judging": f"{r.get('eval_set') or '?'} / {r.get('annotator') or '?'} / ref {r.get('reference') or '?'}",
-                    "scale": setting(r),
-                    "not beside the paper because": reason,
-                }
-            )
-    columns = ["recipe", "would be", "win rate", "SE", "LC", "judging", "scale", "not beside the paper because"]
+def corpus_table(runs: pd.DataFrame, placed: list[tuple[dict[str, Any], Placement]] | None = None) -> ReportTable:
+    """BFT's corpus ablation (3.2K pairs, 7B, filtering) beside the runs whose settings all match a corpus row."""
+    table = paper_table(runs, "corpus_ablation", placed)
+    table.notes.append("Dolma is 'Dolma head' or 'Dolma middle' by the run's corpus.perplexity_bucket (else by the name).")
+    return table
+
+
+NOT_COMPARABLE_COLUMNS = [
+    "run",
+    "pairs",
+    "nearest paper row",
+    "table",
+    "win rate",
+    "SE",
+    "LC",
+    "judging",
+    "first mismatch",
+    "also differs",
+]
+
+
+def not_comparable_table(runs: pd.DataFrame, placed: list[tuple[dict[str, Any], Placement]] | None = None) -> ReportTable:
+    """Runs that sit beside no paper row: their nearest row (same method) and the first setting that differs."""
+    placed = placements(runs) if placed is None else placed
+    lines, unmatched = [], 0
+    for r, p in placed:
+        if p.comparable:
+            continue
+        if p.nearest is None:
+            unmatched += 1
+            continue
+        lines.append(
+            {
+                "run": str(r.get("name") or "?"),
+                "pairs": pairs(r).label,
+                "nearest paper row": p.nearest.data,
+                "table": TABLE_TITLES[table_of(p.nearest)].split(" - ")[0],
+                "win rate": fmt(r.get("win_rate")),
+                "SE": fmt(r.get("standard_error")),
+                "LC": fmt(r.get("length_controlled_winrate")),
+                "judging": f"{r.get('eval_set') or '?'} / {r.get('annotator') or '?'} / ref {r.get('reference') or '?'}",
+                "first mismatch": str(p.why_not[0]),
+                "also differs": ", ".join(SETTING_LABELS[m.setting] for m in p.why_not[1:]) or MISSING,
+            }
+        )
+    notes = [
+        "A paper row is placed beside a run only when every setting it declares matches; the nearest row is the one of "
+        "the run's method with the fewest settings that differ. Length-controlled win rates exist only for the 805 "
+        "official instructions in the official order."
+    ]
+    if unmatched:
+        notes.append(f"{unmatched} run(s) have a method no paper row has (unknown method or baseline file): not listed.")
     return ReportTable(
         "not_comparable",
-        "Runs not comparable with the papers' tables (different eval set, judge, reference or setting)",
-        pd.DataFrame(lines, columns=columns),
-        [
-            "A paper row is placed beside a run only when the eval set, annotator, reference and paper setting match. "
-            "Length-controlled win rates exist only for the 805 official instructions in the official order."
-        ],
-    )
-
-
-# --- corpus ablation -------------------------------------------------------------------------------------------
-
-
-def corpus_table(runs: pd.DataFrame) -> ReportTable:
-    """BFT's corpus ablation (3.2K pairs, 7B) beside runs grouped by corpus, method and setting."""
-    recs = [r for r in _records(runs) if r.get("method") != "baseline_dataset"]
-    by_corpus = _group(recs, lambda r: corpus_row(r.get("corpus")) or str(r.get("corpus") or "?"))
-    labels = list(CORPUS_ABLATION) + [c for c in by_corpus if c not in CORPUS_ABLATION]
-    lines = []
-    for label in labels:
-        groups = _group(by_corpus.get(label, []), lambda r: (r.get("method") or "?", setting(r, drop=("corpus",))))
-        for (method, scale), group in (groups or {(MISSING, MISSING): []}).items():
-            lines.append(
-                {"corpus": label, "method": method, "paper": fmt(CORPUS_ABLATION.get(label)), **_ours(_est(group)), "scale": scale}
-            )
-    return ReportTable(
-        "corpus_ablation",
-        "Corpus ablation - BFT: 3.2K pairs, Llama-2-7B, AlpacaEval 1.0",
-        pd.DataFrame(lines),
-        ["Dolma runs count as 'Dolma head' unless the corpus name says 'middle'."],
+        "Runs not comparable with the papers' tables (a setting that defines the paper row differs)",
+        pd.DataFrame(lines, columns=NOT_COMPARABLE_COLUMNS),
+        notes,
     )
 
 
@@ -371,12 +443,15 @@ def comparisons_table(runs: pd.DataFrame) -> ReportTable:
 
 
 def all_tables(runs: pd.DataFrame) -> list[ReportTable]:
+    placed = placements(runs)
     return [
-        paper_table(runs, "table1"),
-        paper_table(runs, "table2"),
-        paper_table(runs, "table10"),
-        not_comparable_table(runs),
-        corpus_table(runs),
+        paper_table(runs, "table1", placed),
+        paper_table(runs, "table2", placed),
+        paper_table(runs, "table10", placed),
+        corpus_table(runs, placed),
+        paper_table(runs, "hb_table4", placed),
+        paper_table(runs, "hb_headline", placed),
+        not_comparable_table(runs, placed),
         seed_size_table(runs),
         rewriter_table(runs),
         data_scale_table(runs),
