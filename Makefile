@@ -4,7 +4,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup run test test-fast lint bench
+.PHONY: setup run test test-fast lint bench slurm
 
 setup:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "torch==2.13.0"
@@ -19,7 +19,12 @@ run: setup
 # machine): the suite took 13 min here instead of 25. TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
 TEST_THREADS ?= 1
-test: setup
+# A one-node Slurm cluster on localhost for tests/test_slurm.py (installs slurm-wlm and munge as root where missing);
+# elsewhere the Slurm tests skip, unless BFT_REQUIRE_SLURM=1 (CI), where they fail.
+slurm:
+	@.ci/slurm-cluster start || { [ "$$BFT_REQUIRE_SLURM" = 1 ] && exit 1; echo "no Slurm cluster: the Slurm tests skip"; }
+
+test: setup slurm
 	WANDB_MODE=offline OMP_NUM_THREADS=$(TEST_THREADS) $(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadfile \
 		--durations=15 $(PYTEST_ARGS)
 

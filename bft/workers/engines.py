@@ -100,7 +100,7 @@ def run_submitit(
 
 def _wait(jobs: list, cluster: str, poll: Callable[[], None], poll_seconds: float, pending_timeout_s: float | None) -> None:
     from bft.pipeline.context import PipelineError
-    from bft.workers.slurm import queue_state
+    from bft.workers.slurm import NEVER_STARTS, queue_state
 
     array = jobs[0].job_id.split("_")[0]
     started, reason, running = time.monotonic(), None, cluster != "slurm"
@@ -114,6 +114,11 @@ def _wait(jobs: list, cluster: str, poll: Callable[[], None], poll_seconds: floa
                     reason = state[1]
                     log.info("Slurm job %s pending (%s)", array, reason)
                 waited = time.monotonic() - started
+                if reason in NEVER_STARTS:
+                    raise PipelineError(
+                        f"workers=slurm: job {array} can never start on this cluster: pending ({reason}); it is cancelled "
+                        "(check workers.partition, workers.cpus_per_task, workers.mem_gb, workers.timeout_min)"
+                    )
                 if pending_timeout_s is not None and waited > pending_timeout_s:
                     raise PipelineError(
                         f"workers=slurm: job {array} did not start within {waited:.0f} s (workers.pending_timeout_min): "

@@ -15,6 +15,8 @@ import subprocess
 from typing import Any
 
 GIB = 1024**3
+# pending reasons Slurm gives a job that can never start as configured (it waits for an admin, not for resources)
+NEVER_STARTS = ("PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "BadConstraints", "InvalidAccount", "InvalidQOS")
 
 
 def stage_gpus(generation: dict[str, Any]) -> int:
