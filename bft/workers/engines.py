@@ -14,7 +14,9 @@ worker (empty when all succeeded).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
 import time
 from collections.abc import Callable
@@ -73,7 +75,8 @@ def run_submitit(
 
     executor = make_executor(job_path.parent / "submitit", cluster, params)
     try:
-        jobs = executor.map_array(run_worker, [str(job_path)] * count, list(range(count)), [count] * count)
+        with outside_any_slurm_array():
+            jobs = executor.map_array(run_worker, [str(job_path)] * count, list(range(count)), [count] * count)
     except Exception as err:  # submitit wraps sbatch's refusal in a FailedJobError with the whole output
         if cluster != "slurm":
             raise
@@ -91,6 +94,11 @@ def run_submitit(
             raise
     errors = []
     for rank, job in enumerate(jobs):
+        if not job.done():  # left the queue without a result (no accounting told submitit): its log says why
+            log_file = Path(job.paths.stderr)
+            why = _first_line(log_file.read_text(errors="replace")) if log_file.is_file() else "no log"
+            errors.append(f"worker {rank} (job {job.job_id}, log {log_file}): ended without a result: {why}")
+            continue
         try:
             job.result()
         except Exception as err:  # submitit re-raises the worker's error (or a FailedJobError with its log)
@@ -98,14 +106,34 @@ def run_submitit(
     return errors
 
 
+@contextlib.contextmanager
+def outside_any_slurm_array():
+    """Submit as if from outside a Slurm array: sbatch passes the environment on, and a single job submitted from
+    an array task (a sweep job under hydra's submitit launcher) would inherit ``SLURM_ARRAY_*``, so submitit in it
+    would look for the outer task's files and fail before running."""
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("SLURM_ARRAY_")}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+GONE_GRACE_S = 60.0  # a job out of squeue this long without its result has died (no accounting to say so)
+
+
 def _wait(jobs: list, cluster: str, poll: Callable[[], None], poll_seconds: float, pending_timeout_s: float | None) -> None:
     from bft.pipeline.context import PipelineError
     from bft.workers.slurm import NEVER_STARTS, queue_state
 
     array = jobs[0].job_id.split("_")[0]
-    started, reason, running = time.monotonic(), None, cluster != "slurm"
+    started, reason, running, gone = time.monotonic(), None, cluster != "slurm", None
     while not all(job.done() for job in jobs):
         poll()
+        if cluster == "slurm" and running:  # on a cluster without accounting submitit never learns of a crash
+            if queue_state(array) is not None:
+                gone = None
+            elif (gone := gone or time.monotonic()) and time.monotonic() - gone > GONE_GRACE_S:
+                return  # the results (or their absence) tell what happened
         if not running:
             state = queue_state(array)
             running = state is None or state[0] != "PENDING"

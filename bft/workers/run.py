@@ -114,12 +114,12 @@ def submitit_parameters(job: ShardJob, wcfg: DictConfig) -> dict[str, Any]:
 
 
 def _keep_logs(source: Path, dest: Path) -> None:
-    """Move the engine's per-task logs into the artifact (they outlive the worker-only files)."""
+    """Copy the engine's per-task logs into the artifact (they outlive the worker-only files, removed on success)."""
     logs = [p for p in source.rglob("*") if p.is_file() and p.suffix in (".out", ".err")] if source.is_dir() else []
     for path in logs:
         target = dest / path.relative_to(source)
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(path), target)
+        shutil.copy2(path, target)
 
 
 def stage_job(
