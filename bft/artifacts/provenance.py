@@ -33,7 +33,8 @@ def code_provenance() -> dict[str, Any]:
         bft_version = version("bft")
     except PackageNotFoundError:
         bft_version = None
-    commit = _git("rev-parse", "HEAD")
+    tracked = _git("ls-files", "--error-unmatch", "__init__.py") is not None  # bft's own checkout, not a repo around it
+    commit = _git("rev-parse", "HEAD") if tracked else None
     status = _git("status", "--porcelain", "--", ".") if commit else None
     return {"bft": bft_version, "commit": commit or None, "dirty": bool(status) if status is not None else None}
 
