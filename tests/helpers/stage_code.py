@@ -284,13 +284,19 @@ def changes(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
 
 
 def advice(found: list[Change]) -> str:
-    lines = [c.text for c in found]
-    if any(c.kind == "code" for c in found):
+    """One line per change (stages whose code changed through the same files share a line), then what to do."""
+    lines = [c.text for c in found if c.kind != "code"]
+    by_cause: dict[str, list[str]] = {}
+    for change in (c for c in found if c.kind == "code"):
+        by_cause.setdefault(change.text.partition("its code changed: ")[2], []).append(change.stage)
+    for cause, stages in by_cause.items():
+        lines.append(f"changed: {cause}; reached by {', '.join(stages)} (version kept)")
+    if by_cause:
         lines.append(
             "If a stage's results change with this code, bump version= in its Stage declaration "
             "(bft/pipeline/stages/*.py; its artifacts and those downstream are recomputed). Then record: "
             f"`{RECORD_COMMAND}`, with `--same-results STAGE...` for the stages whose results do not change "
-            "(their artifacts are reused)."
+            "(their artifacts are reused; no names: all of them)."
         )
     elif found:
         lines.append(f"Record: `{RECORD_COMMAND}`")
