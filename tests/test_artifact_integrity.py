@@ -155,3 +155,12 @@ def test_the_reuse_benchmark_runs_at_a_small_size(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "verify (every byte)" in out and " found\n" in out and "found, moved aside" in out and "reused=True" in out
     assert not list(tmp_path.iterdir())  # the temp store is removed
+
+
+def test_an_artifact_under_another_key_is_not_reused(tmp_path):
+    """A folder copied or renamed to another key carries its manifest's key: it is moved aside, not reused."""
+    store = ArtifactStore(tmp_path)
+    art = store.get_or_compute("model", {"a": 1}, {}, _model)
+    other = store.key_for("model", {"a": 2}, {})
+    art.path.rename(store.path_for("model", other))
+    assert store.load("model", other) is None and list((tmp_path / "model").glob(f"{other}.corrupt-*"))

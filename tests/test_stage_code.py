@@ -156,7 +156,7 @@ def test_the_runner_keys_by_stage_version_and_says_when_it_reuses_other_code(tmp
     with caplog.at_level(logging.INFO, logger="bft.pipeline.runner"):
         again = run_step(ctx, seed)
     assert again.reused and again.key == first.key
-    assert "made by bft 0.0.1 at commit 0123456789ab, this run is bft" in caplog.text
+    assert "made by bft 0.0.1 at commit 0123456789ab; this run is bft" in caplog.text
     bump(SEED)
     bumped = run_step(ctx, seed)
     assert not bumped.reused and bumped.key != first.key and bumped.key == _keys(cfg)["seed"]

@@ -56,4 +56,4 @@ def origin_note(manifest: dict[str, Any], current: dict[str, Any] | None = None)
     if made.get("bft") == current.get("bft") and (same_commit or not (made.get("commit") or current.get("commit"))):
         return None
     version = manifest.get("stage_version")
-    return f"made by {describe(made)}, this run is {describe(current)} (stage version {version} unchanged)"
+    return f"made by {describe(made)}; this run is {describe(current)}; stage version {version} unchanged"

@@ -152,6 +152,8 @@ class ArtifactStore:
             return None
         try:
             manifest = json.loads(manifest_path.read_text())
+            if manifest.get("key", key) != key:
+                raise CorruptArtifactError(f"its manifest is that of artifact {manifest['key']}")
             bad = quick_check(path, manifest)
             if bad:
                 raise CorruptArtifactError("; ".join(map(str, bad[:3])) + (f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""))

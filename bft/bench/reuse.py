@@ -115,12 +115,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()), help="where the temp store goes")
     p.add_argument("--sparse", action="store_true", help="a sparse file (no disk used; reads are of zeros)")
     args = p.parse_args(argv)
-    logging.getLogger("bft.artifacts.store").setLevel(logging.ERROR)  # the truncation's warning is expected
     size = int(args.size_gb * 1e9)
     free = shutil.disk_usage(args.workdir).free
     if not args.sparse and free < size + 5e9:  # the file, and room to spare for everyone else
         p.error(f"{args.workdir} has {free / 1e9:.1f} GB free, {size / 1e9 + 5:.1f} GB needed: use --sparse or less")
-    r = measure(size, args.workdir, args.sparse)
+    store_log = logging.getLogger("bft.artifacts.store")
+    level = store_log.level
+    store_log.setLevel(logging.ERROR)  # the truncated file's warning is expected
+    try:
+        r = measure(size, args.workdir, args.sparse)
+    finally:
+        store_log.setLevel(level)
     kind = "sparse" if args.sparse else "real"
     print(f"store with one {size / 1e9:.1f} GB model file ({kind}) under {args.workdir}")
     print(f"publish (write + hash once):        {r['publish_s']:8.2f} s")
