@@ -58,6 +58,9 @@ def test_key_depends_on_config_and_upstream(tmp_path):
     assert k1 != store.key_for("down", {"a": 2}, {"up": up.key})
     assert k1 != store.key_for("down", {"a": 1}, {"up": "other"})
     assert k1 == store.key_for("down", {"a": 1}, {"up": up.key})
+    assert (
+        k1 == store.key_for("down", {"a": 1}, {"up": up.key}, version=1) != store.key_for("down", {"a": 1}, {"up": up.key}, version=2)
+    )
 
 
 def test_half_written_artifact_is_not_complete_and_failure_keeps_partial(tmp_path):

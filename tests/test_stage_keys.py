@@ -78,7 +78,7 @@ def _keys(cfg: DictConfig) -> dict[str, tuple[Step, str]] | None:
     store, keys = ArtifactStore("/nonexistent"), {}
     out = {}
     for step in plan:
-        key = store.key_for(step.stage.name, step.config, {k: keys[v] for k, v in step.upstream.items()})
+        key = store.key_for(step.stage.name, step.config, {k: keys[v] for k, v in step.upstream.items()}, step.stage.version)
         keys[step.name] = key
         out[step.name] = (step, key)
     return out

@@ -1,11 +1,14 @@
 """Content-addressed artifact store.
 
-A stage's output lives in ``<root>/<stage>/<key>/`` where ``key`` hashes the stage's own config and the keys of
-its upstream artifacts. Work in progress lives in ``<key>.partial/`` (so generation shards and training
-checkpoints survive a kill); on success ``manifest.json`` is written last into it and the folder is renamed into
-place, so a complete folder always has its manifest. A failed write (a full disk) leaves no temp file behind.
-A manifest lists every file with its sha256: a corrupt artifact is detected, moved aside and recomputed.
-Two processes needing the same artifact compute it once: the second waits on a file lock and reuses it.
+A stage's output lives in ``<root>/<stage>/<key>/`` where ``key`` hashes the stage's name, its declared code
+``version``, its own config and the keys of its upstream artifacts. Work in progress lives in ``<key>.partial/`` (so
+generation shards and training checkpoints survive a kill); on success ``manifest.json`` is written last into it and
+the folder is renamed into place, so a complete folder always has its manifest. A failed write (a full disk) leaves
+no temp file behind. A manifest lists every file with its sha256, size and sampled digest, computed once when the
+artifact is published, and which bft made it (``bft.artifacts.provenance``). Reuse checks them in bounded time
+(``bft.artifacts.integrity.quick_check``); ``bft verify`` hashes everything. A corrupt artifact found on reuse is
+moved aside and recomputed. Two processes needing the same artifact compute it once: the second waits on a file
+lock and reuses it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from typing import Any
 
 from filelock import FileLock
 
+from bft.artifacts.integrity import describe_file, quick_check
+from bft.artifacts.provenance import code_provenance
 from bft.errors import PipelineError, writing
 
 log = logging.getLogger(__name__)
@@ -35,14 +40,6 @@ MANIFEST = "manifest.json"
 def stable_hash(payload: Any, length: int = 12) -> str:
     text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:length]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def package_versions() -> dict[str, str]:
@@ -122,6 +119,13 @@ class CorruptArtifactError(RuntimeError):
     pass
 
 
+def move_aside(path: Path) -> Path:
+    """Rename a bad artifact folder to ``<key>.corrupt-<time>`` (kept for inspection; its key is free again)."""
+    quarantine = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+    path.rename(quarantine)
+    return quarantine
+
+
 def missing_writes(work: Path, writes: tuple[str, ...]) -> list[str]:
     """Declared outputs not in ``work``: ``name/`` must be a folder, anything else a file."""
     return [w for w in writes if not ((work / w).is_dir() if w.endswith("/") else (work / w).is_file())]
@@ -131,36 +135,33 @@ class ArtifactStore:
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()
 
-    def key_for(self, stage: str, config: dict[str, Any], upstream: dict[str, str]) -> str:
-        return stable_hash({"stage": stage, "config": config, "upstream": dict(sorted(upstream.items()))})
+    def key_for(self, stage: str, config: dict[str, Any], upstream: dict[str, str], version: int = 1) -> str:
+        """The artifact key: the stage's name and code ``version`` (``Stage.version``), its config, its upstream keys."""
+        payload = {"stage": stage, "version": version, "config": config, "upstream": dict(sorted(upstream.items()))}
+        return stable_hash(payload)
 
     def path_for(self, stage: str, key: str) -> Path:
         return self.root / stage / key
 
     def load(self, stage: str, key: str) -> Artifact | None:
-        """A complete, verified artifact, or None. A corrupt one is moved aside with a warning."""
+        """A complete artifact that passes the quick check (``bft.artifacts.integrity``), or None. A corrupt one is
+        moved aside with a warning."""
         path = self.path_for(stage, key)
         manifest_path = path / MANIFEST
         if not manifest_path.exists():
             return None
         try:
             manifest = json.loads(manifest_path.read_text())
-            self._verify(path, manifest)
+            if manifest.get("key", key) != key:
+                raise CorruptArtifactError(f"its manifest is that of artifact {manifest['key']}")
+            bad = quick_check(path, manifest)
+            if bad:
+                raise CorruptArtifactError("; ".join(map(str, bad[:3])) + (f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""))
         except (json.JSONDecodeError, CorruptArtifactError, OSError) as err:
-            quarantine = path.with_name(f"{key}.corrupt-{int(time.time())}")
+            quarantine = move_aside(path)
             log.warning("artifact %s/%s is corrupt (%s); moved to %s and recomputing", stage, key, err, quarantine)
-            path.rename(quarantine)
             return None
         return Artifact(stage=stage, key=key, path=path, manifest=manifest, reused=True)
-
-    @staticmethod
-    def _verify(path: Path, manifest: dict[str, Any]) -> None:
-        for name, digest in manifest.get("files", {}).items():
-            target = path / name
-            if not target.exists():
-                raise CorruptArtifactError(f"{target} is missing")
-            if file_sha256(target) != digest:
-                raise CorruptArtifactError(f"{target} does not match its checksum")
 
     def get_or_compute(
         self,
@@ -169,15 +170,16 @@ class ArtifactStore:
         upstream: dict[str, Artifact],
         compute: Callable[[Path], StageOutput],
         writes: tuple[str, ...] = (),
+        version: int = 1,
     ) -> Artifact:
-        """Return the artifact for (stage, config, upstream), computing it under a lock if needed.
+        """Return the artifact for (stage, version, config, upstream), computing it under a lock if needed.
 
         ``compute(work_dir)`` writes its files into ``work_dir`` (a persistent ``.partial`` folder, so it can
         resume) and returns counts/metrics for the manifest. Every file in ``writes`` must exist before the
         artifact is published (``PipelineError`` otherwise; the partial folder is kept).
         """
         upstream_keys = {name: art.key for name, art in upstream.items()}
-        key = self.key_for(stage, config, upstream_keys)
+        key = self.key_for(stage, config, upstream_keys, version)
         existing = self.load(stage, key)
         if existing:
             return existing
@@ -195,14 +197,15 @@ class ArtifactStore:
             missing = missing_writes(work, writes)
             if missing:
                 raise PipelineError(f"{stage}: compute did not write its declared {', '.join(missing)} in {work}")
-            files = {
-                str(p.relative_to(work)): file_sha256(p)
+            described = {  # each file hashed once, here; reuse checks sizes and samples (bft.artifacts.integrity)
+                str(p.relative_to(work)): describe_file(p)
                 for p in sorted(work.rglob("*"))
                 if p.is_file() and "checkpoints" not in p.relative_to(work).parts and p.name != MANIFEST
             }
             shutil.rmtree(work / "checkpoints", ignore_errors=True)
             manifest = {
                 "stage": stage,
+                "stage_version": version,
                 "key": key,
                 "config": config,
                 "upstream": upstream_keys,
@@ -210,8 +213,10 @@ class ArtifactStore:
                 "metrics": output.metrics,
                 "seconds": round(time.time() - started, 3),
                 "versions": package_versions(),
+                "code": code_provenance(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "files": files,
+                "files": {name: sha for name, (sha, _) in described.items()},
+                "file_stats": {name: stats for name, (_, stats) in described.items()},
                 **output.extra,
             }
             write_json_atomic(work / MANIFEST, manifest)  # written last, and the rename publishes folder + manifest at once

@@ -161,6 +161,10 @@ def main() -> None:
         from bft.export.cli import main as export_main
 
         return export_main(sys.argv[2:])
+    if sys.argv[1:2] == ["verify"]:  # bft verify <artifact folder or store>: every file's sha256 (bft.artifacts.verify)
+        from bft.artifacts.verify import main as verify_main
+
+        return verify_main(sys.argv[2:])
     if any(a in _VERBOSE_FLAGS for a in sys.argv[1:]):  # bft -v: every library's own lines (bft.logger.console)
         os.environ["BFT_VERBOSE"] = "1"
         sys.argv[1:] = [a for a in sys.argv[1:] if a not in _VERBOSE_FLAGS]

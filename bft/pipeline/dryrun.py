@@ -26,7 +26,7 @@ def plan_table(cfg: DictConfig) -> list[dict[str, Any]]:
     rows = []
     for step, work in zip(plan, works, strict=True):
         upstream = {logical: keys[name] for logical, name in step.upstream.items()}
-        key = store.key_for(step.stage.name, step.config, upstream)
+        key = store.key_for(step.stage.name, step.config, upstream, step.stage.version)
         keys[step.name] = key
         rows.append(
             {

@@ -10,6 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from bft.artifacts.provenance import origin_note
 from bft.artifacts.store import Artifact, ArtifactStore
 from bft.logger.run_logger import RunLogger
 from bft.pipeline.context import RunContext, StageReport
@@ -35,11 +36,14 @@ def run_step(ctx: RunContext, step: Step) -> Artifact:
         log.info("%s: computing (%s)", step.name, work.name.removesuffix(".partial"))
         return step.stage.compute(step.slice, upstream, work)
 
-    artifact = ctx.store.get_or_compute(step.stage.name, step.config, upstream, compute, writes=step.stage.writes)
+    artifact = ctx.store.get_or_compute(
+        step.stage.name, step.config, upstream, compute, writes=step.stage.writes, version=step.stage.version
+    )
     artifact.exports = dict(step.stage.exports)
     seconds = time.time() - started
     if artifact.reused:
-        log.info("%s: reused artifact %s", step.name, artifact.path)
+        note = origin_note(artifact.manifest)  # an artifact made by other code, reused: its stage version is the same
+        log.info("%s: reused artifact %s%s", step.name, artifact.path, f" ({note})" if note else "")
     else:
         release_memory()
         log.info("%s: done in %.1f s, peak RSS so far %.0f MB", step.name, seconds, peak_rss_mb())

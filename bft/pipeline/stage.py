@@ -7,6 +7,12 @@ exactly those paths, typed as in ``bft.config.schema``, and its artifact key has
 frequency). ``compute(slice, upstream, work)`` gets nothing else: reading a setting that is not declared raises.
 ``exports`` names the file a downstream stage consumes under a logical name (``pairs``: what rewrite reads), so no
 stage tests its upstream's name.
+
+``version`` is the stage's code version, hashed into its key: bump it when a change to the code its compute reaches
+changes its results (a parser fix, a new filter), so its artifacts and those downstream are recomputed while the
+other stages' are reused. tests/test_stage_code.py records a digest of that code per stage and fails when it
+changes until the version is bumped or the change is recorded as result-neutral (``python -m
+tests.record_stage_digests``).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ class Stage:
     compute: Compute
     unkeyed: tuple[str, ...] = ()  # sub-paths of settings read but not hashed (no effect on results)
     exports: Mapping[str, str] = field(default_factory=dict)  # logical output name -> file
+    version: int = 1  # the code version, in the key: bump when a code change changes results (module doc)
 
     def config_slice(self, cfg: DictConfig) -> DictConfig:
         """The stage's typed slice of ``cfg``: only its settings, read-only, unknown keys raise."""

@@ -79,8 +79,8 @@ def compute_train_data(c: DictConfig, upstream: dict[str, Artifact], work: Path)
     )
 
 
-SEED = Stage("seed", (), ("seed.jsonl",), ("seed", "run.seed", "data.on_error"), compute_seed)
-CORPUS = Stage("corpus", (), ("corpus.jsonl", "filters.json"), ("corpus", "data.on_error"), compute_corpus)
+SEED = Stage("seed", (), ("seed.jsonl",), ("seed", "run.seed", "data.on_error"), compute_seed, version=1)
+CORPUS = Stage("corpus", (), ("corpus.jsonl", "filters.json"), ("corpus", "data.on_error"), compute_corpus, version=1)
 BASELINE_DATA = Stage(
     "baseline_data",
     (),
@@ -88,6 +88,7 @@ BASELINE_DATA = Stage(
     ("data.baseline_file", "data.on_error"),
     compute_baseline_data,
     exports={"generated": "generated.jsonl"},
+    version=1,
 )
 TRAIN_DATA = Stage(
     "train_data",
@@ -95,4 +96,5 @@ TRAIN_DATA = Stage(
     ("train.jsonl", "decontaminated.jsonl"),
     ("sft.seed_tag", "sft.web_tag", "eval.set", "eval.max_instances", "data.max_generated", "run.seed"),
     compute_train_data,
+    version=1,
 )

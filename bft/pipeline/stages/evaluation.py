@@ -88,9 +88,16 @@ EVAL_OUTPUTS = Stage(
     (*_ANSWERING, "eval.inference_tag", "run.name", *WORKERS),
     compute_eval_outputs,
     unkeyed=WORKERS,
+    version=1,
 )
 BASE_OUTPUTS = Stage(
-    "base_outputs", (), ("model_outputs.json",), (*_ANSWERING, "final_model.name", *WORKERS), compute_base_outputs, unkeyed=WORKERS
+    "base_outputs",
+    (),
+    ("model_outputs.json",),
+    (*_ANSWERING, "final_model.name", *WORKERS),
+    compute_base_outputs,
+    unkeyed=WORKERS,
+    version=1,
 )
 EVALUATE = Stage(
     "evaluate",
@@ -102,4 +109,5 @@ EVALUATE = Stage(
         "run.seed",
     ),
     compute_evaluate,
+    version=1,
 )

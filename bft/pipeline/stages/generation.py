@@ -95,6 +95,7 @@ AUGMENT = Stage(
     compute_augment,
     unkeyed=WORKERS,
     exports={"pairs": "candidates.jsonl"},
+    version=1,
 )
 # curation.enabled and curation.iterations shape the plan (bft.pipeline.plan), not one curate step.
 CURATION_SETTINGS = tuple(f"curation.{f.name}" for f in fields(CurationConfig) if f.name not in ("enabled", "iterations"))
@@ -106,4 +107,5 @@ CURATE = Stage(
     compute_curate,
     unkeyed=WORKERS,
     exports={"pairs": "curated.jsonl"},
+    version=1,
 )

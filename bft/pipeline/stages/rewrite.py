@@ -81,6 +81,7 @@ REWRITE_BY_MODEL = Stage(
     compute_rewrite_by_model,
     unkeyed=WORKERS,
     exports=_EXPORTS,
+    version=1,
 )
 REWRITE_BY_SEED_MODEL = Stage(
     "rewrite",
@@ -90,5 +91,6 @@ REWRITE_BY_SEED_MODEL = Stage(
     compute_rewrite_by_seed_model,
     unkeyed=WORKERS,
     exports=_EXPORTS,
+    version=1,
 )
-KEEP_TEXT = Stage("rewrite", ("pairs",), ("generated.jsonl",), (), compute_keep_text, exports=_EXPORTS)  # reads no setting
+KEEP_TEXT = Stage("rewrite", ("pairs",), ("generated.jsonl",), (), compute_keep_text, exports=_EXPORTS, version=1)  # no setting

@@ -69,16 +69,17 @@ def compute_final_model(c: DictConfig, upstream: dict[str, Artifact], work: Path
 _COMMON = ("peft", "trainer", "run.seed")
 
 
-def _training_stage(name: str, reads: tuple[str, ...], settings: tuple[str, ...], compute) -> Stage:
-    return Stage(name, reads, ("model/",), (*settings, *_COMMON), compute, unkeyed=TRAINER_UNKEYED)
+def _training_stage(name: str, reads: tuple[str, ...], settings: tuple[str, ...], compute, version: int) -> Stage:
+    return Stage(name, reads, ("model/",), (*settings, *_COMMON), compute, unkeyed=TRAINER_UNKEYED, version=version)
 
 
-BACKWARD_MODEL = _training_stage("backward_model", ("seed",), ("backward_model", "sft.backward"), compute_backward_model)
-SEED_MODEL = _training_stage("seed_model", ("seed",), ("curation_model", "sft.seed", "sft.seed_tag"), compute_seed_model)
+BACKWARD_MODEL = _training_stage("backward_model", ("seed",), ("backward_model", "sft.backward"), compute_backward_model, version=1)
+SEED_MODEL = _training_stage("seed_model", ("seed",), ("curation_model", "sft.seed", "sft.seed_tag"), compute_seed_model, version=1)
 CURATION_MODEL = _training_stage(
     "curation_model",
     ("seed", "curated"),
     ("curation_model", "sft.seed", "sft.seed_tag", "sft.web_tag"),
     compute_curation_model,
+    version=1,
 )
-FINAL_MODEL = _training_stage("final_model", ("train_data",), ("final_model", "sft.final"), compute_final_model)
+FINAL_MODEL = _training_stage("final_model", ("train_data",), ("final_model", "sft.final"), compute_final_model, version=1)
