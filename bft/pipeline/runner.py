@@ -54,6 +54,7 @@ def run_step(ctx: RunContext, step: Step) -> Artifact:
 
 
 def run_pipeline(cfg: DictConfig, run_dir: Path) -> RunContext:
+    from bft.data.remote import check_local_inputs
     from bft.models.template_roles import configure_chat_templates
 
     configure_chat_templates(cfg)  # a model with no chat template and no setting fails here, before any work
@@ -63,6 +64,7 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> RunContext:
         check_vllm_config(cfg.generation)  # placement values and the vllm install, before any work
     store = ArtifactStore(cfg.run.artifacts_dir)
     plan = build_plan(cfg)
+    check_local_inputs(cfg.corpus, cfg.seed, reads_corpus=any(step.stage.name == "corpus" for step in plan))  # mirrors, lists
     config = OmegaConf.to_container(cfg, resolve=True)
     logger = RunLogger(cfg.logger, run_dir, config, name=cfg.run.name, tags=list(cfg.tags))
     ctx = RunContext(cfg=cfg, store=store, run_dir=run_dir, logger=logger)
