@@ -57,6 +57,8 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> RunContext:
     from bft.data.remote import check_local_inputs
     from bft.models.template_roles import configure_chat_templates
 
+    reads_corpus = any(step.stage.name == "corpus" for step in build_plan(cfg))
+    check_local_inputs(cfg.corpus, cfg.seed, reads_corpus)  # the local mirrors and URL lists named, before any work
     configure_chat_templates(cfg)  # a model with no chat template and no setting fails here, before any work
     if cfg.generation.backend == "vllm":
         from bft.generation.vllm import check_vllm_config
@@ -64,7 +66,6 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> RunContext:
         check_vllm_config(cfg.generation)  # placement values and the vllm install, before any work
     store = ArtifactStore(cfg.run.artifacts_dir)
     plan = build_plan(cfg)
-    check_local_inputs(cfg.corpus, cfg.seed, reads_corpus=any(step.stage.name == "corpus" for step in plan))  # mirrors, lists
     config = OmegaConf.to_container(cfg, resolve=True)
     logger = RunLogger(cfg.logger, run_dir, config, name=cfg.run.name, tags=list(cfg.tags))
     ctx = RunContext(cfg=cfg, store=store, run_dir=run_dir, logger=logger)

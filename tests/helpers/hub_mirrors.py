@@ -16,10 +16,11 @@ import random
 from pathlib import Path
 
 DOLMA_BASE = "https://olmo-data.org/dolma-v1_6"
-WORDS = (
-    "river town stone bridge farmer cart spring water snow hill valley market bread mill wheel road school church "
-    "winter summer harvest field orchard apple barley wool sheep horse lantern window garden baker smith tailor"
-).split()
+WORDS = [
+    *("river", "town", "stone", "bridge", "farmer", "cart", "spring", "water", "snow", "hill", "valley", "market"),
+    *("bread", "mill", "wheel", "road", "school", "church", "winter", "summer", "harvest", "field", "orchard"),
+    *("apple", "barley", "wool", "sheep", "horse", "lantern", "window", "garden", "baker", "smith", "tailor"),
+]
 
 
 def document(seed: int) -> str:
@@ -125,6 +126,8 @@ def write_oasst1(root: Path, trees: int = 8) -> Path:
     import pyarrow.parquet as pq
 
     (root / "data").mkdir(parents=True, exist_ok=True)
-    for split, name in (("train", "train-00000-of-00001-b42a775f407cee45"), ("validation", "validation-00000-of-00001-134b8fd0c89408b6")):
-        pq.write_table(pa.Table.from_pylist(oasst_rows(split, trees if split == "train" else 2)), root / "data" / f"{name}.parquet")
+    names = {"train": "train-00000-of-00001-b42a775f407cee45", "validation": "validation-00000-of-00001-134b8fd0c89408b6"}
+    for split, name in names.items():
+        table = pa.Table.from_pylist(oasst_rows(split, trees if split == "train" else 2))
+        pq.write_table(table, root / "data" / f"{name}.parquet")
     return root
