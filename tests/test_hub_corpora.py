@@ -147,6 +147,7 @@ def test_oasst1_seed_reads_the_train_parquet_of_a_local_copy(compose_cfg, tmp_pa
         load_seed(SeedConfig(source="oasst1"))  # offline, no mirror
 
 
+@pytest.mark.slow  # imports torch (the model registry)
 def test_corpus_tokenizer_takes_registry_names() -> None:
     from bft.models.registry import ModelNotFoundError, resolve_model_path, resolve_tokenizer_path
 

@@ -99,7 +99,7 @@ def resolve_source(cfg: CorpusConfig) -> Source:
     """Resolve ``cfg.source`` (with ``cfg.glob``, ``cfg.url_list``, ``cfg.mirror``) to the files to read, and keep
     those of ``cfg.perplexity_bucket`` (by file name); one-line DataError naming the key when nothing matches."""
     if cfg.url_list:
-        return _in_bucket(cfg, _url_list_source(cfg))
+        return _url_list_source(cfg)  # the bucket chosen on the full URLs
     if cfg.source == EMBEDDED:
         folder = Path(str(resources.files("bft.data.embedded")))
         if not (folder / "corpus.jsonl").is_file():  # zipped install: materialise the one file
@@ -116,9 +116,9 @@ def resolve_source(cfg: CorpusConfig) -> Source:
         if path.is_file():
             return _in_bucket(cfg, Source(_stem(path.name), str(path.parent), (path.name,), _pick_format(cfg, [path.name], source)))
         if not path.is_dir():
-            if is_hub_id(source):
+            if file_format(path.name) is None and is_hub_id(source):
                 return _in_bucket(cfg, _hub_source(cfg))
-            raise DataError(source, "file or folder not found (corpus.source)", "not_found")
+            raise DataError(source, "file not found" if file_format(path.name) else "file or folder not found", "not_found")
         folder, pattern = path, cfg.glob or "**/*"
     files = _listed(folder, pattern)
     if cfg.format == "auto" and not any(ch in source for ch in _GLOB_CHARS) and cfg.glob is None:
