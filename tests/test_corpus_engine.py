@@ -241,12 +241,16 @@ def test_standard_and_paper_filters(tmp_path: Path) -> None:
         {"id": "good", "text": english(5), "metadata": {"bucket": "head"}},
         {"id": "rep", "text": repeated, "metadata": {"bucket": "head"}},
         {"id": "middle", "text": english(6), "metadata": {"bucket": "middle"}},
+        {"id": "no_bucket", "text": english(7)},  # a record without its bucket is removed, never passed
     ]
     write_shards(tmp_path / "d", [rows], suffix=".jsonl")
-    c = cfg(tmp_path / "d", filters=["gopher_repetition", "gopher_quality", "c4", "fineweb"], perplexity_bucket="head")
+    filters = ["gopher_repetition", "gopher_quality", "c4", "fineweb"]
+    c = cfg(tmp_path / "d", filters=filters, perplexity_bucket="head", bucket_field="bucket")
     counts = build_corpus(c, "raise", tmp_path / "o" / "c.jsonl")
     assert [d["id"] for d in lines(tmp_path / "o" / "c.jsonl")] == ["good"]
-    assert counts["removed"]["bucket"] == 1 and counts["removed"]["gopher_repetition"] == 1
+    assert counts["removed"]["bucket"] == 2 and counts["removed"]["gopher_repetition"] == 1
+    reasons = json.loads((tmp_path / "o" / "filters.json").read_text())["filters"]
+    assert next(f for f in reasons if f["filter"] == "bucket")["reasons"] == {"bucket_middle": 1, "no_bucket": 1}
 
 
 def test_max_documents_caps_the_input(tmp_path: Path) -> None:

@@ -1,10 +1,12 @@
 """Every paper experiment end to end under ``debug=paper_smoke`` (``pytest -k paper_smoke``).
 
 The real config of each ``experiments/*_paper*.yaml`` is composed with ``debug=paper_smoke`` (sizes only) and run
-in-process by ``run_pipeline``: the oasst1 seed builder and the corpus reader read small local files in the hub
-formats written here, every model role is a tiny random Llama saved without a chat template, training is full
-fine-tuning with the experiment's schedule, curation generates the rubric's "Score: N" and keeps by the threshold,
-rewrites are parsed from ``[RES]...[/RES]``, and alpaca_eval runs the experiment's annotator config.
+in-process by ``run_pipeline``: the oasst1 seed builder and the corpus reader read small local copies of the hub
+data in their real layouts (``tests/helpers/hub_mirrors.py``: oasst1's Parquet files, Dolma's URL list and files,
+C4's ``en/`` files) through ``seed.mirror`` / ``corpus.mirror``, every model role is a tiny random Llama saved
+without a chat template, training is full fine-tuning with the experiment's schedule, curation generates the
+rubric's "Score: N" and keeps by the threshold, rewrites are parsed from ``[RES]...[/RES]``, and alpaca_eval runs
+the experiment's annotator config.
 
 A random model cannot write a rating, a rewrite or an answer, and no API judge is reachable, so two TEST-ONLY
 doubles stand in for the text they would produce (nothing in ``bft`` or the CLI can select them):
@@ -17,7 +19,6 @@ completions that alpaca_eval's own ``ranking_parser`` reads.
 from __future__ import annotations
 
 import json
-import random
 import re
 import zlib
 from dataclasses import fields
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.hub_mirrors import write_c4, write_dolma, write_oasst1
 
 from bft.data.io import read_jsonl
 
@@ -126,79 +128,14 @@ def scripted_gpt4_judge(prompts, model_name: str, **kwargs) -> dict[str, list]:
 
 # ------------------------------------------------------------------------------------------ hub-format files
 
-_WORDS = [
-    "river",
-    "garden",
-    "engine",
-    "castle",
-    "harbor",
-    "valley",
-    "market",
-    "library",
-    "orchard",
-    "bridge",
-    "forest",
-    "meadow",
-    "canyon",
-    "island",
-    "village",
-    "tower",
-    "glacier",
-    "desert",
-    "lagoon",
-    "quarry",
-    "vineyard",
-    "observatory",
-    "lighthouse",
-    "monastery",
-    "railway",
-    "workshop",
-]
 
-
-def _document(i: int) -> str:
-    """About 900 characters of plain prose with its own vocabulary (passes the cleaning heuristics, no duplicates)."""
-    rng = random.Random(i)
-    place, thing = rng.sample(_WORDS, 2)
-    lines = []
-    for k in range(6):
-        a, b = rng.sample(_WORDS, 2)
-        lines.append(
-            f"The {place} number {i} keeps a record of the {thing} and its {a} near the {b}, and visitors in year "
-            f"{1900 + 7 * i + k} wrote that the {a} changed the way people used the {thing}."
-        )
-    return f"A short history of the {place} {i}\n\n" + "\n".join(lines)
-
-
-def write_oasst1(path: Path, n_trees: int = 8) -> Path:
-    """oasst1 message rows: each tree a prompter root and two ranked assistant replies, plus a German tree."""
-    rows = []
-    for t in range(n_trees):
-        root = f"root-{t}"
-        rows.append({"message_id": root, "parent_id": None, "message_tree_id": f"tree-{t}", "role": "prompter",
-                     "text": f"How does the {_WORDS[t]} number {t} work?", "lang": "en", "rank": None,
-                     "deleted": False, "review_result": True})  # fmt: skip
-        for rank in (1, 0):
-            rows.append({"message_id": f"reply-{t}-{rank}", "parent_id": root, "message_tree_id": f"tree-{t}",
-                         "role": "assistant", "text": f"Reply of rank {rank}: the {_WORDS[t]} {t} works well.",
-                         "lang": "en", "rank": rank, "deleted": False, "review_result": True})  # fmt: skip
-    rows.append({"message_id": "root-de", "parent_id": None, "message_tree_id": "tree-de", "role": "prompter",
-                 "text": "Wie geht das?", "lang": "de", "rank": None, "deleted": False, "review_result": True})  # fmt: skip
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def write_corpus(path: Path, kind: str, n: int = 10) -> Path:
-    """Records as the hub streams them: Dolma v1 (id, text, added, created, source) or C4 (text, timestamp, url)."""
-    rows = []
-    for i in range(n):
-        if kind == "dolma":
-            rows.append({"id": f"cc-head-{i:04d}", "text": _document(i), "added": "2023-05-01T00:00:00Z",
-                         "created": "2019-03-01T00:00:00Z", "source": "common-crawl"})  # fmt: skip
-        else:
-            rows.append({"text": _document(i), "timestamp": "2019-04-25T12:57:54Z", "url": f"https://example.org/c4/{i}"})
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+def write_hub_corpus(root: Path, kind: str) -> list[str]:
+    """The corpus overrides for a local copy of the experiment's hub corpus in its real layout: Dolma's URL list
+    and mirror (head, middle and tail files mixed: only cc_en_head is read), or C4's en/ train files."""
+    if kind == "dolma":
+        url_list, mirror = write_dolma(root / "dolma", shards=2, docs=5)
+        return [f"corpus.url_list={url_list}", f"corpus.mirror={mirror}"]
+    return [f"corpus.mirror={write_c4(root / 'c4', shards=2, docs=5)}"]
 
 
 # ------------------------------------------------------------------------------------------ fixtures
@@ -277,8 +214,9 @@ def test_paper_smoke_shrinks_sizes_only(monkeypatch):
             "curation": ("enabled", "scoring", "threshold", "top_k", "top_fraction", "iterations", "temperature", "top_p"),
             "rewriter": ("mode", "temperature", "top_p", "prefill_res_tag", "keep_unparsed"),
             "peft": ("method",),
-            "seed": ("source", "hub_dataset", "language", "size_scope"),
-            "corpus": ("source", "hub_config", "text_field", "id_field", "min_chars", "max_chars", "segment", "dedup"),
+            "seed": ("source", "hub_dataset", "hub_files", "language", "size_scope"),
+            "corpus": ("source", "url_list", "glob", "perplexity_bucket", "text_field", "id_field", "min_chars", "max_chars")
+            + ("segment", "dedup"),
             "generation": ("dtype",),
             "eval": ("annotator", "reference", "inference_tag", "temperature", "top_p"),
         }.items():
@@ -322,8 +260,8 @@ def test_paper_smoke(experiment, tiny_llama, scripted, tmp_path):
     overrides = [
         f"model.name={tiny_llama}",
         f"rewriter.name={tiny_llama}" if full["rewriter"]["name"] not in ("none", "seed_model") else "",
-        f"seed.hub_dataset={write_oasst1(files / 'oasst1_train.jsonl')}",
-        f"corpus.source={write_corpus(files / f'{corpus_kind}.jsonl', corpus_kind)}",
+        f"seed.mirror={write_oasst1(files / 'oasst1')}",
+        *write_hub_corpus(files, corpus_kind),
         f"run.artifacts_dir={tmp_path / 'artifacts'}",
     ]
     # per-role models the experiment sets (BFT: 70B backward and curation) stay separate roles, shrunk to the tiny Llama
@@ -358,7 +296,7 @@ def test_paper_smoke(experiment, tiny_llama, scripted, tmp_path):
         assert "corpus" not in art and "rewrite" not in art
     else:
         docs = read_jsonl(art["corpus"].file("corpus.jsonl"))
-        assert docs and all(d["id"].startswith("cc-head-") or d["url"].startswith("https://example.org/c4/") for d in docs)
+        assert docs and all(d["id"].startswith("cc_en_head-") or d["url"].startswith("https://example.org/c4/train/") for d in docs)
         assert len(ScriptedBackend.prompts["backtranslate"]) == len(docs)
         _check_curation(cfg, art)
         _check_rewrite(cfg, art)

@@ -36,17 +36,19 @@ class SeedConfig:
     size_scope: str = "all"
     instruction_field: str = "instruction"
     output_field: str = "output"
-    hub_dataset: str = "OpenAssistant/oasst1"
+    hub_dataset: str = "OpenAssistant/oasst1"  # oasst1: a hub dataset id, or a local file of its message rows
+    hub_files: str = "data/train-*.parquet"  # oasst1: the train split's data files in the repository (a glob)
+    mirror: str | None = None  # oasst1: a local copy of the repository (huggingface-cli download --local-dir)
     language: str = "en"
 
 
 @dataclass
 class CorpusConfig:
-    """Unlabelled web documents: ``embedded``, a local file, or a hub dataset streamed with ``datasets``."""
+    """Unlabelled web documents: ``embedded``, local files, a hub dataset's data files or a URL list (Dolma's)."""
 
-    source: str = "embedded"
-    hub_config: str | None = None
-    split: str = "train"
+    source: str = "embedded"  # embedded | a file, folder or glob | a hub dataset id (its files: glob or url_list)
+    url_list: str | None = None  # a list of file URLs, one a line (Dolma: urls/v1_6.txt in the hub repo, a path, file:// or https://)
+    mirror: str | None = None  # a local copy of the hub files or of the listed URLs (their URL paths, or flat)
     text_field: str = "text"
     id_field: str = "id"
     max_documents: int | None = None
@@ -61,13 +63,13 @@ class CorpusConfig:
     min_mean_line_chars: float = 20.0
     # datatrove engine (bft/data/corpus): format, language, extra filters, executor
     format: str = "auto"  # auto | jsonl | parquet | warc (a folder/glob/file; auto = from the file names)
-    glob: str | None = None  # file pattern inside a folder source, e.g. "documents/*.json.gz"
+    glob: str | None = None  # file pattern inside a folder or hub source, e.g. "en/c4-train.*.json.gz"
     languages: list[str] = field(default_factory=lambda: ["en"])  # [] = keep every language
     language_threshold: float = 0.5  # py3langid probability of the top language
     filters: list[str] = field(default_factory=list)  # gopher_repetition, gopher_quality, c4, fineweb, humpback
     segment_by: str = "paragraphs"  # paragraphs | headers (Humpback: the text under each header)
-    perplexity_bucket: str | None = None  # BFT: keep Dolma's "head" bucket when the metadata has it
-    bucket_field: str = "bucket"
+    perplexity_bucket: str | None = None  # BFT: Dolma's CC bucket (head | middle | tail): its files, cc_en_head-NNNN.json.gz
+    bucket_field: str | None = None  # read the bucket from this record field instead (a record without it is dropped)
     tokenizer: str | None = None  # BFT: drop documents over max_tokens tokens of this tokenizer
     max_tokens: int | None = None
     executor: str = "local"  # local | slurm | ray

@@ -1,4 +1,4 @@
-"""Read and validate record files (JSONL, JSON list, Parquet); write JSONL atomically.
+"""Read and validate record files (JSONL or JSON list, plain or ``.gz``; Parquet); write JSONL atomically.
 
 Every problem is reported as a one-line :class:`DataError` naming the file, the line (or item/row) and the key,
 e.g. ``corpus.jsonl:17: field 'text' is missing``. With ``on_error="skip"`` bad records are dropped and counted
@@ -7,6 +7,7 @@ per reason instead.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import tempfile
@@ -101,9 +102,14 @@ def validate_record(
     return record
 
 
+def _open(path: Path) -> Any:
+    """A binary handle on ``path``, decompressed when its name ends in ``.gz``."""
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb")
+
+
 def _iter_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
     """Yield (location, parsed object or DataError) for every non-blank line."""
-    with path.open("rb") as handle:
+    with _open(path) as handle:
         for lineno, raw in enumerate(handle, start=1):
             location = f"{path}:{lineno}"
             if b"\x00" in raw:
@@ -131,7 +137,8 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
 
 def _iter_json(path: Path) -> Iterator[tuple[str, Any]]:
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
+        with _open(path) as handle:
+            data = json.loads(handle.read().decode("utf-8"))
     except UnicodeDecodeError as err:
         raise DataError(str(path), f"not valid UTF-8 (byte offset {err.start})", "non_utf8") from None
     except json.JSONDecodeError as err:
@@ -155,7 +162,7 @@ def _iter_parquet(path: Path) -> Iterator[tuple[str, Any]]:
 
 def _starts_with_list(path: Path) -> bool:
     """True when the first non-blank character of the file is ``[`` (a JSON list); a ``.json`` file of lines is JSONL."""
-    with path.open("rb") as handle:
+    with _open(path) as handle:
         while chunk := handle.read(4096):
             head = chunk.lstrip()
             if head:
@@ -164,12 +171,17 @@ def _starts_with_list(path: Path) -> bool:
 
 
 def iter_raw(path: str | os.PathLike[str]) -> Iterator[tuple[str, Any]]:
-    """Yield (location, record-or-DataError) from a .jsonl/.json/.parquet file, chosen by suffix (a .json file
-    that does not start with ``[`` is read as JSON lines)."""
+    """Yield (location, record-or-DataError) from a .jsonl/.json (plain or .gz)/.parquet file, chosen by suffix (a
+    .json file that does not start with ``[`` is read as JSON lines)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(str(path), "file not found", "not_found")
-    suffix = path.suffix.lower()
+    name = path.name.lower()
+    suffix = Path(name.removesuffix(".gz")).suffix
+    if name.endswith(".gz") and suffix not in (".jsonl", ".ndjson", ".json"):
+        raise DataError(
+            str(path), f"unsupported file type {suffix + '.gz'!r} (use .jsonl, .json, their .gz, or .parquet)", "unsupported"
+        )
     if suffix in (".jsonl", ".ndjson"):
         return _iter_jsonl(path)
     if suffix == ".json":

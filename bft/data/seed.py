@@ -1,9 +1,11 @@
-"""Seed (instruction, output) pairs: the embedded set, a local file, or OASST1 first turns from the hub."""
+"""Seed (instruction, output) pairs: the embedded set, a local file, or OASST1 first turns read from the hub
+repository's data files (``seed.hub_files``: the train split's Parquet file) or a local ``seed.mirror`` of them."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import random
 from collections.abc import Iterable, Mapping
 from importlib import resources
@@ -13,12 +15,13 @@ from typing import Any
 from bft.config.schema import SeedConfig
 from bft.data.embedded import embedded_file
 from bft.data.io import DataError, check_on_error, collect_records, read_records
+from bft.data.remote import hub_glob
 
 log = logging.getLogger(__name__)
 
 EMBEDDED = "embedded"
 OASST = "oasst1"
-OASST_SPLIT = "train"  # never validation: its English first prompts are AlpacaEval's ``oasst`` subset
+OASST_HELD_OUT = "validation"  # never read: its English first prompts are AlpacaEval's ``oasst`` subset
 
 
 def stable_id(prefix: str, instruction: str, output: str) -> str:
@@ -100,18 +103,39 @@ def _local_oasst_rows(path: Path, on_error: str) -> list[dict[str, Any]]:
     return result.records
 
 
+def oasst_files(cfg: SeedConfig) -> list[Path]:
+    """Local paths of the data files ``cfg.hub_files`` of ``cfg.hub_dataset``: in ``cfg.mirror`` (a copy of the
+    repository), else downloaded from the hub into its cache (``hf://datasets/<id>/<hub_files>``); no loading script."""
+    folder, files = hub_glob(cfg.hub_dataset, cfg.hub_files, cfg.mirror, "seed.hub_files", "seed.mirror")
+    held_out = [name for name in files if OASST_HELD_OUT in os.path.basename(name)]
+    if held_out:
+        raise DataError("seed.hub_files", f"{held_out[0]} is oasst1's {OASST_HELD_OUT} split (AlpacaEval's oasst subset)", "config")
+    if cfg.mirror:
+        return [Path(folder) / name for name in files]
+    from huggingface_hub import hf_hub_download
+
+    paths = []
+    for name in files:
+        try:
+            paths.append(Path(hf_hub_download(cfg.hub_dataset, name, repo_type="dataset")))
+        except Exception as err:  # network, gated repository, offline without the file in the cache
+            raise DataError(
+                "seed.hub_dataset", f"cannot download {name} of {cfg.hub_dataset} ({type(err).__name__})", "not_found"
+            ) from None
+    return paths
+
+
 def _load_oasst(cfg: SeedConfig, on_error: str = "raise") -> list[dict[str, Any]]:
-    """First-turn pairs of ``cfg.hub_dataset``: a hub dataset id (its train split), or a local .jsonl/.json/.parquet
-    file of message rows in the same format (an offline mirror, or the small files of the paper smoke tests)."""
+    """First-turn pairs of ``cfg.hub_dataset``: its data files ``cfg.hub_files`` (the train split), from the hub or
+    ``cfg.mirror``; or a local .jsonl/.json(.gz)/.parquet file of message rows in the same format (the small files
+    of the paper smoke tests)."""
     local = Path(cfg.hub_dataset).expanduser()
     if local.is_file():
-        rows: Iterable[Mapping[str, Any]] = _local_oasst_rows(local, on_error)
+        rows: list[dict[str, Any]] = _local_oasst_rows(local, on_error)
     else:
-        import datasets
-
-        rows = datasets.load_dataset(cfg.hub_dataset, split=OASST_SPLIT)
+        rows = [row for path in oasst_files(cfg) for row in _local_oasst_rows(path, on_error)]
     pairs = oasst_first_turn_pairs(rows, language=cfg.language)
-    log.info("oasst1 %s (%s split): %d first-turn rank-0 %s pairs", cfg.hub_dataset, OASST_SPLIT, len(pairs), cfg.language)
+    log.info("oasst1 %s (%s): %d first-turn rank-0 %s pairs", cfg.hub_dataset, cfg.hub_files, len(pairs), cfg.language)
     return pairs
 
 

@@ -5,6 +5,7 @@ Names:
   converted once to a cached safetensors folder (later loads take about a second).
 - ``tiny``: a randomly initialised small Llama with SmolLM2's real tokenizer, for tests.
 - anything else: a local folder saved with ``save_pretrained`` or a Hugging Face hub id (``from_pretrained``).
+Tokenizers alone (``corpus.tokenizer``) resolve the same names with :func:`resolve_tokenizer_path`.
 """
 
 from __future__ import annotations
@@ -125,6 +126,23 @@ def resolve_model_path(name: str) -> str:
             "an existing folder, or a hub id of the form owner/name"
         )
     return name  # a hub id: from_pretrained fetches it when the network allows
+
+
+def resolve_tokenizer_path(name: str) -> str:
+    """What ``AutoTokenizer.from_pretrained`` loads for ``name``: a registered model's folder or hub id (``tiny``,
+    ``smollm2_135m``, ``llama2_7b``, ...), else ``name`` itself (a tokenizer folder, which needs no config.json,
+    or a hub id such as ``hf-internal-testing/llama-tokenizer``)."""
+    if name in _BUILDERS or name in HUB_ALIASES:
+        return resolve_model_path(name)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
+    if name.startswith((".", "/", "~")) or name.count("/") != 1:
+        raise ModelNotFoundError(
+            f"tokenizer '{name}' is not a registered name ({', '.join(sorted(_BUILDERS) + sorted(HUB_ALIASES))}), "
+            "an existing folder, or a hub id of the form owner/name"
+        )
+    return name
 
 
 def pick_dtype(name: str, device: str = "cpu") -> torch.dtype:

@@ -58,8 +58,11 @@ def run_step(ctx: RunContext, step: Step) -> Artifact:
 
 
 def run_pipeline(cfg: DictConfig, run_dir: Path) -> RunContext:
+    from bft.data.remote import check_local_inputs
     from bft.models.template_roles import configure_chat_templates
 
+    reads_corpus = any(step.stage.name == "corpus" for step in build_plan(cfg))
+    check_local_inputs(cfg.corpus, cfg.seed, reads_corpus)  # the local mirrors and URL lists named, before any work
     configure_chat_templates(cfg)  # a model with no chat template and no setting fails here, before any work
     if cfg.generation.backend == "vllm":
         from bft.generation.vllm import check_vllm_config

@@ -102,7 +102,7 @@ def main_chain(cfg: CorpusConfig, source: Source, on_error: str, tasks: int, scr
     chain.add("clean", CleanFilter(cfg, exclusion_writer=examples("clean")), True)
     if cfg.languages:
         chain.add("language", LanguageIdFilter(cfg.languages, cfg.language_threshold, examples("language")), True)
-    if cfg.perplexity_bucket:
+    if cfg.perplexity_bucket and cfg.bucket_field:  # else the bucket was chosen by file name (resolve_source)
         chain.add("bucket", BucketFilter(cfg.perplexity_bucket, examples("bucket")), True)
     if cfg.tokenizer and cfg.max_tokens:
         chain.add("max_tokens", MaxTokensFilter(cfg.tokenizer, cfg.max_tokens, examples("max_tokens")), True)

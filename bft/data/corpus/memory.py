@@ -10,7 +10,7 @@ import itertools
 import logging
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -46,14 +46,6 @@ def _normalize_docs(rows: Iterable[Mapping[str, Any]], cfg: CorpusConfig, source
     return docs
 
 
-def _iter_hub(cfg: CorpusConfig) -> Iterator[tuple[str, Any]]:
-    import datasets
-
-    stream = datasets.load_dataset(cfg.source, cfg.hub_config, split=cfg.split, streaming=True)
-    for index, row in enumerate(itertools.islice(stream, cfg.max_documents)):
-        yield f"{cfg.source}:{index + 1}", dict(row)
-
-
 def load_corpus(cfg: CorpusConfig, on_error: str = "raise") -> list[dict[str, Any]]:
     """Load documents as ``{"id", "text", "url", "source"}``, at most ``cfg.max_documents``."""
     return read_corpus(cfg, on_error).records
@@ -62,7 +54,7 @@ def load_corpus(cfg: CorpusConfig, on_error: str = "raise") -> list[dict[str, An
 def read_corpus(cfg: CorpusConfig, on_error: str = "raise") -> ReadResult:
     """Like :func:`load_corpus`, also returning the counts of skipped input rows by reason.
 
-    ``cfg.source``: ``embedded``, a local .jsonl/.json/.parquet path, or a hub dataset id (streamed).
+    ``cfg.source``: ``embedded`` or a local .jsonl/.json/.parquet path.
     """
     check_on_error(on_error)
     required = {cfg.text_field: str}
@@ -79,8 +71,7 @@ def read_corpus(cfg: CorpusConfig, on_error: str = "raise") -> ReadResult:
         return _finish(result, cfg, path.stem)
     if path.suffix.lower() in FILE_SUFFIXES:
         raise DataError(str(path), "file not found", "not_found")
-    result = collect_records(_iter_hub(cfg), required=required, id_field=cfg.id_field, on_error=on_error)
-    return _finish(result, cfg, cfg.source)
+    raise DataError(str(path), "not a local file: hub datasets and URL lists are read by build_corpus (datatrove)", "not_found")
 
 
 def _finish(result: ReadResult, cfg: CorpusConfig, source: str) -> ReadResult:

@@ -1,7 +1,10 @@
 """Where the corpus comes from: resolve ``corpus.source`` and build the datatrove reader that streams it.
 
 Sources: ``embedded`` (the shipped 80 documents), a file, a folder or a glob of shards (JSONL/JSON, plain,
-``.gz`` or ``.zst``; Parquet; WARC, whose HTML is extracted with Trafilatura), or a hub dataset id (streamed).
+``.gz`` or ``.zst``; Parquet; WARC, whose HTML is extracted with Trafilatura), a hub dataset's data files
+(``corpus.glob`` in the repository) or a URL list (``corpus.url_list``, Dolma's), streamed through fsspec or read
+from a local ``corpus.mirror`` (:mod:`bft.data.remote`); no loading scripts. ``corpus.perplexity_bucket`` keeps
+Dolma's Common Crawl files of that bucket by their names (``cc_en_head-0000.json.gz``).
 Every record is validated as it is read: with ``data.on_error=raise`` the first bad record ends the run with
 ``file:line: what is wrong``; with ``skip`` it is dropped and counted (``skipped_<reason>`` in the reader stats).
 """
@@ -13,6 +16,7 @@ import itertools
 import json
 import math
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -20,12 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from datatrove.data import Document
-from datatrove.pipeline.readers import HuggingFaceDatasetReader, ParquetReader, WarcReader
+from datatrove.pipeline.readers import ParquetReader, WarcReader
 from datatrove.pipeline.readers.base import BaseDiskReader
 
 from bft.config.schema import CorpusConfig
 from bft.data.embedded import embedded_file
 from bft.data.io import DataError, check_on_error, validate_record
+from bft.data.remote import check_mirror, hub_glob, is_hub_id, listed_files, read_url_list, split_folder, url_list_location
 
 EMBEDDED = "embedded"
 COMPRESSIONS = (".gz", ".zst", ".zstd")
@@ -44,9 +49,9 @@ _GLOB_CHARS = "*?["
 
 @dataclass(frozen=True)
 class Source:
-    """A resolved corpus source: ``kind`` is ``files`` or ``hub``; for files, a folder and its sorted files."""
+    """A resolved corpus source: a folder (a local path, or an ``hf://`` / ``https://`` URL read through fsspec)
+    and the files to read in it, in order."""
 
-    kind: str
     name: str
     folder: str = ""
     files: tuple[str, ...] = ()
@@ -91,33 +96,99 @@ def _listed(folder: Path, pattern: str) -> list[str]:
 
 
 def resolve_source(cfg: CorpusConfig) -> Source:
-    """Resolve ``cfg.source`` (and ``cfg.glob``) to files or a hub dataset; one-line DataError when nothing matches."""
+    """Resolve ``cfg.source`` (with ``cfg.glob``, ``cfg.url_list``, ``cfg.mirror``) to the files to read, and keep
+    those of ``cfg.perplexity_bucket`` (by file name); one-line DataError naming the key when nothing matches."""
+    if cfg.url_list:
+        return _url_list_source(cfg)  # the bucket chosen on the full URLs
     if cfg.source == EMBEDDED:
         folder = Path(str(resources.files("bft.data.embedded")))
         if not (folder / "corpus.jsonl").is_file():  # zipped install: materialise the one file
             with resources.as_file(embedded_file("corpus.jsonl")) as path:
                 folder = Path(path).parent
-        return Source("files", EMBEDDED, str(folder), ("corpus.jsonl",), "jsonl")
+        return _in_bucket(cfg, Source(EMBEDDED, str(folder), ("corpus.jsonl",), "jsonl"))
     source = cfg.source
     if any(ch in source for ch in _GLOB_CHARS):
         parts = Path(source).parts
         cut = next(i for i, part in enumerate(parts) if any(ch in part for ch in _GLOB_CHARS))
         folder, pattern = Path(*parts[:cut]) if cut else Path("."), str(Path(*parts[cut:]))
     else:
-        path = Path(source)
+        path = Path(source).expanduser()
         if path.is_file():
-            return Source("files", _stem(path.name), str(path.parent), (path.name,), _pick_format(cfg, [path.name], source))
+            return _in_bucket(cfg, Source(_stem(path.name), str(path.parent), (path.name,), _pick_format(cfg, [path.name], source)))
         if not path.is_dir():
-            if file_format(path.name) is not None:
-                raise DataError(source, "file not found", "not_found")
-            return Source("hub", source, format="hub")
+            if file_format(path.name) is None and is_hub_id(source):
+                return _in_bucket(cfg, _hub_source(cfg))
+            raise DataError(source, "file not found" if file_format(path.name) else "file or folder not found", "not_found")
         folder, pattern = path, cfg.glob or "**/*"
     files = _listed(folder, pattern)
     if cfg.format == "auto" and not any(ch in source for ch in _GLOB_CHARS) and cfg.glob is None:
         files = [f for f in files if file_format(f) is not None]
     if not files:
         raise DataError(f"{folder}/{pattern}", "no input files match", "not_found")
-    return Source("files", _stem(str(folder.resolve())), str(folder), tuple(files), _pick_format(cfg, files, source))
+    resolved = Source(_stem(str(folder.resolve())), str(folder), tuple(files), _pick_format(cfg, files, source))
+    return _in_bucket(cfg, resolved)
+
+
+def _hub_source(cfg: CorpusConfig) -> Source:
+    """A hub dataset read from its data files: ``corpus.glob`` inside the repository (or inside ``corpus.mirror``)."""
+    if not cfg.glob:
+        raise DataError(
+            "corpus.glob",
+            f"hub dataset {cfg.source} is read from its data files: set corpus.glob to their pattern in the repository "
+            "(e.g. en/c4-train.*.json.gz) or corpus.url_list to a list of their URLs",
+            "config",
+        )
+    folder, files = hub_glob(cfg.source, cfg.glob, cfg.mirror, "corpus.glob", "corpus.mirror")
+    return Source(cfg.source, folder, tuple(files), _pick_format(cfg, files, f"{cfg.source}/{cfg.glob}"))
+
+
+def _url_list_source(cfg: CorpusConfig) -> Source:
+    """The files of a URL list (Dolma's ``urls/v1_6.txt``), in the list's order, local ones checked now."""
+    local = cfg.source == EMBEDDED or any(ch in cfg.source for ch in _GLOB_CHARS) or Path(cfg.source).expanduser().exists()
+    if local:
+        problem = f"lists a hub dataset's files, but corpus.source is {cfg.source!r}: set corpus.url_list=null to read that"
+        raise DataError("corpus.url_list", problem, "config")
+    if cfg.mirror:
+        check_mirror(cfg.mirror, "corpus.mirror")
+    repo = cfg.source if is_hub_id(cfg.source) else None
+    location = url_list_location(cfg.url_list, repo, cfg.mirror)
+    urls = read_url_list(location, "corpus.url_list")
+    bucketed = [u for u in urls if in_bucket(u, cfg.perplexity_bucket)] if _by_file_name(cfg) else urls
+    if not bucketed:
+        raise DataError("corpus.perplexity_bucket", _no_bucket_files(cfg.perplexity_bucket, urls, location), "not_found")
+    files = listed_files(bucketed, cfg.mirror, "corpus.url_list", "corpus.mirror")
+    folder, relative = split_folder(files, "corpus.url_list")
+    return Source(repo or _stem(location), folder, tuple(relative), _pick_format(cfg, relative, location))
+
+
+def bucket_pattern(bucket: str) -> re.Pattern[str]:
+    """Dolma's Common Crawl files of one perplexity bucket: ``cc_en_<bucket>/`` or ``cc_en_<bucket>-NNNN.json.gz``."""
+    return re.compile(rf"(?:^|/)cc_en_{re.escape(bucket)}(?:[-./]|$)")
+
+
+def in_bucket(name: str, bucket: str | None) -> bool:
+    return bucket is None or bucket_pattern(bucket).search(name) is not None
+
+
+def _by_file_name(cfg: CorpusConfig) -> bool:
+    """The bucket comes from the file names, unless ``corpus.bucket_field`` names a record field that holds it."""
+    return cfg.perplexity_bucket is not None and cfg.bucket_field is None
+
+
+def _no_bucket_files(bucket: str | None, names: list[str] | tuple[str, ...], where: str) -> str:
+    return (
+        f"no input file is in Dolma's CC {bucket!r} bucket (named cc_en_{bucket}-NNNN...) among the {len(names)} of "
+        f"{where} (e.g. {names[0]}); set corpus.bucket_field if the records carry the bucket"
+    )
+
+
+def _in_bucket(cfg: CorpusConfig, source: Source) -> Source:
+    if not _by_file_name(cfg):
+        return source
+    kept = tuple(f for f in source.files if in_bucket(f, cfg.perplexity_bucket))
+    if not kept:
+        raise DataError("corpus.perplexity_bucket", _no_bucket_files(cfg.perplexity_bucket, source.files, source.folder), "not_found")
+    return Source(source.name, source.folder, kept, source.format)
 
 
 class _BftDocuments:
@@ -153,10 +224,11 @@ class _BftDocuments:
             "url": str(data.get("url") or ""),
             "source": str(data.get("source") or name),
         }
-        nested = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
-        bucket = data.get(self.bucket_field, nested.get(self.bucket_field))
-        if bucket is not None:
-            metadata["bucket"] = str(bucket)
+        if self.bucket_field:  # the record carries its perplexity bucket (top level or in ``metadata``)
+            nested = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+            bucket = data.get(self.bucket_field, nested.get(self.bucket_field))
+            if bucket is not None:
+                metadata["bucket"] = str(bucket)
         index = id_in_file if isinstance(id_in_file, int) else str(id_in_file).replace("/", "-")
         fallback = f"{name}-{index:06d}" if isinstance(index, int) else f"{name}-{index}"
         return Document(text=data[self.text_field], id=str(doc_id) if doc_id is not None else fallback, metadata=metadata)
@@ -267,10 +339,6 @@ class BftWarcReader(_FileShards, _BftDocuments, WarcReader):
     name = "bft WARC"
 
 
-class BftHubReader(_BftDocuments, HuggingFaceDatasetReader):
-    name = "bft hub stream"
-
-
 def per_task_limit(cfg: CorpusConfig, tasks: int) -> int:
     """datatrove's limit is per task: ``max_documents`` in all when one task, else split evenly over tasks."""
     if cfg.max_documents is None:
@@ -281,13 +349,6 @@ def per_task_limit(cfg: CorpusConfig, tasks: int) -> int:
 def make_reader(source: Source, cfg: CorpusConfig, on_error: str, tasks: int) -> list:
     """The reader steps for ``source`` (WARC adds the Trafilatura text extractor)."""
     limit = per_task_limit(cfg, tasks)
-    if source.kind == "hub":
-        options = {"split": cfg.split} | ({"name": cfg.hub_config} if cfg.hub_config else {})
-        reader = BftHubReader(
-            source.name, dataset_options=options, streaming=True, limit=limit, text_key=cfg.text_field, id_key=cfg.id_field
-        )
-        reader.setup_bft(cfg, on_error, source.name, "")
-        return [reader]
     kinds = {"jsonl": JsonRecordsReader, "parquet": BftParquetReader, "warc": BftWarcReader}
     reader = kinds[source.format](source.folder, limit=limit, text_key=cfg.text_field, id_key=cfg.id_field)
     reader.setup_bft(cfg, on_error, source.name, source.folder)

@@ -122,7 +122,9 @@ class HeaderFilter(BaseFilter):
 
 
 class BucketFilter(BaseFilter):
-    """BFT: keep documents of one Dolma perplexity bucket (e.g. ``head``); documents without one pass."""
+    """BFT: keep documents of one Dolma perplexity bucket (e.g. ``head``) read from a record field
+    (``corpus.bucket_field``); a record without one is removed (``no_bucket``), never passed. Dolma's own files carry
+    the bucket in their names instead, selected before reading (``bft.data.corpus.readers.resolve_source``)."""
 
     name = "perplexity bucket"
 
@@ -133,8 +135,7 @@ class BucketFilter(BaseFilter):
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
         found = doc.metadata.get("bucket")
         if found is None:
-            self.stat_update("no_bucket")
-            return True
+            return False, "no_bucket"
         return True if found == self.bucket else (False, f"bucket_{found}")
 
 
@@ -144,8 +145,15 @@ class MaxTokensFilter(BaseFilter):
     name = "max tokens"
 
     def __init__(self, tokenizer: str, max_tokens: int, exclusion_writer: Any = None) -> None:
+        """``tokenizer``: a name of bft's model registry (``tiny``, ``llama2_7b``, ...), a folder or a hub id."""
         super().__init__(exclusion_writer)
-        self.tokenizer_name, self.max_tokens = tokenizer, max_tokens
+        from bft.data.io import DataError
+        from bft.models.registry import ModelNotFoundError, resolve_tokenizer_path
+
+        try:
+            self.tokenizer_name, self.max_tokens = resolve_tokenizer_path(tokenizer), max_tokens
+        except ModelNotFoundError as err:
+            raise DataError("corpus.tokenizer", str(err), "config") from None
         self._tokenizer: Any = None
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
