@@ -17,6 +17,7 @@ from bft.pipeline.memory import peak_rss_mb, release_memory
 from bft.pipeline.plan import Step, build_plan
 from bft.pipeline.samples import log_samples
 from bft.pipeline.summary import print_summary, summarize
+from bft.pipeline.target import Round, first_budget, next_budget, target_summary, with_budget
 
 __all__ = ["print_summary", "run_pipeline", "run_step"]
 log = logging.getLogger(__name__)
@@ -53,6 +54,55 @@ def run_step(ctx: RunContext, step: Step) -> Artifact:
     return artifact
 
 
+def _round(ctx: RunContext, budget: int, plan: list[Step]) -> Round:
+    """The figures of a round whose steps up to train_data have run."""
+    counts = {name: ctx.artifacts[name].manifest.get("counts", {}) for name in ctx.artifacts}
+    corpus = counts["corpus"]
+    filters = ctx.artifacts["corpus"].file("filters.json")
+    tasks = json.loads(filters.read_text()).get("tasks", 1) if filters.is_file() else 1
+    curates = [s.name for s in plan if s.name.startswith("curate_")]
+    funnel = {
+        "corpus kept": _count(corpus.get("out")),
+        "candidates": _count(counts["augment"].get("out")),
+        **{f"kept by {name}": _count(counts[name].get("out")) for name in curates},
+        "answers": _count(counts["rewrite"].get("out")),
+        "after decontamination": _count(counts["train_data"].get("generated")),
+    }
+    return Round(budget, int(corpus.get("in") or 0), int(tasks), funnel, int(counts["train_data"].get("generated") or 0))
+
+
+def run_plan(ctx: RunContext) -> None:
+    """Run every step of the config's plan. With ``data.max_generated`` set, the steps up to train_data run in rounds
+    over a longer and longer prefix of the corpus until the generated pairs reach the target or the corpus (or
+    ``corpus.max_documents``) runs out (``bft.pipeline.target``); the rest runs once, on the last round's data."""
+    budget = first_budget(ctx.cfg)
+    if budget is None:
+        for step in build_plan(ctx.cfg):
+            run_step(ctx, step)
+        return
+    rounds: list[Round] = []
+    while True:
+        plan = build_plan(with_budget(ctx.cfg, budget))
+        first = len(ctx.reports)
+        cut = next(i for i, s in enumerate(plan) if s.name == "train_data") + 1
+        target = ctx.cfg.data.max_generated
+        log.info("data target %d generated pairs: round %d reads up to %d documents", target, len(rounds) + 1, budget)
+        for step in plan[:cut]:
+            run_step(ctx, step)
+        rounds.append(_round(ctx, budget, plan))
+        budget, reason = next_budget(ctx.cfg, rounds)
+        if budget is None:
+            break
+        for report in ctx.reports[first:]:  # earlier rounds stay in the table, under their round
+            report.stage = f"{report.stage} (round {len(rounds)})"
+    ctx.target = target_summary(ctx.cfg, rounds, reason)
+    if len(rounds) > 1:
+        for report in ctx.reports[first:]:
+            report.stage = f"{report.stage} (round {len(rounds)})"
+    for step in plan[cut:]:
+        run_step(ctx, step)
+
+
 def run_pipeline(cfg: DictConfig, run_dir: Path) -> RunContext:
     from bft.models.template_roles import configure_chat_templates
 
@@ -62,14 +112,12 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> RunContext:
 
         check_vllm_config(cfg.generation)  # placement values and the vllm install, before any work
     store = ArtifactStore(cfg.run.artifacts_dir)
-    plan = build_plan(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     logger = RunLogger(cfg.logger, run_dir, config, name=cfg.run.name, tags=list(cfg.tags))
     ctx = RunContext(cfg=cfg, store=store, run_dir=run_dir, logger=logger)
     exit_code = 1
     try:
-        for step in plan:
-            run_step(ctx, step)
+        run_plan(ctx)
         log_samples(ctx)
         ctx.summary = summarize(ctx)
         logger.summary(ctx.summary)
