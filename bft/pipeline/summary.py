@@ -148,7 +148,7 @@ def print_summary(ctx: RunContext) -> None:
     console.print(table)
     s = ctx.summary
     if shortfall_line(s.get("target")):
-        console.print(shortfall_line(s["target"]))
+        console.print(shortfall_line(s["target"]), soft_wrap=True)  # one line, however long
     if s.get("corpus_filters"):
         console.print(removals_text(s["corpus_filters"]))
     if _decontaminated_text(s.get("decontaminated") or {}):
