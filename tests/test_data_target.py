@@ -85,6 +85,22 @@ def test_the_dry_run_states_the_documents_51k_pairs_need(compose_cfg, capsys):
     assert "13.6%" in out and "577,256" in out  # round 1 reads the estimate x the margin
 
 
+def test_the_report_states_a_run_short_of_its_target(tmp_path, capsys):
+    from bft.report.cli import main
+
+    rounds = [Round(35, 30, 1, {"corpus kept": 30, "after decontamination": 2}, 2)]
+    target = target_summary(_cfg(4), rounds, "the corpus ran out after 30 documents")
+    run = {"name": "filter_only", "method": "filter_only", "tags": [], "max_generated": 4}
+    summary = {"run": run, "win_rate": 50.0, "n_generated": 2, "n_train_pairs": 10, "target": target, "shortfall": 2}
+    (tmp_path / "outputs" / "r").mkdir(parents=True)
+    (tmp_path / "outputs" / "r" / "summary.json").write_text(json.dumps(summary))
+    assert main([str(tmp_path / "outputs"), "--out", str(tmp_path / "reports")]) == 0
+    out = capsys.readouterr().out
+    assert "data target SHORT: 2 of 4 generated pairs (2 missing) after reading 30 documents" in " ".join(out.split())
+    report = (tmp_path / "reports" / "data_targets.md").read_text()
+    assert "the corpus ran out after 30 documents" in report and "| 4 | 2 | 2 | 30 | 10 |" in report
+
+
 # ------------------------------------------------------------------------------------------ test-only double
 
 
