@@ -1,8 +1,8 @@
 """``data.max_generated`` is reached by reading more of the corpus, or the shortfall is stated (bft.pipeline.target).
 
 The pipeline runs are the real runner on the tiny model (``debug=smoke``) with the papers' generate-mode curation
-(score 5 kept), over a corpus file in which only one document in twenty can score 5: far below BFT's 13.6%, so
-the first round (sized at the papers' rate) falls short and the runner must read further. A TEST-ONLY scripted
+(score 5 kept), over a corpus file in which none of the first 35 documents and one in ten of the later ones can
+score 5: the first round (sized at BFT's 13.6%) keeps nothing, and the runner must read further. A TEST-ONLY scripted
 backend stands in for the text a random model cannot write (an instruction, a rating); nothing in ``bft`` can
 select it.
 """
@@ -105,8 +105,8 @@ def test_the_report_states_a_run_short_of_its_target(tmp_path, capsys):
 
 
 class ScriptedBackend:
-    """TEST-ONLY: writes an instruction for each document and rates ``Score: 5`` only documents whose number is a
-    multiple of 20 (5% of them), ``Score: 2`` the others; answers eval prompts with a short text."""
+    """TEST-ONLY: writes an instruction for each document and rates ``Score: 5`` only documents numbered 45, 55,
+    65, ... (none of the first 35), ``Score: 2`` the others; answers eval prompts with a short text."""
 
     prompts: dict[str, int] = {}
 
@@ -121,7 +121,7 @@ class ScriptedBackend:
         if "Write the most likely question" in prompt:
             kind, text = "backtranslate", f"What is the story of place {number.group(1) if number else '?'}?"
         elif "Please assign a score using the following 5-point scale" in prompt:
-            good = number is not None and int(number.group(1)) % 20 == 0
+            good = number is not None and int(number.group(1)) >= 35 and int(number.group(1)) % 10 == 5
             kind, text = "rate", "Focused and complete.\nScore: 5" if good else "A blog post.\nScore: 2"
         else:
             kind, text = "answer", f"An answer ({zlib.crc32(prompt.encode())})."
@@ -160,14 +160,14 @@ def _document(i: int) -> str:
     return "\n".join(lines)
 
 
-def _corpus(path: Path, n: int) -> Path:
-    path.write_text("".join(json.dumps({"id": f"doc-{i:04d}", "text": _document(i)}) + "\n" for i in range(n)))
+def _corpus(path: Path, numbers: range) -> Path:
+    path.write_text("".join(json.dumps({"id": f"doc-{i:04d}", "text": _document(i)}) + "\n" for i in numbers))
     return path
 
 
 @pytest.fixture(scope="module")
 def target_runs(tmp_path_factory):
-    """Two runs sharing one store: a 100-document corpus (target reached in round 2) and a 30-document one (short)."""
+    """Two runs sharing one store: documents 0-99 (target reached in round 2) and 40-69 (3 can score 5: short)."""
     from hydra import compose, initialize_config_dir
 
     from bft.config.schema import register_configs
@@ -179,8 +179,8 @@ def target_runs(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setattr(pipeline_models, "make_backend", ScriptedBackend)
 
-    def run(n_docs: int, name: str):
-        corpus = _corpus(root / f"corpus_{n_docs}.jsonl", n_docs)
+    def run(numbers: range, name: str):
+        corpus = _corpus(root / f"corpus_{name}.jsonl", numbers)
         overrides = [
             "debug=smoke", "method=filter_only", "curation=paper", "curation.scoring=generate", "curation.threshold=5",
             "curation.top_fraction=null", "corpus=file", f"corpus.source={corpus}",
@@ -195,7 +195,7 @@ def target_runs(tmp_path_factory):
         return ctx, dict(ScriptedBackend.prompts)
 
     try:
-        yield {"reached": run(100, "reached"), "short": run(30, "short")}
+        yield {"reached": run(range(100), "reached"), "short": run(range(40, 70), "short")}
     finally:
         mp.undo()
 
@@ -204,16 +204,18 @@ def target_runs(tmp_path_factory):
 def test_a_low_keep_rate_reads_more_of_the_corpus_until_the_target_is_met(target_runs):
     ctx, prompts = target_runs["reached"]
     target = ctx.summary["target"]
-    # round 1 reads what 4 pairs need at BFT's 13.6% (35 documents) and keeps 2 (documents 0 and 20); round 2 reads
-    # 4 / (2/35) x 1.15 = 81 documents and keeps 5 (documents 0, 20, ..., 80), of which train_data takes 4
-    assert [r["read"] for r in target["rounds"]] == [35, 81]
-    assert [r["generated"] for r in target["rounds"]] == [2, 4]  # train_data takes at most the target
+    # round 1 reads what 4 pairs need at BFT's 13.6% (35 documents) and keeps none (nothing to rewrite: no error,
+    # read further); round 2 asks for 8 x 35 and reads the whole corpus (100), keeping 6, of which train_data takes 4
+    assert [r["read"] for r in target["rounds"]] == [35, 100]
+    assert [r["generated"] for r in target["rounds"]] == [0, 4]
+    assert target["rounds"][0]["funnel"]["kept by curate_0"] == 0
     assert target["shortfall"] == 0 and ctx.summary["shortfall"] == 0
     assert ctx.summary["n_generated"] == 4 and ctx.summary["target_generated"] == 4
     assert ctx.summary["n_train_pairs"] == 4 + ctx.summary["n_seed"]
-    assert ctx.summary["documents_read"] == 81
+    assert ctx.summary["documents_read"] == 100
     # round 2 takes round 1's 8 full shards (32 documents) instead of generating them again
-    assert prompts["backtranslate"] == 35 + (81 - 32) and prompts["rate"] == 35 + (81 - 32)
+    assert prompts["backtranslate"] == 35 + (100 - 32) and prompts["rate"] == 35 + (100 - 32)
+    assert "curate_0 (round 1)" in ctx.summary["stages"] and "final_model" in ctx.summary["stages"]
     summary = json.loads((ctx.run_dir / "summary.json").read_text())
     assert summary["target"]["reached"] == 4 and summary["shortfall"] == 0
 
@@ -224,9 +226,9 @@ def test_a_corpus_too_small_for_the_target_states_the_shortfall(target_runs, cap
 
     ctx, _ = target_runs["short"]
     summary = json.loads((ctx.run_dir / "summary.json").read_text())
-    assert summary["shortfall"] == 2 and summary["n_generated"] == 2 and summary["documents_read"] == 30
+    assert summary["shortfall"] == 1 and summary["n_generated"] == 3 and summary["documents_read"] == 30
     assert summary["target"]["reason"] == "the corpus ran out after 30 documents"
     print_summary(ctx)
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("data target")]
     assert len(lines) == 1
-    assert lines[0].startswith("data target SHORT: 2 of 4 generated pairs (2 missing) after reading 30 documents")
+    assert lines[0].startswith("data target SHORT: 3 of 4 generated pairs (1 missing) after reading 30 documents")

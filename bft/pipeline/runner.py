@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from bft.artifacts.store import Artifact, ArtifactStore
+from bft.errors import NoPairsError
 from bft.logger.run_logger import RunLogger
 from bft.pipeline.context import RunContext, StageReport
 from bft.pipeline.memory import peak_rss_mb, release_memory
@@ -54,21 +55,30 @@ def run_step(ctx: RunContext, step: Step) -> Artifact:
     return artifact
 
 
-def _round(ctx: RunContext, budget: int, plan: list[Step]) -> Round:
-    """The figures of a round whose steps up to train_data have run."""
-    counts = {name: ctx.artifacts[name].manifest.get("counts", {}) for name in ctx.artifacts}
-    corpus = counts["corpus"]
-    filters = ctx.artifacts["corpus"].file("filters.json")
+def _round(ran: dict[str, Artifact], budget: int, plan: list[Step]) -> Round:
+    """The figures of a round from the artifacts of the steps it ran (all up to train_data, or fewer when no pair
+    was left to rewrite or train on)."""
+    counts = {name: artifact.manifest.get("counts", {}) for name, artifact in ran.items()}
+    filters = ran["corpus"].file("filters.json")
     tasks = json.loads(filters.read_text()).get("tasks", 1) if filters.is_file() else 1
     curates = [s.name for s in plan if s.name.startswith("curate_")]
+
+    def out(name: str, key: str = "out") -> int | None:
+        return _count(counts.get(name, {}).get(key))
+
     funnel = {
-        "corpus kept": _count(corpus.get("out")),
-        "candidates": _count(counts["augment"].get("out")),
-        **{f"kept by {name}": _count(counts[name].get("out")) for name in curates},
-        "answers": _count(counts["rewrite"].get("out")),
-        "after decontamination": _count(counts["train_data"].get("generated")),
+        "corpus kept": out("corpus"),
+        "candidates": out("augment"),
+        **{f"kept by {name}": out(name) for name in curates},
+        "answers": out("rewrite"),
+        "after decontamination": out("train_data", "generated"),
     }
-    return Round(budget, int(corpus.get("in") or 0), int(tasks), funnel, int(counts["train_data"].get("generated") or 0))
+    return Round(budget, int(out("corpus", "in") or 0), int(tasks), funnel, int(out("train_data", "generated") or 0))
+
+
+def _label_round(ctx: RunContext, first: int, number: int) -> None:
+    for report in ctx.reports[first:]:  # every round stays in the table, under its number
+        report.stage = f"{report.stage} (round {number})"
 
 
 def run_plan(ctx: RunContext) -> None:
@@ -87,18 +97,23 @@ def run_plan(ctx: RunContext) -> None:
         cut = next(i for i, s in enumerate(plan) if s.name == "train_data") + 1
         target = ctx.cfg.data.max_generated
         log.info("data target %d generated pairs: round %d reads up to %d documents", target, len(rounds) + 1, budget)
-        for step in plan[:cut]:
-            run_step(ctx, step)
-        rounds.append(_round(ctx, budget, plan))
+        ran: dict[str, Artifact] = {}
+        empty: NoPairsError | None = None
+        try:
+            for step in plan[:cut]:
+                ran[step.name] = run_step(ctx, step)
+        except NoPairsError as err:  # nothing kept in this prefix: read a longer one, if there is one
+            empty = err
+        rounds.append(_round(ran, budget, plan))
         budget, reason = next_budget(ctx.cfg, rounds)
+        if budget is None and empty is not None:
+            raise empty
         if budget is None:
             break
-        for report in ctx.reports[first:]:  # earlier rounds stay in the table, under their round
-            report.stage = f"{report.stage} (round {len(rounds)})"
+        _label_round(ctx, first, len(rounds))
     ctx.target = target_summary(ctx.cfg, rounds, reason)
     if len(rounds) > 1:
-        for report in ctx.reports[first:]:
-            report.stage = f"{report.stage} (round {len(rounds)})"
+        _label_round(ctx, first, len(rounds))
     for step in plan[cut:]:
         run_step(ctx, step)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bft.artifacts.shards import iter_shards, shard_path
-from bft.artifacts.store import write_json_atomic
+from bft.artifacts.store import file_sha256, write_json_atomic
 from bft.workers.job import ShardJob
 
 INPUTS_FILE = "inputs.json"
@@ -66,12 +66,18 @@ def adopt_shards(work: Path, digest: str, hashes: list[str], missing: list[int])
     for inputs in sorted(work.parent.glob(f"*/shards/{INPUTS_FILE}")):
         folder = inputs.parent.parent
         data = _read(inputs)
-        if folder == work or folder.name.endswith(".partial") or not data or data.get("job") != digest:
+        published = "." not in folder.name  # not <key>.partial (in the making) nor <key>.corrupt-* (moved aside)
+        if folder == work or not published or not data or data.get("job") != digest:
             continue
         theirs = data.get("inputs") or []
+        checksums = (_read(folder / "manifest.json") or {}).get("files", {})
         for index in sorted(wanted):
-            if index < len(theirs) and theirs[index] == hashes[index] and shard_path(folder, index).is_file():
-                _take(shard_path(folder, index), shard_path(work, index))
+            if index >= len(theirs) or theirs[index] != hashes[index]:
+                continue
+            shard = shard_path(folder, index)
+            expected = checksums.get(str(shard.relative_to(folder)))
+            if shard.is_file() and expected is not None and file_sha256(shard) == expected:  # intact, as published
+                _take(shard, shard_path(work, index))
                 wanted.discard(index)
                 adopted += 1
         if not wanted:
