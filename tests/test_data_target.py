@@ -101,6 +101,39 @@ def test_the_report_states_a_run_short_of_its_target(tmp_path, capsys):
     assert "the corpus ran out after 30 documents" in report and "| 4 | 2 | 2 | 30 | 10 |" in report
 
 
+def _published(folder: Path, digest: str, hashes: list[str], shards: list[str]) -> Path:
+    """An artifact folder as the store publishes a generation stage: shards, inputs.json, manifest with checksums."""
+    from bft.artifacts.shards import shard_path
+    from bft.artifacts.store import file_sha256
+    from bft.workers.reuse import record_inputs
+
+    (folder / "shards").mkdir(parents=True)
+    for i, text in enumerate(shards):
+        shard_path(folder, i).write_text(text)
+    record_inputs(folder, digest, hashes)
+    files = {str(p.relative_to(folder)): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+    (folder / "manifest.json").write_text(json.dumps({"files": files}))
+    return folder
+
+
+def test_a_longer_prefix_takes_only_the_intact_shards_made_from_the_same_inputs(tmp_path):
+    from bft.artifacts.shards import shard_path
+    from bft.workers.reuse import adopt_shards, input_hashes
+
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": i}) + "\n" for i in range(5)))
+    hashes = input_hashes(source, 2)  # shards [0, 1] [2, 3] [4]
+    stage = tmp_path / "augment"
+    _published(stage / "aaaa", "job", [hashes[0], hashes[1], "other-input"], ["s0\n", "s1\n", "s2\n"])
+    _published(stage / "bbbb", "another-job", hashes, ["x0\n", "x1\n", "x2\n"])
+    tampered = _published(stage / "cccc", "job", hashes, ["t0\n", "t1\n", "t2\n"])
+    shard_path(tampered, 2).write_text("changed after publishing\n")
+    work = stage / "dddd.partial"
+    (work / "shards").mkdir(parents=True)
+    assert adopt_shards(work, "job", hashes, [0, 1, 2]) == 2  # shard 2: aaaa's input differs, cccc's fails its checksum
+    assert [shard_path(work, i).read_text() for i in (0, 1)] == ["s0\n", "s1\n"] and not shard_path(work, 2).exists()
+
+
 # ------------------------------------------------------------------------------------------ test-only double
 
 
