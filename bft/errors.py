@@ -24,6 +24,11 @@ class PipelineError(BftError, RuntimeError):
     """A stage cannot go on, with a clear one-line reason (empty data, an undeclared output, ...)."""
 
 
+class NoPairsError(PipelineError):
+    """No generated pair survived curation, rewriting or decontamination (with a data target, the runner reads
+    more of the corpus instead of stopping, while there is more to read: ``bft.pipeline.target``)."""
+
+
 class ConfigError(BftError, ValueError):
     """A setting that cannot work, named by its key (raised before any work where possible)."""
 

@@ -51,6 +51,7 @@ class CorpusConfig:
     mirror: str | None = None  # a local copy of the hub files or of the listed URLs (their URL paths, or flat)
     text_field: str = "text"
     id_field: str = "id"
+    # documents read at most (null: no cap); with data.max_generated the corpus is read in rounds up to this bound
     max_documents: int | None = None
     min_chars: int = 200
     max_chars: int = 3000
@@ -249,7 +250,9 @@ class LoggerConfig:
 @dataclass
 class DataConfig:
     on_error: str = "raise"  # raise | skip: malformed input rows fail with file:line, or are skipped and counted
-    max_generated: int | None = None  # cap on generated pairs in the final training set (the papers' 3.2K..51.2K)
+    # target and cap of generated pairs in the final training set (the papers' 3.2K..51.2K): the corpus is read in
+    # rounds until this many survive curation, rewriting and decontamination, or the shortfall is stated (bft.pipeline.target)
+    max_generated: int | None = None
     baseline_file: str | None = None  # train on this instruction dataset instead of generated data (baselines)
 
 

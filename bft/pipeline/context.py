@@ -36,3 +36,4 @@ class RunContext:
     reports: list[StageReport] = field(default_factory=list)
     artifacts: dict[str, Artifact] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    target: dict[str, Any] | None = None  # data.max_generated: reached or short, documents read (bft.pipeline.target)

@@ -11,6 +11,7 @@ from bft.artifacts.store import ArtifactStore
 from bft.pipeline.cost import Work, total_hours
 from bft.pipeline.plan import build_plan
 from bft.pipeline.roles import resolve, roles
+from bft.pipeline.target import first_budget, plan_line, with_budget
 from bft.pipeline.workload import Workload, tensor_parallel_size
 
 
@@ -19,6 +20,7 @@ def plan_table(cfg: DictConfig) -> list[dict[str, Any]]:
 
     Keys are derived without running anything: upstream keys come from the keys computed for earlier steps.
     """
+    cfg = with_budget(cfg, first_budget(cfg))  # with a data target: round 1, the documents it reads
     store = ArtifactStore(cfg.run.artifacts_dir)
     plan = build_plan(cfg)
     works = Workload(resolve(cfg), plan).works()
@@ -87,6 +89,8 @@ def print_plan(cfg: DictConfig) -> None:
         f"models: backward {models['backward']}, curation {models['curation']}, final {models['final']}, "
         f"rewriter {rewriter} (tensor parallel {tp}), judge {models['judge']}"
     )
+    if plan_line(cfg):
+        console.print(plan_line(cfg))
     hours, unknown = total_hours([r["work"] for r in rows], gpu, mfu)
     console.print(
         f"estimated cost: {hours:.3g} {gpu} GPU-hours at {mfu:.0%} MFU (run.cost.gpu, run.cost.mfu; FLOPs = 2·params·tokens "

@@ -12,12 +12,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from bft.artifacts.provenance import origin_note
 from bft.artifacts.store import Artifact, ArtifactStore
+from bft.errors import NoPairsError
 from bft.logger.run_logger import RunLogger
 from bft.pipeline.context import RunContext, StageReport
 from bft.pipeline.memory import peak_rss_mb, release_memory
 from bft.pipeline.plan import Step, build_plan
 from bft.pipeline.samples import log_samples
 from bft.pipeline.summary import print_summary, summarize
+from bft.pipeline.target import Round, first_budget, next_budget, target_summary, with_budget
 
 __all__ = ["print_summary", "run_pipeline", "run_step"]
 log = logging.getLogger(__name__)
@@ -57,6 +59,69 @@ def run_step(ctx: RunContext, step: Step) -> Artifact:
     return artifact
 
 
+def _round(ran: dict[str, Artifact], budget: int, plan: list[Step]) -> Round:
+    """The figures of a round from the artifacts of the steps it ran (all up to train_data, or fewer when no pair
+    was left to rewrite or train on)."""
+    counts = {name: artifact.manifest.get("counts", {}) for name, artifact in ran.items()}
+    filters = ran["corpus"].file("filters.json")
+    tasks = json.loads(filters.read_text()).get("tasks", 1) if filters.is_file() else 1
+    curates = [s.name for s in plan if s.name.startswith("curate_")]
+
+    def out(name: str, key: str = "out") -> int | None:
+        return _count(counts.get(name, {}).get(key))
+
+    funnel = {
+        "corpus kept": out("corpus"),
+        "candidates": out("augment"),
+        **{f"kept by {name}": out(name) for name in curates},
+        "answers": out("rewrite"),
+        "after decontamination": out("train_data", "generated"),
+    }
+    return Round(budget, int(out("corpus", "in") or 0), int(tasks), funnel, int(out("train_data", "generated") or 0))
+
+
+def _label_round(ctx: RunContext, first: int, number: int) -> None:
+    for report in ctx.reports[first:]:  # every round stays in the table, under its number
+        report.stage = f"{report.stage} (round {number})"
+
+
+def run_plan(ctx: RunContext) -> None:
+    """Run every step of the config's plan. With ``data.max_generated`` set, the steps up to train_data run in rounds
+    over a longer and longer prefix of the corpus until the generated pairs reach the target or the corpus (or
+    ``corpus.max_documents``) runs out (``bft.pipeline.target``); the rest runs once, on the last round's data."""
+    budget = first_budget(ctx.cfg)
+    if budget is None:
+        for step in build_plan(ctx.cfg):
+            run_step(ctx, step)
+        return
+    rounds: list[Round] = []
+    while True:
+        plan = build_plan(with_budget(ctx.cfg, budget))
+        first = len(ctx.reports)
+        cut = next(i for i, s in enumerate(plan) if s.name == "train_data") + 1
+        target = ctx.cfg.data.max_generated
+        log.info("data target %d generated pairs: round %d reads up to %d documents", target, len(rounds) + 1, budget)
+        ran: dict[str, Artifact] = {}
+        empty: NoPairsError | None = None
+        try:
+            for step in plan[:cut]:
+                ran[step.name] = run_step(ctx, step)
+        except NoPairsError as err:  # nothing kept in this prefix: read a longer one, if there is one
+            empty = err
+        rounds.append(_round(ran, budget, plan))
+        budget, reason = next_budget(ctx.cfg, rounds)
+        if budget is None and empty is not None:
+            raise empty
+        if budget is None:
+            break
+        _label_round(ctx, first, len(rounds))
+    ctx.target = target_summary(ctx.cfg, rounds, reason)
+    if len(rounds) > 1:
+        _label_round(ctx, first, len(rounds))
+    for step in plan[cut:]:
+        run_step(ctx, step)
+
+
 def run_pipeline(cfg: DictConfig, run_dir: Path) -> RunContext:
     from bft.data.remote import check_local_inputs
     from bft.models.template_roles import configure_chat_templates
@@ -69,14 +134,12 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> RunContext:
 
         check_vllm_config(cfg.generation)  # placement values and the vllm install, before any work
     store = ArtifactStore(cfg.run.artifacts_dir)
-    plan = build_plan(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     logger = RunLogger(cfg.logger, run_dir, config, name=cfg.run.name, tags=list(cfg.tags))
     ctx = RunContext(cfg=cfg, store=store, run_dir=run_dir, logger=logger)
     exit_code = 1
     try:
-        for step in plan:
-            run_step(ctx, step)
+        run_plan(ctx)
         log_samples(ctx)
         ctx.summary = summarize(ctx)
         logger.summary(ctx.summary)

@@ -10,6 +10,7 @@ from bft.analysis.corpus_filters import FILTERS_FILE, load_report, removals, rem
 from bft.eval.calibrate import calibration_note, judge_calibration
 from bft.pipeline.context import RunContext
 from bft.pipeline.roles import resolve, roles
+from bft.pipeline.target import shortfall_line
 
 
 def _calibration(cfg) -> dict[str, Any] | None:
@@ -38,6 +39,19 @@ def _decontaminated_text(decontaminated: dict[str, Any]) -> str:
             detail = ", ".join(f"{r} {n}" for r, n in reasons.items() if n)
             parts.append(f"{origin} {sum(reasons.values())}" + (f" ({detail})" if detail else ""))
     return "decontaminated against the eval set: " + "; ".join(parts) if parts else ""
+
+
+def _target(ctx: RunContext, n_generated: int | None) -> dict[str, Any] | None:
+    """The data target's outcome: the rounds' (``bft.pipeline.target``), or for a run without rounds (a baseline
+    dataset) the generated pairs against ``data.max_generated``."""
+    target = ctx.cfg.data.max_generated
+    if ctx.target is not None or target is None or n_generated is None:
+        return ctx.target
+    short = max(0, target - n_generated)
+    source = ctx.cfg.data.baseline_file or "the generated data"
+    reason = f"{source} holds {n_generated:,} pairs after decontamination" if short else None
+    return {"target_generated": target, "reached": min(n_generated, target), "documents_read": None, "rounds": [],
+            "shortfall": short, "reason": reason}  # fmt: skip
 
 
 def summarize(ctx: RunContext) -> dict[str, Any]:
@@ -80,6 +94,12 @@ def summarize(ctx: RunContext) -> dict[str, Any]:
         "n": evaluate.get("n_total"),
         "n_generated": ctx.artifacts["train_data"].manifest["counts"].get("generated"),
         "n_seed": ctx.artifacts["train_data"].manifest["counts"].get("seed"),
+        # the pairs the final model trained on (seed + generated), and the data target: reached or short, and why
+        "n_train_pairs": ctx.artifacts["train_data"].manifest["counts"].get("out"),
+        "target_generated": cfg.data.max_generated,
+        "shortfall": None,
+        "documents_read": None,
+        "target": None,
         "decontaminated": _decontaminated(ctx.artifacts["train_data"].manifest["counts"]),
         "corpus_filters": _corpus_filters(ctx),
         "annotator": ctx.cfg.eval.annotator,
@@ -96,6 +116,9 @@ def summarize(ctx: RunContext) -> dict[str, Any]:
             for r in ctx.reports
         },
     }
+    target = _target(ctx, summary["n_generated"])
+    if target is not None:
+        summary.update(shortfall=target["shortfall"], documents_read=target["documents_read"], target=target)
     curations = {n: a.manifest["metrics"] for n, a in ctx.artifacts.items() if n.startswith("curate_")}
     summary["curation"] = {
         name: {
@@ -134,6 +157,8 @@ def print_summary(ctx: RunContext) -> None:
     console = Console(width=120)
     console.print(table)
     s = ctx.summary
+    if shortfall_line(s.get("target")):
+        console.print(shortfall_line(s["target"]), soft_wrap=True)  # one line, however long
     if s.get("corpus_filters"):
         console.print(removals_text(s["corpus_filters"]))
     if _decontaminated_text(s.get("decontaminated") or {}):

@@ -2,12 +2,15 @@
 
 Estimates, stated as such: 4 characters per token; a document counts ``corpus.max_chars`` (an upper bound); prompt
 overheads are the templates' rough sizes; every candidate is rewritten unless ``data.max_generated`` or
-``curation.top_fraction`` bounds the kept set; training processes ``max_steps x batch_size x max_seq_len`` tokens.
+``curation.top_fraction`` bounds the kept set (with ``data.max_generated``, the documents read and pairs kept are
+those of round 1 at the papers' keep rates, ``bft.pipeline.target``); training processes ``max_steps x batch_size
+x max_seq_len`` tokens.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -78,6 +81,8 @@ class Workload:
         self.docs = _min(cfg.corpus.max_documents, _source_count(cfg.corpus.source, "corpus.jsonl"))
         fraction = cfg.curation.top_fraction if cfg.curation.enabled else None
         kept = self.docs if fraction is None or self.docs is None else int(self.docs * fraction)
+        if fraction is None and self.docs is not None and cfg.data.max_generated is not None:
+            kept = _expected_kept(cfg, self.docs)  # a target reads documents for it: the papers' keep rates
         self.kept = _min(kept, cfg.curation.top_k if cfg.curation.enabled else None)
         self.generated = _min(self.kept, cfg.data.max_generated)
         self.eval_n = _min(cfg.eval.max_instances, HUB_EVAL_SIZE.get(cfg.eval.set) or _source_count(cfg.eval.set, "eval.jsonl"))
@@ -130,6 +135,13 @@ class Workload:
         if step.name == "seed_full":
             records = self.full_seed
         return Work(step.name, None, None, records, None, "none")
+
+
+def _expected_kept(cfg: DictConfig, docs: int) -> int:
+    """Pairs curation keeps of ``docs`` documents at the papers' keep rates (``bft.pipeline.target``)."""
+    from bft.pipeline.target import expected_rates
+
+    return math.ceil(docs * math.prod(r.keep for r in expected_rates(cfg) if r.step != "rewrite"))
 
 
 def _sum(a: int | None, b: int | None) -> int | None:

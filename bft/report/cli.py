@@ -18,6 +18,7 @@ from rich.console import Console
 from bft.report.load import DEFAULT_RUN_DIRS, load_runs
 from bft.report.render import print_report, write_report
 from bft.report.tables import all_tables
+from bft.report.targets import data_target_table
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -55,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(f"{len(runs)} run(s) found under {', '.join(args.paths)}")
     if args.wandb:
         runs = _with_wandb(runs, args.wandb, console)
-    tables = all_tables(runs)
+    tables = [*all_tables(runs), data_target_table(runs)]
     print_report(tables, console)
     written = write_report(
         tables,

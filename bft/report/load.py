@@ -65,6 +65,12 @@ METRIC_FIELDS: tuple[str, ...] = (
     "leaderboard",
     "wandb_dir",
     "judge_calibration",
+    # the pairs the final model trained on and the data target (bft.pipeline.target): reached or short, and why
+    "n_train_pairs",
+    "target_generated",
+    "shortfall",
+    "documents_read",
+    "target",
 )
 COLUMNS: tuple[str, ...] = (*RUN_FIELDS, *METRIC_FIELDS, "curation", "stages", "source", "summary_path", "run_folder")
 

@@ -25,6 +25,7 @@ from bft.pipeline.context import PipelineError
 from bft.workers.engines import ENGINES, run_ray, run_submitit
 from bft.workers.job import ShardJob, process_shards
 from bft.workers.progress import StageProgress
+from bft.workers.reuse import adopt_shards, input_hashes, job_digest, record_inputs
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,12 @@ def run_stage(job: ShardJob, wcfg: DictConfig | None = None) -> ShardRun:
     n_records = count_records(Path(job.source))
     n_shards = n_shards_for(n_records, job.shard_size)
     missing = missing_shards(work, n_shards)
+    digest, hashes = job_digest(job), input_hashes(Path(job.source), job.shard_size)
+    record_inputs(work, digest, hashes)
+    adopted = adopt_shards(work, digest, hashes, missing) if missing else 0  # a shorter corpus prefix's shards
+    if adopted:
+        log.info("%s: took %d finished shards from an earlier artifact made from the same inputs", job.stage, adopted)
+        missing = missing_shards(work, n_shards)
     count = 1 if engine == "inprocess" else max(1, min(int(wcfg.count), len(missing)))
     job.threads = _threads(wcfg, count) if wcfg is not None else None
     path = job.save()

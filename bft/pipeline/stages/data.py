@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from bft.artifacts.store import Artifact, StageOutput
 from bft.data.io import read_jsonl, write_jsonl_atomic
-from bft.errors import PipelineError
+from bft.errors import NoPairsError, PipelineError
 from bft.pipeline.stage import Stage
 from bft.pipeline.stages.common import tagged_examples
 
@@ -53,7 +53,7 @@ def compute_train_data(c: DictConfig, upstream: dict[str, Artifact], work: Path)
     seed = read_jsonl(upstream["seed"].file("seed.jsonl"))
     generated = read_jsonl(upstream["generated"].export("generated"))
     if not generated:
-        raise PipelineError("train_data: the generated set is empty (nothing survived curation and rewriting)")
+        raise NoPairsError("train_data: the generated set is empty (nothing survived curation and rewriting)")
     eval_instructions = [r["instruction"] for r in load_eval_set(c.eval.set, c.eval.max_instances)]
     seed_kept, seed_dropped = decontaminate(seed, eval_instructions)
     kept, dropped = decontaminate(generated, eval_instructions)

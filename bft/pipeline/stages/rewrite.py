@@ -15,14 +15,14 @@ from bft.artifacts.shards import iter_outputs, write_jsonl_counted
 from bft.artifacts.store import Artifact, StageOutput
 from bft.config.schema import RewriterConfig
 from bft.data.io import read_jsonl
-from bft.errors import PipelineError
+from bft.errors import NoPairsError
 from bft.pipeline.models import model_ref
 from bft.pipeline.stage import ENGINE, WORKERS, Stage
 from bft.pipeline.stages.common import Record
 
 
-def _no_pairs(source: Artifact) -> PipelineError:
-    return PipelineError(f"{source.stage}: 0 pairs left to train on; lower curation.threshold or use curation.top_fraction")
+def _no_pairs(source: Artifact) -> NoPairsError:
+    return NoPairsError(f"{source.stage}: 0 pairs left to train on; lower curation.threshold or use curation.top_fraction")
 
 
 def _write(work: Path, n_in: int, generated: Iterable[Record], metrics: dict[str, Any]) -> StageOutput:
