@@ -195,13 +195,40 @@ def is_weighted(settings: dict[str, Any]) -> bool:
     return settings.get("fn_completion_parser") == "logprob_parser"
 
 
-def endpoint_annotator(ep: Endpoint, config_dir: Path, orders: int) -> tuple[Path, dict[str, Any], dict[str, Any]]:
-    """``(configs.yaml path, kwargs for alpaca_eval's annotator, provenance settings)`` for the served judge."""
-    settings = scheme_settings(ep.scheme)
+def check_scheme(scheme: str, orders: int) -> dict[str, Any]:
+    """The settings of ``judge_api_scheme``, refused (one line) where they cannot judge in ``orders`` orders."""
+    settings = scheme_settings(scheme)
     if orders not in (1, 2):
         raise AnnotatorError(f"judge_orders must be 1 or 2, got {orders}")
     if orders == 2 and not (is_weighted(settings) and "alpaca_eval_clf" in settings["prompt_template"]):
-        raise AnnotatorError(f"judge_orders=2 needs the weighted AE2 scheme; judge_api_scheme={ep.scheme} is not")
+        raise AnnotatorError(f"judge_orders=2 needs the weighted AE2 scheme; judge_api_scheme={scheme} is not")
+    return settings
+
+
+def annotator_problem(name: str) -> str | None:
+    """Why ``name`` is not an annotator (None when it is one): ``local``, ``openai_compatible``, an alpaca_eval
+    annotator name, or a path to an annotator folder / ``configs.yaml``. Reads no package, loads no model."""
+    if name in (LOCAL, ENDPOINT):
+        return None
+    try:
+        annotator_config_path(name)
+        return None
+    except AnnotatorError:
+        pass
+    import difflib
+
+    known = list_alpaca_eval_annotators()
+    close = difflib.get_close_matches(name, [LOCAL, ENDPOINT, *known], n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    return (
+        f"is not one of {LOCAL}, {ENDPOINT}, an alpaca_eval annotator ({len(known)} names, e.g. alpaca_eval_gpt4, "
+        f"{AE2_WEIGHTED}) or a path to an annotator configs.yaml{hint}"
+    )
+
+
+def endpoint_annotator(ep: Endpoint, config_dir: Path, orders: int) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """``(configs.yaml path, kwargs for alpaca_eval's annotator, provenance settings)`` for the served judge."""
+    settings = check_scheme(ep.scheme, orders)
     entry = "bft_api_" + slug(f"{ep.model}_{ep.scheme}")
     folder = Path(config_dir) / entry
     folder.mkdir(parents=True, exist_ok=True)

@@ -127,6 +127,18 @@ def resolve_model_path(name: str) -> str:
     return name  # a hub id: from_pretrained fetches it when the network allows
 
 
+def model_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a model (None when it can), without building, converting or downloading anything:
+    a registered name, a folder holding ``config.json`` (or a PEFT ``adapter_config.json``), or a hub id."""
+    if name in _BUILDERS or name in HUB_ALIASES:
+        return None
+    try:
+        resolve_model_path(name)
+    except ModelNotFoundError as err:
+        return str(err)
+    return None
+
+
 def pick_dtype(name: str, device: str = "cpu") -> torch.dtype:
     """``auto`` = bfloat16 where the hardware computes it natively, else float32."""
     if name != "auto":
