@@ -59,6 +59,7 @@ def validate(cfg: DictConfig, hydra_cfg: Any = None) -> None:
         check_mandatory(cfg, choices, overrides, conf_dir.removeprefix("file://"))
     check_ranges(cfg)
     _check_values(cfg)
+    check_embedded_model(cfg)
     check_eval(cfg.eval, cfg.model.name)
 
 
@@ -98,6 +99,21 @@ def _check_values(cfg: DictConfig) -> None:
 
     if not rewriter_source(cfg).rewrites and not cfg.curation.enabled:
         raise ConfigError("rewriter=none with curation disabled leaves raw, unfiltered text: enable one of them")
+
+
+def check_embedded_model(cfg: DictConfig) -> None:
+    """``pip install bft`` does not bring the embedded model (bft.models.registry.EMBEDDED_MISSING): say how to get
+    it, or which setting to point elsewhere, before any work when a model setting needs it and it was never built."""
+    from bft.models.registry import embedded_model_problem
+
+    settings = {"model.name": cfg.model.name, "rewriter.name": cfg.rewriter.name}
+    settings |= {f"{role}.name": cfg[role].name for role in ("backward_model", "curation_model", "final_model") if cfg[role]}
+    if cfg.eval.annotator == "local":
+        settings["eval.judge_model"] = cfg.eval.judge_model
+    for key, name in settings.items():
+        problem = embedded_model_problem(name) if name else None
+        if problem:
+            raise ConfigError(problem if key == "model.name" else problem.replace("set model=", f"set {key}="))
 
 
 EVAL_SETS = ("embedded", "ae1", "ae2")  # bft.eval.sets: the shipped set and AlpacaEval 1.0 / 2.0 from the hub
