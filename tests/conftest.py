@@ -53,3 +53,14 @@ def save_model_without_chat_template(folder: Path) -> Path:
 def no_template_model(tmp_path_factory) -> Path:
     """Folder of a tiny random Llama saved WITHOUT a chat template (see save_model_without_chat_template)."""
     return save_model_without_chat_template(tmp_path_factory.mktemp("base_llama") / "model")
+
+
+@pytest.fixture
+def length_judge(monkeypatch) -> str:
+    """``annotator=local`` judged by tests/helpers/length_judge.py instead of a model; returns the judge_model to pass."""
+    from helpers.length_judge import JUDGE_MODEL, length_judge_completions
+
+    from bft.eval import judges
+
+    monkeypatch.setattr(judges, "hf_logprob_completions", length_judge_completions)
+    return JUDGE_MODEL

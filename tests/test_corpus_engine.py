@@ -10,9 +10,10 @@ import random
 from pathlib import Path
 
 import pytest
+from helpers.corpus_oracle import clean_corpus, read_corpus
 
 from bft.config.schema import CorpusConfig
-from bft.data.corpus import build_corpus, clean_corpus, read_corpus, segment_at_headers
+from bft.data.corpus import build_corpus, segment_at_headers
 from bft.data.corpus.steps import is_bad_header
 from bft.data.io import DataError
 

@@ -9,13 +9,13 @@ import torch
 from torch import nn
 
 from bft.generation.base import Sampling
-from bft.generation.cpu_linear import PackedLinear, can_pack, pack_linear_layers
+from bft.generation.cpu_linear import PackedLinear, can_pack, onednn_bf16, pack_linear_layers
 from bft.generation.hf import HFBackend
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
 BF16 = pytest.param(
     torch.bfloat16,
-    marks=pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="needs oneDNN bfloat16"),
+    marks=pytest.mark.skipif(not onednn_bf16(), reason="needs oneDNN bfloat16"),
 )
 TOLERANCE = {torch.bfloat16: 1e-2, torch.float32: 1e-5}
 

@@ -63,3 +63,14 @@ def test_the_scan_sees_imports(tmp_path):
         assert set(top_level_imports(tmp_path)) == {"numpy", "yaml"}
     finally:
         REPO = saved
+
+
+def test_every_dependency_has_an_upper_bound():
+    """The next torch / transformers / ... release cannot silently become a supported one: every range is bounded."""
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    specs = list(project["dependencies"]) + [s for extra in project.get("optional-dependencies", {}).values() for s in extra]
+    unbounded = [s for s in specs if not any(c.operator in ("<", "<=", "==", "~=") for c in Requirement(s).specifier)]
+    assert not unbounded, f"no upper bound: {unbounded}"
+    assert not any(Requirement(s).name == "datasketch" for s in project["dependencies"])  # only the tests' oracle uses it

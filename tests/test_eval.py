@@ -1,4 +1,4 @@
-"""Tests of bft.eval: offline and fast (the test judge, the random ``tiny`` model, tiny temp data)."""
+"""Tests of bft.eval: offline and fast (the length judge double of tests/helpers, the random ``tiny`` model, tiny temp data)."""
 
 from __future__ import annotations
 
@@ -67,9 +67,8 @@ def test_resolve_alpaca_eval_annotator(monkeypatch, tmp_path):
     assert "alpaca_eval_gpt4" in annotators.list_alpaca_eval_annotators()
 
 
-@pytest.mark.parametrize("name", ["local", "test_length_judge"])
-def test_resolve_local_judges_use_ae2_weighted_scheme(tmp_path, name):
-    spec = annotators.resolve_annotator(name, tmp_path, judge_model="tiny")
+def test_resolve_local_judge_uses_ae2_weighted_scheme(tmp_path):
+    spec = annotators.resolve_annotator("local", tmp_path, judge_model="tiny")
     (entry, config), *_ = __import__("yaml").safe_load(Path(spec.annotators_config).read_text()).items()
     assert Path(spec.annotators_config).is_relative_to(tmp_path)
     assert config["fn_completion_parser"] == "logprob_parser"
@@ -77,14 +76,14 @@ def test_resolve_local_judges_use_ae2_weighted_scheme(tmp_path, name):
     assert config["completion_parser_kwargs"]["is_binarize"] is False
     assert Path(config["prompt_template"]).name == "alpaca_eval_clf.txt" and Path(config["prompt_template"]).is_file()
     assert "fn_completions" not in config  # passed as a callable through alpaca_eval.evaluate's kwargs
-    assert callable(spec.annotator_kwargs["fn_completions"])
-    if name == "local":
-        assert entry == "bft_local_tiny" and spec.annotator_kwargs["completions_kwargs"]["model_name"] == "tiny"
+    assert spec.annotator_kwargs["fn_completions"] is judges.hf_logprob_completions
+    assert entry == "bft_local_tiny" and spec.annotator_kwargs["completions_kwargs"]["model_name"] == "tiny"
 
 
-def test_unknown_annotator():
-    with pytest.raises(annotators.AnnotatorError, match="unknown annotator 'nope'"):
-        annotators.check_annotator_ready("nope")
+@pytest.mark.parametrize("name", ["nope", "test_length_judge"])
+def test_unknown_annotator(name):
+    with pytest.raises(annotators.AnnotatorError, match=f"unknown annotator '{name}'"):
+        annotators.check_annotator_ready(name)
 
 
 def test_missing_api_key_fails_fast(monkeypatch, tmp_path, capsys):
@@ -101,7 +100,6 @@ def test_missing_api_key_fails_fast(monkeypatch, tmp_path, capsys):
     assert capsys.readouterr().err.strip() == ("bft-eval: error: annotator 'alpaca_eval_gpt4' needs OPENAI_API_KEY in the environment")
     assert not (tmp_path / "eval").exists()
     annotators.check_annotator_ready("local")
-    annotators.check_annotator_ready("test_length_judge")
 
 
 # ---------------------------------------------------------------- judges
@@ -109,11 +107,12 @@ def test_missing_api_key_fails_fast(monkeypatch, tmp_path, capsys):
 
 def test_length_judge_through_alpaca_eval_parser():
     from alpaca_eval.completion_parsers import logprob_parser
+    from helpers.length_judge import length_judge_completions
 
     template = Path(annotators.ae2_weighted_scheme()["prompt_template"]).read_text()
     prompt = template.replace("{instruction}", "q").replace("{output_1}", "long answer").replace("{output_2}", "a")
     assert judges.extract_pair(prompt) == ("long answer", "a")
-    out = judges.length_judge_completions([prompt])
+    out = length_judge_completions([prompt])
     pref = logprob_parser(out["completions_all"][0], "m", ["m", "M"], is_binarize=False)
     assert pref == [1.0]  # output_1 (m) is longer, so it wins
 
@@ -121,7 +120,7 @@ def test_length_judge_through_alpaca_eval_parser():
 # ---------------------------------------------------------------- scoring
 
 
-def test_score_outputs_writes_only_into_out_dir(tmp_path, monkeypatch):
+def test_score_outputs_writes_only_into_out_dir(tmp_path, monkeypatch, length_judge):
     import alpaca_eval
     import alpaca_eval.main  # noqa: F401 - import everything first: bytecode is not a write of ours
     import alpaca_eval.metrics.glm_winrate  # noqa: F401
@@ -133,7 +132,7 @@ def test_score_outputs_writes_only_into_out_dir(tmp_path, monkeypatch):
     before_pkg, before_cwd = _snapshot(package), _snapshot(cwd)
     model, reference = _pairs()
     out_dir = tmp_path / "run" / "eval"
-    result = score_outputs(model, reference, "test_length_judge", out_dir, decoding={"temperature": 0.7})
+    result = score_outputs(model, reference, "local", out_dir, judge_model=length_judge, judge_orders=2, decoding={"temperature": 0.7})
     assert _snapshot(package) == before_pkg
     assert _snapshot(cwd) == before_cwd
     assert {p.name for p in (tmp_path / "run").iterdir()} == {"eval"}
@@ -152,10 +151,11 @@ def test_score_outputs_writes_only_into_out_dir(tmp_path, monkeypatch):
     assert list(row["model"]) == ["m"] and row["win_rate"].iloc[0] == pytest.approx(50.0)
     assert (out_dir / "annotations_cache.json").is_file()
     annotations = json.loads((out_dir / "alpaca_eval" / "annotations.json").read_text())
-    assert {a["annotator"] for a in annotations} == {"bft_test_length_judge"}
+    entry = "bft_local_" + annotators.slug(annotators.local_judge_id(length_judge, None, 2))
+    assert {a["annotator"] for a in annotations} == {entry}
 
     # a re-run reuses alpaca_eval's cache and gives the same figure
-    again = score_outputs(model, reference, "test_length_judge", out_dir)
+    again = score_outputs(model, reference, "local", out_dir, judge_model=length_judge, judge_orders=2)
     assert again["win_rate"] == pytest.approx(result["win_rate"])
 
 
@@ -335,15 +335,15 @@ def test_cli_annotations_mode_joins_outputs(tmp_path, capsys):
     assert (tmp_path / "m__alpaca_eval_gpt4.leaderboard.csv").is_file()
 
 
-def test_cli_run_mode_rescores_into_eval_subfolder(tmp_path, capsys):
+def test_cli_run_mode_rescores_into_eval_subfolder(tmp_path, capsys, length_judge):
     model, reference = _pairs()
     run = tmp_path / "run"
     run.mkdir()
     (run / "model_outputs.json").write_text(json.dumps(model))
     _write_jsonl(run / "reference_outputs.jsonl", reference)
-    assert main([f"run={run}", "annotator=test_length_judge"]) == 0
+    assert main([f"run={run}", "annotator=local", f"judge_model={length_judge}"]) == 0
     result = json.loads((run / "eval" / "leaderboard.json").read_text())
-    assert result["win_rate"] == pytest.approx(50.0) and result["annotator"] == "test_length_judge"
+    assert result["win_rate"] == pytest.approx(50.0) and result["annotator"] == "local" and result["judge_model"] == length_judge
     assert "model" in capsys.readouterr().out
 
 

@@ -203,20 +203,20 @@ def _gold_folder(tmp_path: Path) -> Path:
     return tmp_path / "annotations" / "gold.jsonl"
 
 
-def test_gold_outputs_joined_from_sibling_files_and_cached(tmp_path, capsys):
+def test_gold_outputs_joined_from_sibling_files_and_cached(tmp_path, capsys, length_judge):
     gold = _gold_folder(tmp_path)
     df = cal.load_gold(gold)
     assert len(df) == 12 and df["output_1"].str.startswith("x").all() and df["output_2"].str.startswith("y").all()
     assert (df["preference"] == 1.5).sum() == 4
     cache = tmp_path / "cache"
-    argv = ["calibrate", "annotator=test_length_judge", f"gold={gold}", "max_pairs=9", f"cache_dir={cache}"]
+    argv = ["calibrate", "annotator=local", f"judge_model={length_judge}", f"gold={gold}", "max_pairs=9", f"cache_dir={cache}"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "length balanced agreement" in out and "longer_wins" in out and "wrote" in out
     assert main(argv) == 0 and "cached:" in capsys.readouterr().out
-    brief = cal.judge_calibration("test_length_judge", cache_dir=cache)
+    brief = cal.judge_calibration("local", length_judge, cache_dir=cache)
     assert brief["n_pairs"] == 9 and brief["agreement"] == brief["longer_wins_agreement"]
-    assert "agrees with gpt4" in cal.calibration_note(brief, "test_length_judge")
+    assert "agrees with gpt4" in cal.calibration_note(brief, "local", length_judge)
 
 
 def test_uncalibrated_judge_says_so(tmp_path):
@@ -228,7 +228,7 @@ def test_uncalibrated_judge_says_so(tmp_path):
 def test_calibrate_cli_errors(tmp_path, capsys):
     assert main(["calibrate", "annotator=local"]) == 2
     assert "needs gold=" in capsys.readouterr().err
-    assert main(["calibrate", f"gold={tmp_path / 'none.jsonl'}", "annotator=test_length_judge"]) == 2
+    assert main(["calibrate", f"gold={tmp_path / 'none.jsonl'}", "annotator=local"]) == 2
     assert "gold file not found" in capsys.readouterr().err
     assert main(["calibrate", "gold=x", "bogus=1"]) == 2
     assert "unknown key 'bogus'" in capsys.readouterr().err

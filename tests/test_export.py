@@ -148,7 +148,7 @@ def test_export_of_an_unknown_key_is_one_line(tmp_path):
 
 
 def test_wandb_offline_folder_of_a_real_run_has_one_job_per_computed_stage(smoke_run):
-    from bft.logger.offline import read_jobs
+    from helpers.wandb_offline import read_jobs
 
     ctx = smoke_run["ctx"]
     jobs = read_jobs(smoke_run["run_dir"])

@@ -10,11 +10,11 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers.wandb_offline import read_jobs, read_records
 from omegaconf import OmegaConf
 
 from bft.artifacts.store import ArtifactStore, StageOutput
 from bft.config.schema import LoggerConfig
-from bft.logger.offline import read_jobs, read_records
 from bft.logger.run_logger import RunLogger
 from bft.pipeline.context import RunContext
 from bft.pipeline.plan import Step

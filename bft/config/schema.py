@@ -217,7 +217,7 @@ class WorkersConfig:
 @dataclass
 class EvalConfig:
     set: str = "embedded"  # embedded | ae1 | ae2 | path to alpaca_eval-format JSON/JSONL
-    annotator: str = "local"  # local | openai_compatible | alpaca_eval_gpt4 | any alpaca_eval name | test_length_judge
+    annotator: str = "local"  # local | openai_compatible | alpaca_eval_gpt4 | any alpaca_eval name or configs.yaml path
     judge_model: str | None = "smollm2_135m"  # the local annotator's model; null = the base ``model``
     reference: str = "base"  # dataset (the set's own reference outputs) | base | <run folder>
     max_instances: int | None = None

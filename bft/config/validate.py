@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -58,6 +59,8 @@ def validate(cfg: DictConfig, hydra_cfg: Any = None) -> None:
         check_mandatory(cfg, choices, overrides, conf_dir.removeprefix("file://"))
     check_ranges(cfg)
     _check_values(cfg)
+    check_embedded_model(cfg)
+    check_eval(cfg.eval, cfg.model.name)
 
 
 def _check_values(cfg: DictConfig) -> None:
@@ -99,3 +102,66 @@ def _check_values(cfg: DictConfig) -> None:
 
     if not rewriter_source(cfg).rewrites and not cfg.curation.enabled:
         raise ConfigError("rewriter=none with curation disabled leaves raw, unfiltered text: enable one of them")
+
+
+def check_embedded_model(cfg: DictConfig) -> None:
+    """``pip install bft`` does not bring the embedded model (bft.models.registry.EMBEDDED_MISSING): say how to get
+    it, or which setting to point elsewhere, before any work when a model setting needs it and it was never built."""
+    from bft.models.registry import embedded_model_problem
+
+    settings = {"model.name": cfg.model.name, "rewriter.name": cfg.rewriter.name}
+    settings |= {f"{role}.name": cfg[role].name for role in ("backward_model", "curation_model", "final_model") if cfg[role]}
+    if cfg.eval.annotator == "local":
+        settings["eval.judge_model"] = cfg.eval.judge_model
+    for key, name in settings.items():
+        problem = embedded_model_problem(name) if name else None
+        if problem:
+            raise ConfigError(problem if key == "model.name" else problem.replace("set model=", f"set {key}="))
+
+
+EVAL_SETS = ("embedded", "ae1", "ae2")  # bft.eval.sets: the shipped set and AlpacaEval 1.0 / 2.0 from the hub
+EVAL_REFERENCES = ("base", "dataset")  # the untuned base model's outputs | the eval set's own reference outputs
+
+
+def reference_outputs_file(reference: str) -> Path | None:
+    """The ``model_outputs.json`` that ``eval.reference=<file or run folder>`` names, or None."""
+    path = Path(reference).expanduser()
+    return next((c for c in (path, path / "model_outputs.json", path / "eval" / "model_outputs.json") if c.is_file()), None)
+
+
+def check_eval(e: DictConfig, model_name: str) -> None:
+    """Every ``eval.*`` value that names something (set, reference, annotator, judge, scheme, folders), checked
+    before any work: a bad one would otherwise fail at the last stage, after training. No network, no model load."""
+    from bft.config.schema import EvalConfig
+    from bft.eval.annotators import LOCAL, AnnotatorError, annotator_problem, check_scheme
+    from bft.eval.endpoint import ENDPOINT, EndpointError, endpoint_for
+    from bft.models.registry import model_name_problem
+
+    if e.set not in EVAL_SETS and not Path(e.set).expanduser().is_file():
+        raise ConfigError(f"eval.set={e.set!r} is not one of {', '.join(EVAL_SETS)} or an existing alpaca_eval-format JSON/JSONL file")
+    if e.reference not in EVAL_REFERENCES and reference_outputs_file(e.reference) is None:
+        raise ConfigError(
+            f"eval.reference={e.reference!r} is not one of {', '.join(EVAL_REFERENCES)} or a run folder / file holding "
+            "model_outputs.json"
+        )
+    try:
+        problem = annotator_problem(e.annotator)
+        if problem:
+            raise ConfigError(f"eval.annotator={e.annotator!r} {problem}")
+        endpoint_for(e.annotator, e.judge_url, e.judge_model, e.judge_api_key_env, e.judge_api_scheme)
+        if e.annotator == ENDPOINT:
+            try:
+                check_scheme(e.judge_api_scheme, e.judge_orders)
+            except AnnotatorError as err:
+                raise ConfigError(f"eval.judge_api_scheme={e.judge_api_scheme!r}: {err}") from None
+        elif e.judge_api_scheme != EvalConfig.judge_api_scheme:
+            raise ConfigError(f"eval.judge_api_scheme is set but eval.annotator={e.annotator}: use eval.annotator={ENDPOINT}")
+    except (AnnotatorError, EndpointError) as err:
+        raise ConfigError(str(err)) from None
+    if e.annotator == LOCAL:
+        judge = e.judge_model if e.judge_model is not None else model_name
+        problem = model_name_problem(judge)
+        if problem:
+            raise ConfigError(f"eval.judge_model={judge!r}: {problem}")
+    if e.lc_weights_dir is not None and not Path(e.lc_weights_dir).expanduser().is_dir():
+        raise ConfigError(f"eval.lc_weights_dir={e.lc_weights_dir!r} is not a folder (one holding alpaca_eval's df_gamed.csv) or null")

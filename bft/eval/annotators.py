@@ -8,7 +8,6 @@
   :func:`bft.eval.judges.hf_logprob_completions`.
 - ``openai_compatible``: a served judge behind an OpenAI-compatible base URL (``judge_url``, ``judge_model``,
   ``judge_api_key_env``, ``judge_api_scheme``), through alpaca_eval's OpenAI decoder: see :mod:`bft.eval.endpoint`.
-- ``test_length_judge``: FOR TESTS ONLY (prefers the longer output), same scheme, never a default.
 
 Custom judges are wired through alpaca_eval's own hook: a ``configs.yaml`` written into the run folder (prompt
 template, parser, batch size copied from the AE2 config) plus the ``fn_completions`` / ``completions_kwargs`` keyword
@@ -34,7 +33,6 @@ if TYPE_CHECKING:
     from bft.eval.endpoint import Endpoint
 
 LOCAL = "local"
-TEST_JUDGE = "test_length_judge"
 AE2_WEIGHTED = "weighted_alpaca_eval_gpt4_turbo"
 
 # fn_completions of alpaca_eval's decoders -> environment variables of which at least one must be set.
@@ -108,7 +106,7 @@ def check_annotator_ready(name: str, endpoint: Endpoint | None = None) -> None:
     """Raise a one-line :class:`AnnotatorError` now if ``name`` cannot judge (call before any generation).
 
     For ``openai_compatible``, ``endpoint`` is required: its key variable must be set and its server must answer."""
-    if name in (LOCAL, TEST_JUDGE):
+    if name == LOCAL:
         return
     if name == ENDPOINT:
         if endpoint is None:
@@ -197,13 +195,40 @@ def is_weighted(settings: dict[str, Any]) -> bool:
     return settings.get("fn_completion_parser") == "logprob_parser"
 
 
-def endpoint_annotator(ep: Endpoint, config_dir: Path, orders: int) -> tuple[Path, dict[str, Any], dict[str, Any]]:
-    """``(configs.yaml path, kwargs for alpaca_eval's annotator, provenance settings)`` for the served judge."""
-    settings = scheme_settings(ep.scheme)
+def check_scheme(scheme: str, orders: int) -> dict[str, Any]:
+    """The settings of ``judge_api_scheme``, refused (one line) where they cannot judge in ``orders`` orders."""
+    settings = scheme_settings(scheme)
     if orders not in (1, 2):
         raise AnnotatorError(f"judge_orders must be 1 or 2, got {orders}")
     if orders == 2 and not (is_weighted(settings) and "alpaca_eval_clf" in settings["prompt_template"]):
-        raise AnnotatorError(f"judge_orders=2 needs the weighted AE2 scheme; judge_api_scheme={ep.scheme} is not")
+        raise AnnotatorError(f"judge_orders=2 needs the weighted AE2 scheme; judge_api_scheme={scheme} is not")
+    return settings
+
+
+def annotator_problem(name: str) -> str | None:
+    """Why ``name`` is not an annotator (None when it is one): ``local``, ``openai_compatible``, an alpaca_eval
+    annotator name, or a path to an annotator folder / ``configs.yaml``. Reads no package, loads no model."""
+    if name in (LOCAL, ENDPOINT):
+        return None
+    try:
+        annotator_config_path(name)
+        return None
+    except AnnotatorError:
+        pass
+    import difflib
+
+    known = list_alpaca_eval_annotators()
+    close = difflib.get_close_matches(name, [LOCAL, ENDPOINT, *known], n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    return (
+        f"is not one of {LOCAL}, {ENDPOINT}, an alpaca_eval annotator ({len(known)} names, e.g. alpaca_eval_gpt4, "
+        f"{AE2_WEIGHTED}) or a path to an annotator configs.yaml{hint}"
+    )
+
+
+def endpoint_annotator(ep: Endpoint, config_dir: Path, orders: int) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """``(configs.yaml path, kwargs for alpaca_eval's annotator, provenance settings)`` for the served judge."""
+    settings = check_scheme(ep.scheme, orders)
     entry = "bft_api_" + slug(f"{ep.model}_{ep.scheme}")
     folder = Path(config_dir) / entry
     folder.mkdir(parents=True, exist_ok=True)
@@ -255,24 +280,20 @@ def resolve_annotator(
         judge = endpoint.model + (", both orders" if judge_orders == 2 else "")
         return ResolvedAnnotator(name, str(path), kwargs, judge=judge, settings=settings)
 
-    if name in (LOCAL, TEST_JUDGE):
+    if name == LOCAL:
+        if judge_orders not in (1, 2):
+            raise AnnotatorError(f"judge_orders must be 1 or 2, got {judge_orders}")
         scheme = ae2_weighted_scheme()
-        if name == LOCAL:
-            if judge_orders not in (1, 2):
-                raise AnnotatorError(f"judge_orders must be 1 or 2, got {judge_orders}")
-            judge = local_judge_id(judge_model, judge_adapter, judge_orders)
-            entry = "bft_local_" + slug(judge)
-            fn = judges.hf_logprob_completions
-            completions_kwargs = {
-                "model_name": judge_model,
-                "adapter": judge_adapter,
-                "dtype": judge_dtype,
-                "batch_size": judge_batch_size,
-                "orders": judge_orders,
-            }
-        else:
-            judge, entry, completions_kwargs = "length (test only)", "bft_test_length_judge", {}
-            fn = judges.length_judge_completions
+        judge = local_judge_id(judge_model, judge_adapter, judge_orders)
+        entry = "bft_local_" + slug(judge)
+        fn = judges.hf_logprob_completions
+        completions_kwargs = {
+            "model_name": judge_model,
+            "adapter": judge_adapter,
+            "dtype": judge_dtype,
+            "batch_size": judge_batch_size,
+            "orders": judge_orders,
+        }
         path = write_annotator_config(config_dir, entry, scheme)
         settings = {
             "scheme": f"{AE2_WEIGHTED} prompt + logprob_parser on m/M (preference = 2 - p(m)/(p(m)+p(M)))",

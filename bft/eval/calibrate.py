@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from bft.data.io import read_records
-from bft.eval.annotators import LOCAL, TEST_JUDGE, local_judge_id, resolve_annotator, slug
+from bft.eval.annotators import LOCAL, local_judge_id, resolve_annotator, slug
 from bft.eval.calibration import calibration_figures
 from bft.eval.endpoint import ENDPOINT, Endpoint
 
@@ -144,8 +144,6 @@ def judge_id(annotator: str, judge_model: str = "smollm2_135m", judge_adapter: s
         return f"{ENDPOINT}:{judge_model}" + (", both orders" if judge_orders == 2 else "")
     if annotator == LOCAL:
         return f"local:{local_judge_id(judge_model, judge_adapter, judge_orders)}"
-    if annotator == TEST_JUDGE:
-        return TEST_JUDGE
     return annotator
 
 

@@ -8,7 +8,7 @@ Usage (Hydra-style ``key=value`` arguments)::
     bft-eval calibrate annotator=local gold=annotations.jsonl [max_pairs=200] [judge_orders=2]
                                                # agreement with gold judgements vs "longer wins" and chance (cached)
 
-Options: annotator (local | openai_compatible | test_length_judge | any alpaca_eval annotator; default local),
+Options: annotator (local | openai_compatible | any alpaca_eval annotator name or configs.yaml path; default local),
 judge_model (default smollm2_135m; the served model name with openai_compatible), judge_adapter, judge_dtype,
 judge_batch_size, eval (ae1 | ae2 | embedded | path; default embedded), max_instances, seed, lc_weights_dir, name,
 out (output folder), reference (with annotations=: reference outputs joined on instruction, for the length-controlled
@@ -35,7 +35,7 @@ from bft.eval.endpoint import ENDPOINT, Endpoint, EndpointError, endpoint_from
 KEYS = {
     "outputs": "model outputs (JSON/JSONL in alpaca_eval format)",
     "eval": "eval set: ae1 | ae2 | embedded | path (default embedded)",
-    "annotator": "local | test_length_judge | alpaca_eval annotator name or config path (default local)",
+    "annotator": "local | openai_compatible | alpaca_eval annotator name or config path (default local)",
     "run": "run folder holding model_outputs.json and reference_outputs.json",
     "annotations": "existing judgements (JSON/JSONL with instruction, preference)",
     "reference": "with annotations=: reference outputs joined on instruction (lengths for the LC win rate)",

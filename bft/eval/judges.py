@@ -3,12 +3,11 @@
 alpaca_eval calls ``fn_completions(prompts=[...], **completions_kwargs)`` with prompts already rendered from its
 annotator prompt template (here the AE2 ``weighted_alpaca_eval_gpt4_turbo`` ChatML template), and parses the
 returned ``completions_all`` with its own ``logprob_parser`` (numerator ``m``, denominator ``m``/``M``). Both functions
-below therefore return OpenAI-style logprob records for the two choice tokens, so everything downstream (output
+below therefore returns OpenAI-style logprob records for the two choice tokens, so everything downstream (output
 order randomisation, parsing, caching, metrics) is alpaca_eval's.
 
-- :func:`hf_logprob_completions`: a local Hugging Face causal LM; the probabilities of the tokens ``m`` and ``M`` as
-  the first assistant token.
-- :func:`length_judge_completions`: FOR TESTS ONLY. Prefers the longer output, deterministically, without a model.
+:func:`hf_logprob_completions`: a local Hugging Face causal LM; the probabilities of the tokens ``m`` and ``M`` as
+the first assistant token (:func:`extract_pair` / :func:`swap_pair` read and exchange the two outputs of a prompt).
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ def _result(records: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
     }
 
 
-# ---------------------------------------------------------------- test judge (never a default)
+# ---------------------------------------------------------------- the two outputs of an AE2 prompt
 
 _OUT1_START = '"model_identifier": "m",\n        "output": """'
 _OUT2_START = '"model_identifier": "M",\n        "output": """'
@@ -85,21 +84,6 @@ def combine_orders(first: tuple[float, float], swapped: tuple[float, float]) -> 
     p = 0.5 * (p_first(*first) + (1.0 - p_first(*swapped)))
     p = min(max(p, 1e-12), 1 - 1e-12)
     return logprob_record(math.log(p), math.log(1.0 - p))
-
-
-def length_judge_completions(prompts: list[str], **_: Any) -> dict[str, Any]:
-    """FOR TESTS ONLY: prefer the longer output (equal lengths = a draw). Deterministic, no model."""
-    start = time.perf_counter()
-    records = []
-    for prompt in prompts:
-        out_1, out_2 = extract_pair(prompt)
-        if len(out_1) == len(out_2):
-            records.append(logprob_record(math.log(0.5), math.log(0.5)))
-        elif len(out_1) > len(out_2):
-            records.append(logprob_record(0.0, -100.0))
-        else:
-            records.append(logprob_record(-100.0, 0.0))
-    return _result(records, time.perf_counter() - start)
 
 
 # ---------------------------------------------------------------- local HF judge

@@ -2,7 +2,8 @@
 
 With a layout (what the hf backend passes): PyTorch's CPU flash kernel
 (``aten._scaled_dot_product_flash_attention_for_cpu``, called directly: grouped key/value heads without
-``repeat_kv`` copies, and it returns the log-sum-exp) over exactly the keys each query needs.
+``repeat_kv`` copies, and it returns the log-sum-exp) over exactly the keys each query needs. The kernel is private
+to PyTorch: where a build lacks it, the same function runs on public ops (:func:`_attention_with_lse`; tested equal).
 
 - Prefill (:class:`PrefillLayout`): each row's own tokens with the kernel's causal mask, never a score matrix; a
   shared prompt prefix (copied into the rows, or kept apart once) in a second call, merged by log-sum-exp. On the
@@ -168,10 +169,43 @@ class DecodeLayout:
         return sum((last - first) * (self.end - start + apart) for first, last, start, _, apart in self.groups)
 
 
+def _has_flash_kernel() -> bool:
+    """Whether this PyTorch build has the private CPU flash kernel (an ``aten`` op that a release may rename)."""
+    return hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu")
+
+
+FLASH_KERNEL = _has_flash_kernel()  # else :func:`_attention_with_lse`, public ops only, gives the same results
+
+
 def _flash(query, key, value, causal: bool, scale: float, mask=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, H, Q, D) output and (B, H, Q) float32 log-sum-exp of the CPU flash kernel (grouped heads allowed;
-    ``mask``: additive, in the query's dtype)."""
+    ``mask``: additive, in the query's dtype); :func:`_attention_with_lse` where the kernel is missing."""
+    if not FLASH_KERNEL:
+        return _attention_with_lse(query, key, value, causal, scale, mask)
     return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, 0.0, causal, attn_mask=mask, scale=scale)
+
+
+def _attention_with_lse(query, key, value, causal: bool, scale: float, mask=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """What :func:`_flash` returns, from public ops: float32 scores, the log-sum-exp, then the weighted values.
+
+    ``torch.nn.functional.scaled_dot_product_attention`` gives the output but not the log-sum-exp that merging
+    attention over disjoint key sets needs, so the scores are computed here (one (Q, L) matrix per head: fine for
+    the decode steps and the prefill chunks of at most ``PREFILL_CHUNK_TOKENS`` the backend sends). ``causal``
+    masks key j > query i (top-left aligned, as the kernel and SDPA do; the backend passes square blocks)."""
+    batch, heads, q_len, dim = query.shape
+    kv_heads, length = key.shape[1], key.shape[2]
+    groups = heads // kv_heads  # query head h reads key/value head h // groups
+    q = query.reshape(batch, kv_heads, groups * q_len, dim)
+    scores = torch.matmul(q, key.transpose(-1, -2)).float().mul_(scale).view(batch, heads, q_len, length)
+    if causal:
+        visible = torch.ones(q_len, length, dtype=torch.bool, device=query.device).tril()
+        scores.masked_fill_(~visible, torch.finfo(scores.dtype).min)
+    if mask is not None:
+        scores.add_(mask.float())
+    lse = torch.logsumexp(scores, dim=-1)
+    probs = scores.sub_(lse.unsqueeze(-1)).exp_().to(value.dtype).view(batch, kv_heads, groups * q_len, length)
+    out = torch.matmul(probs, value).view(batch, heads, q_len, dim)
+    return out, lse
 
 
 def _one_query(query, key, value, scale: float, mask=None, with_lse: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -25,8 +25,12 @@ import inspect
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.activations import SiLUActivation
 from transformers.models.llama import modeling_llama
+
+try:  # transformers' own SiLU module (a release may drop it): without it, nn.SiLU is the only SiLU to recognise
+    from transformers.activations import SiLUActivation
+except ImportError:  # pragma: no cover - depends on the installed transformers
+    SiLUActivation = nn.SiLU
 
 from bft.generation.cpu_linear import replace_modules
 from bft.sft.compile import can_compile

@@ -14,7 +14,8 @@ decode step at 32 rows through ``F.linear`` (27 GFLOP/s; MKL handles the transpo
 or up to 15% faster. Results differ from ``F.linear`` by float32 summation order only (~1e-4 on outputs of ~10).
 
 Only models the generation backend owns are packed (``HFBackend.from_name``): a packed model can no longer be
-trained, saved or moved, so it never leaves the backend.
+trained, saved or moved, so it never leaves the backend. The ``torch.ops.mkldnn`` ops are private to PyTorch: a
+build without them packs nothing and runs the public ``nn.Linear`` (``F.linear``) path (:func:`has_packing_ops`).
 """
 
 from __future__ import annotations
@@ -45,14 +46,33 @@ class PackedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, packed=oneDNN"
 
 
+_PACKING_OPS = ("_reorder_linear_weight", "_linear_pointwise", "_is_mkldnn_bf16_supported")
+
+
+def has_packing_ops() -> bool:
+    """Whether this PyTorch build has oneDNN and the private ``torch.ops.mkldnn`` ops packing uses (a release may
+    rename them). Without them nothing is packed: the layers stay ``nn.Linear`` (``F.linear``), the public path."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        return all(hasattr(torch.ops.mkldnn, op) for op in _PACKING_OPS)
+    except RuntimeError:  # a build without the mkldnn op namespace
+        return False
+
+
+def onednn_bf16() -> bool:
+    """Whether oneDNN computes bfloat16 on this CPU (False where the packing ops are missing)."""
+    return has_packing_ops() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def can_pack(model: nn.Module) -> bool:
-    """True for a CPU model when this PyTorch build has oneDNN (mkldnn): float32, or bfloat16 where oneDNN
-    supports it."""
+    """True for a CPU model when this PyTorch build has oneDNN (mkldnn) and its packing ops: float32, or bfloat16
+    where oneDNN supports it."""
     param = next(model.parameters())
-    if param.device.type != "cpu" or not torch.backends.mkldnn.is_available():
+    if param.device.type != "cpu" or not has_packing_ops():
         return False
     if param.dtype == torch.bfloat16:
-        return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        return onednn_bf16()
     return param.dtype == torch.float32
 
 

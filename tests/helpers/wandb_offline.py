@@ -3,7 +3,7 @@
 A ``run-<id>.wandb`` file is a LevelDB-style log of ``wandb_internal_pb2.Record`` protobufs (the format
 ``wandb sync`` uploads): a 7-byte file header (``:W&B``, magic 0xBEE1, version 0), then 32 KiB blocks of chunks,
 each with a 7-byte header (crc32c, length, type: full / first / middle / last). wandb >= 0.19 no longer ships a
-Python reader, so this is one, for checks and for ``bft`` tests.
+Python reader, so this is one, for the tests (test double: reads what the real offline RunLogger wrote).
 """
 
 from __future__ import annotations
