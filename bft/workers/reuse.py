@@ -18,8 +18,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from bft.artifacts.integrity import file_sha256
 from bft.artifacts.shards import iter_shards, shard_path
-from bft.artifacts.store import file_sha256, write_json_atomic
+from bft.artifacts.store import write_json_atomic
 from bft.workers.job import ShardJob
 
 INPUTS_FILE = "inputs.json"
