@@ -103,8 +103,8 @@ def test_the_report_states_a_run_short_of_its_target(tmp_path, capsys):
 
 def _published(folder: Path, digest: str, hashes: list[str], shards: list[str]) -> Path:
     """An artifact folder as the store publishes a generation stage: shards, inputs.json, manifest with checksums."""
-    from bft.artifacts.shards import shard_path
     from bft.artifacts.integrity import file_sha256
+    from bft.artifacts.shards import shard_path
     from bft.workers.reuse import record_inputs
 
     (folder / "shards").mkdir(parents=True)
