@@ -329,6 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(format_table(result, annotator))
     print(f"wrote {written}.json and {written}.csv")
+    if result.get("reproduce_script"):
+        print(f"reproduce with alpaca_eval's CLI: bash {written.parent.resolve() / result['reproduce_script']}")
     return 0
 
 

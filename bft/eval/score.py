@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from bft.eval.alpaca_eval_cli import patch_alpaca_eval, write_reproduce_script, write_standalone_config
 from bft.eval.annotators import check_annotator_ready, resolve_annotator
 from bft.eval.sets import EvalSetError, download_hub_file
 
@@ -194,22 +195,19 @@ def _as_frame(records: list[dict[str, Any]] | pd.DataFrame, what: str, default_g
 
 
 def float_preference_annotator() -> type:
-    """alpaca_eval's ``PairwiseAnnotator`` whose cached preferences stay float.
+    """alpaca_eval's ``PairwiseAnnotator`` with cached preferences read back as floats (pandas >= 3).
 
-    With pandas >= 3, ``pd.read_json`` turns an all-integral cached ``preference`` column (discrete judges, the test
-    judge) into int64, and alpaca_eval 0.6.6 then fails setting 1.5 for identical outputs on the re-run. Passed to
-    ``alpaca_eval.evaluate(Annotator=...)``, the hook it offers for this.
+    See :func:`bft.eval.alpaca_eval_cli.patch_alpaca_eval`, which this applies.
     """
+    patch_alpaca_eval()
     from alpaca_eval.annotators import PairwiseAnnotator
 
-    class FloatPreferencePairwiseAnnotator(PairwiseAnnotator):
-        def load_(self, path: Any = None) -> None:
-            super().load_(path)
-            df = self.df_annotations
-            if df is not None and self.annotation_key in df.columns:
-                df[self.annotation_key] = pd.to_numeric(df[self.annotation_key], errors="coerce").astype(float)
+    return PairwiseAnnotator
 
-    return FloatPreferencePairwiseAnnotator
+
+def _write_records(path: Path, df: pd.DataFrame) -> None:
+    """The outputs alpaca_eval judges, as the JSON records its CLI reads (``--model_outputs`` / ``--reference_outputs``)."""
+    path.write_text(df.to_json(orient="records", indent=2, force_ascii=False) + "\n")
 
 
 def write_leaderboard(result: dict[str, Any], out_dir: Path, stem: str = "leaderboard") -> None:
@@ -241,8 +239,11 @@ def score_outputs(
     """Judge ``model_outputs`` against ``reference_outputs`` (joined on ``instruction``) with alpaca_eval.
 
     Writes, all under ``out_dir``: ``annotations_cache.json`` (alpaca_eval's cache; re-runs reuse it),
-    ``annotator_configs/`` (local judges' configs), ``alpaca_eval/`` (its own annotations.json and leaderboard.csv),
-    ``leaderboard.json`` / ``leaderboard.csv`` (the returned dict). ``decoding`` records how the model outputs were
+    ``annotator_configs/`` (local and served judges' configs, naming the judge: usable by alpaca_eval's CLI as they
+    are), ``model_outputs.json`` / ``reference_outputs.json`` (the judged pairs' outputs), ``alpaca_eval/`` (its own
+    annotations.json and leaderboard.csv), ``leaderboard.json`` / ``leaderboard.csv`` (the returned dict) and
+    ``reproduce.sh`` (alpaca_eval's CLI on those files and a copy of the cache: the same win rate; its name is
+    ``result["reproduce_script"]``). ``decoding`` records how the model outputs were
     generated (temperature, top_p, ...) in the provenance. ``endpoint``: the served judge of
     ``annotator=openai_compatible`` (:func:`bft.eval.endpoint.endpoint_from`).
     """
@@ -270,12 +271,16 @@ def score_outputs(
         judge_orders=judge_orders,
         endpoint=endpoint,
     )
+    config = write_standalone_config(spec.annotators_config, spec.annotator_kwargs)
+    _write_records(out_dir / "model_outputs.json", model_df)
+    _write_records(out_dir / "reference_outputs.json", ref_df)
+    patch_alpaca_eval()
     import alpaca_eval
 
     df_leaderboard, _ = alpaca_eval.evaluate(
         model_outputs=model_df,
         reference_outputs=ref_df,
-        annotators_config=spec.annotators_config,
+        annotators_config=str(config),
         name=name,
         output_path=out_dir / "alpaca_eval",
         precomputed_leaderboard=None,
@@ -286,8 +291,6 @@ def score_outputs(
         sort_by="win_rate",
         caching_path=str(out_dir / "annotations_cache.json"),
         seed=seed,
-        Annotator=float_preference_annotator(),
-        **spec.annotator_kwargs,
     )
     row = {k: _plain(v) for k, v in df_leaderboard.loc[name].to_dict().items()}
     result: dict[str, Any] = {"model": name, "reference": sorted(ref_df["generator"].unique().tolist())}
@@ -305,5 +308,7 @@ def score_outputs(
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
     )
+    script = write_reproduce_script(out_dir, config, name, seed, result.get("win_rate"))
+    result["reproduce_script"] = script.name  # next to leaderboard.json (the folder may be renamed: no absolute path)
     write_leaderboard(result, out_dir)
     return result

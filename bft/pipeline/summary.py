@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -109,6 +110,8 @@ def summarize(ctx: RunContext) -> dict[str, Any]:
         "train_dataset": str(ctx.artifacts["train_data"].file("train.jsonl")),
         "final_model": str(ctx.artifacts["final_model"].file("model")),
         "leaderboard": str(ctx.artifacts["evaluate"].file("leaderboard.json")),
+        # alpaca_eval's own CLI on the judged outputs and the run's cached judgements: the same win rate
+        "reproduce": _reproduce(ctx.artifacts["evaluate"].path, evaluate.get("reproduce_script")),
         "wandb_dir": str(ctx.logger.dir) if ctx.logger.dir else None,
         "wandb": ctx.logger.describe(),  # group, job name, runs this pipeline made, their folder
         "stages": {
@@ -128,6 +131,11 @@ def summarize(ctx: RunContext) -> dict[str, Any]:
         for name, m in curations.items()
     }
     return summary
+
+
+def _reproduce(folder: Path, script: str | None) -> str | None:
+    """``bash <evaluate artifact>/reproduce.sh``, or None for an evaluation made before bft wrote one."""
+    return f"bash {folder / script}" if script and (folder / script).is_file() else None
 
 
 def _lengths_text(acc: dict[str, Any]) -> str:
@@ -179,6 +187,8 @@ def print_summary(ctx: RunContext) -> None:
         + "; "
         + calibration_note(s.get("judge_calibration"), s["annotator"], resolve(ctx.cfg).eval.judge_model)
     )
+    if s.get("reproduce"):
+        console.print(f"reproduce the win rate with alpaca_eval's CLI: {s['reproduce']}")
     console.print(f"curated dataset: {s['curated_dataset']}")
     console.print(f"final model/adapter: {s['final_model']}")
     console.print(f"W&B: {_wandb_line(s.get('wandb'))}")

@@ -64,8 +64,6 @@ def compute_evaluate(c: DictConfig, upstream: dict[str, Artifact], work: Path) -
     endpoint = endpoint_for(c.eval.annotator, c.eval.judge_url, c.eval.judge_model, c.eval.judge_api_key_env, c.eval.judge_api_scheme)
     outputs = json.loads(upstream["eval_outputs"].file("model_outputs.json").read_text())
     references = reference_outputs(c, upstream)
-    (work / "model_outputs.json").write_text(json.dumps(outputs, indent=2, ensure_ascii=False))
-    (work / "reference_outputs.json").write_text(json.dumps(references, indent=2, ensure_ascii=False))
     result = score_outputs(
         outputs,
         references,
