@@ -98,3 +98,20 @@ def total_hours(works: list[Work], gpu: str, mfu: float) -> tuple[float, list[st
     known = [w.flops() for w in works]
     unknown = [w.step for w, f in zip(works, known, strict=True) if f is None]
     return gpu_hours(sum(f for f in known if f is not None), gpu, mfu), unknown
+
+
+def model_params(name: str | None) -> int | None:
+    """Parameters of a model, without loading weights: the papers' models, or a folder's ``config.json``."""
+    if name is None:
+        return None
+    if name in KNOWN_PARAMS:
+        return KNOWN_PARAMS[name]
+    import json
+    from pathlib import Path
+
+    from bft.models.registry import cache_dir
+
+    for folder in (Path(name).expanduser(), cache_dir() / "models" / name):
+        if (folder / "config.json").is_file():
+            return params_from_config(json.loads((folder / "config.json").read_text()))
+    return None

@@ -9,13 +9,12 @@ x max_seq_len`` tokens.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from bft.pipeline.cost import KNOWN_PARAMS, Work, params_from_config
+from bft.pipeline.cost import Work, model_params
 from bft.pipeline.plan import Step
 from bft.rewriter.source import rewriter_source
 
@@ -44,20 +43,6 @@ def _source_count(source: str, embedded: str) -> int | None:
         return _embedded_count(embedded)
     path = Path(source).expanduser()
     return _lines(path) if path.suffix == ".jsonl" and path.is_file() else None
-
-
-def model_params(name: str | None) -> int | None:
-    """Parameters of a model, without loading weights: the papers' models, or a folder's ``config.json``."""
-    if name is None:
-        return None
-    if name in KNOWN_PARAMS:
-        return KNOWN_PARAMS[name]
-    from bft.models.registry import cache_dir
-
-    for folder in (Path(name).expanduser(), cache_dir() / "models" / name):
-        if (folder / "config.json").is_file():
-            return params_from_config(json.loads((folder / "config.json").read_text()))
-    return None
 
 
 def _min(*values: int | None) -> int | None:

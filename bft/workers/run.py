@@ -113,7 +113,7 @@ def submitit_parameters(job: ShardJob, wcfg: DictConfig) -> dict[str, Any]:
     extra = OmegaConf.to_container(wcfg.submitit, resolve=True) if wcfg.submitit else {}
     if wcfg.cluster != "slurm":
         return {"name": f"bft-{job.stage}", **extra}
-    from bft.pipeline.workload import model_params
+    from bft.pipeline.cost import model_params
     from bft.workers.slurm import slurm_parameters
 
     workers = {**OmegaConf.to_container(wcfg, resolve=True), "submitit": extra}
