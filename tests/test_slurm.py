@@ -96,6 +96,22 @@ def test_a_job_that_cannot_start_is_cancelled_in_one_line(partition, tmp_path, c
     assert not [name for name in _queued() if name == "bft-augment"]
 
 
+def test_ctrl_c_while_waiting_cancels_the_submitted_jobs(partition, tmp_path):
+    from bft.workers.engines import run_submitit
+
+    job_file = tmp_path / "job.json"
+    job_file.write_text("{}")  # never read: the job is pending (BeginTime) when Ctrl-C comes
+
+    def ctrl_c() -> None:
+        raise KeyboardInterrupt
+
+    params = {"name": "bft-ctrl-c", "timeout_min": 5, "cpus_per_task": 1, "mem_gb": 1, "slurm_partition": partition}
+    params["slurm_additional_parameters"] = {"begin": "now+1hour"}
+    with pytest.raises(KeyboardInterrupt):
+        run_submitit(job_file, 2, "slurm", params, ctrl_c, 0.1)
+    assert "bft-ctrl-c" not in _queued()
+
+
 def test_a_request_past_the_partition_never_waits(partition, tmp_path, compose_cfg):
     from test_workers import _corpus, _job
 

@@ -227,7 +227,7 @@ def test_slurm_tasks_ask_for_what_the_stage_needs(compose_cfg, tmp_path):
 
     cfg = compose_cfg("debug=smoke", "workers=slurm", "workers.partition=gpu")
     hf = submitit_parameters(_job(cfg, tmp_path, "hf"), cfg.workers)
-    assert hf == {"name": "bft-augment", "timeout_min": 1440, "cpus_per_task": 4, "mem_gb": 8, "slurm_partition": "gpu"}
+    assert hf == {"name": "bft-augment", "timeout_min": 1440, "cpus_per_task": 2, "mem_gb": 8, "slurm_partition": "gpu"}
     vllm = compose_cfg("debug=smoke", "workers=slurm", "generation=vllm", "generation.tensor_parallel_size=2")
     assert submitit_parameters(_job(vllm, tmp_path, "vllm"), vllm.workers)["gpus_per_node"] == 2
     asked = compose_cfg(

@@ -206,7 +206,7 @@ class WorkersConfig:
     # cluster=slurm: what each array task asks for; null = what the stage needs (bft.workers.slurm)
     partition: str | None = None  # Slurm partition (null: the cluster's default)
     gpus_per_task: int | None = None  # null: vLLM's tensor x data parallel, 1 for hf on cuda, else none
-    cpus_per_task: int | None = None  # null: threads_per_worker, else 4 (8 per GPU)
+    cpus_per_task: int | None = None  # null: threads_per_worker, else 2 (8 per GPU)
     mem_gb: int | None = None  # null: from the model's size (weights twice in float32 + 4 GB, at least 8)
     timeout_min: int = 1440  # each task's time limit
     pending_timeout_min: float | None = 60.0  # a job still pending after this long is cancelled, one line says why

@@ -14,6 +14,9 @@ alpaca_eval (:func:`bft.eval.score.score_outputs` and this CLI):
    ``preference`` column (discrete judges; weighted judges whose preferences round to 1.0 / 2.0 in the JSON) int64,
    and alpaca_eval then fails marking identical outputs as draws: ``Invalid value '1.5' for dtype 'int64'``.
 
+3. Under bft's quiet console (not ``bft -v``), the annotators' "Annotation chunk" progress bar is not drawn: the
+   judge's progress is bft's own stage line, and alpaca_eval's bar printed between bft's lines.
+
 Not patched: alpaca_eval's ``huggingface_local_completions`` (it passes ``load_in_8bit`` to transformers 5's
 ``from_pretrained``); bft never uses it, its local judge is :func:`bft.eval.judges.hf_logprob_completions`.
 
@@ -65,10 +68,12 @@ def resolve_dotted(name: str) -> Callable[..., Any]:
 
 
 def patch_alpaca_eval() -> None:
-    """Apply the two patches of the module docstring to the imported alpaca_eval (idempotent)."""
+    """Apply the patches of the module docstring to the imported alpaca_eval (idempotent)."""
     import pandas as pd
-    from alpaca_eval import decoders
+    from alpaca_eval import decoders, utils
     from alpaca_eval.annotators import base
+
+    from bft.logger.console import is_verbose
 
     if getattr(decoders, _PATCHED, False):
         return
@@ -91,6 +96,13 @@ def patch_alpaca_eval() -> None:
             df[self.annotation_key] = pd.to_numeric(df[self.annotation_key], errors="coerce").astype(float)
 
     base.BaseAnnotatorJSON.load_ = load_
+
+    chunks = utils.dataframe_chunk_generator
+
+    def dataframe_chunk_generator(df: Any, chunksize: Any = None, tqdm_desc: Any = None) -> Any:
+        return chunks(df, chunksize, tqdm_desc=tqdm_desc if is_verbose() else None)
+
+    utils.dataframe_chunk_generator = dataframe_chunk_generator  # base.py calls it as utils.dataframe_chunk_generator
     setattr(decoders, _PATCHED, True)
 
 

@@ -160,7 +160,7 @@ def run_ray(job_path: Path, count: int, options: dict[str, Any], poll: Callable[
     options = dict(options)
     address = options.pop("address", None)
     if not ray.is_initialized():
-        ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=True)
+        ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)  # bft's console only
     remote = ray.remote(**{k: v for k, v in options.items() if v is not None})(run_worker)
     refs = [remote.remote(str(job_path), rank, count) for rank in range(count)]
     pending = list(refs)

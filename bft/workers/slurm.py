@@ -2,7 +2,7 @@
 
 * :func:`slurm_parameters`: submitit's parameters from the typed ``workers.*`` keys. Defaults fit any cluster: no
   GPU unless the stage's engine needs one (vLLM: tensor x data parallel; hf: 1 when ``generation.device`` is cuda),
-  CPUs from ``workers.threads_per_worker`` (else 4, or 8 per GPU) and memory from the model's size. Anything else
+  CPUs from ``workers.threads_per_worker`` (else 2, or 8 per GPU) and memory from the model's size. Anything else
   submitit takes (``slurm_account``, ``slurm_qos``, ``slurm_additional_parameters``) goes in ``workers.submitit``.
 * :func:`queue_state`: the array job's state and pending reason from ``squeue`` (works without accounting).
 * :func:`submission_error`: sbatch's own error line out of submitit's wrapped traceback.
@@ -40,7 +40,7 @@ def slurm_parameters(workers: dict[str, Any], generation: dict[str, Any], params
     """submitit parameters of a Slurm array task for a stage (``workers.*`` wins over what the stage implies)."""
     gpus = workers.get("gpus_per_task")
     gpus = stage_gpus(generation) if gpus is None else int(gpus)
-    cpus = workers.get("cpus_per_task") or workers.get("threads_per_worker") or (8 * gpus if gpus else 4)
+    cpus = workers.get("cpus_per_task") or workers.get("threads_per_worker") or (8 * gpus if gpus else 2)
     result: dict[str, Any] = {
         "name": name,
         "timeout_min": int(workers.get("timeout_min") or 1440),
