@@ -31,7 +31,8 @@ def augment(params: dict[str, Any], backend, tokenizer) -> Process:
         prompts = [render_chat(tokenizer, backtranslation_prompt(d["text"]))[0] for d in shard]
         completions = backend.generate(prompts, sampling, shard_seed(params["run_seed"], "augment", index))
         return [
-            {**d, "instruction": parse_instruction(c.text), "backward_raw": c.text, "backward_model": model_key}
+            {**d, "instruction": parse_instruction(c.text, c.finished), "backward_raw": c.text, "backward_finished": c.finished}
+            | {"backward_model": model_key}
             for d, c in zip(shard, completions, strict=True)
         ]
 
