@@ -137,10 +137,14 @@ def load_role_tokenizer(spec: PromptSpec):
 def measure(spec: PromptSpec, backend: str, max_model_len: int | None, tokenizer=None) -> PromptBudget:
     """The prompt's fixed tokens and the document tokens it leaves room for in its model's context."""
     tokenizer = tokenizer if tokenizer is not None else load_role_tokenizer(spec)
+    return budget_for(spec, tokenizer, *model_context(spec.model, backend, max_model_len))
+
+
+def budget_for(spec: PromptSpec, tokenizer, context: int | None, source: str = "max_position_embeddings") -> PromptBudget:
+    """:func:`measure` for a given tokenizer (with the role's chat template) and context."""
     pieces = fixed_pieces(spec, tokenizer)
     fixed = sum(count_tokens(tokenizer, [p for p in pieces if p]))
     slack = BOUNDARY_SLACK * 2 * (len(pieces) - 1)
-    context, source = model_context(spec.model, backend, max_model_len)
     allowance = None
     if context is not None:
         allowance = context - fixed - spec.instruction_tokens - slack - spec.new_tokens
