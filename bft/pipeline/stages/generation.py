@@ -28,19 +28,20 @@ def compute_augment(c: DictConfig, upstream: dict[str, Artifact], work: Path) ->
         stage_job(c.generation, c.run.seed, "augment", upstream["corpus"].file("corpus.jsonl"), work, model_ref(backward), params),
         c.workers,
     )
-    unfinished = 0
+    ended = {"unfinished_instructions": 0, "empty_instructions": 0}
 
     def kept_pairs() -> Iterator[dict]:
-        nonlocal unfinished
         for record in iter_outputs(work, run.n_shards):
-            unfinished += record.get("backward_finished") is False  # cut at max_new_tokens: dropped, counted apart
+            cut = record.get("backward_finished") is False  # cut at max_new_tokens: dropped unless keep_unfinished
+            ended["unfinished_instructions"] += cut
             if record["instruction"]:
                 yield record
+            elif not cut:
+                ended["empty_instructions"] += 1
 
     kept = write_jsonl_counted(work / "candidates.jsonl", kept_pairs())
-    counts = {"in": run.n_records, "out": kept, "unfinished_instructions": unfinished}
     return StageOutput(
-        counts={**counts, "empty_instructions": run.n_records - kept - unfinished},
+        counts={"in": run.n_records, "out": kept, **ended},
         metrics={"shards_reused": run.reused, **run.metrics},
     )
 
