@@ -16,8 +16,11 @@ UNPARSED = "unparsed"  # finished, but no [RES] tag or an empty answer
 REWRITE_STATUSES = (PARSED, TRUNCATED, UNPARSED)
 
 
-def parse_score(text: str) -> int | None:
-    """The last ``Score: N`` (N in 1..5) in a rating completion, else None."""
+def parse_score(text: str, finished: bool = True) -> int | None:
+    """The last ``Score: N`` (N in 1..5) in a rating completion, else None. A rating cut at ``max_new_tokens``
+    (``finished`` False: no EOS / end-of-turn token) is unfinished and gives None even if it wrote a score."""
+    if not finished:
+        return None
     matches = _SCORE_RE.findall(text)
     return int(matches[-1]) if matches else None
 
@@ -51,7 +54,10 @@ def parse_rewrite(text: str, finished: bool = False) -> str | None:
     return parse_rewrite_completion(text, finished).output
 
 
-def parse_instruction(text: str) -> str | None:
-    """A generated instruction: stripped, None if empty."""
+def parse_instruction(text: str, finished: bool = True) -> str | None:
+    """A generated instruction: stripped, None if empty or unfinished (cut at ``max_new_tokens``, ``finished``
+    False), as an unfinished rewrite is."""
+    if not finished:
+        return None
     text = text.strip()
     return text or None

@@ -73,8 +73,9 @@ def test_malformed_corpus_fails_with_one_line_naming_file_and_line(tmp_path):
     assert list((tmp_path / "a" / "seed").glob("*/manifest.json"))
 
 
-@pytest.mark.parametrize("workers", ["inprocess", "local"])
-def test_document_past_the_models_context_is_one_line_naming_the_fix(tmp_path, workers):
+def test_a_document_past_the_models_context_is_dropped_and_counted_by_the_corpus_stage(tmp_path):
+    """No stage stops on it: the corpus stage's context budget (bft.context_budget) drops it, counts it in
+    filters.json and the run summary, and the run finishes."""
     rng = random.Random(0)
     words = [topic.split()[0] for topic in TOPICS] + ["the", "a", "of", "soil", "chain", "dough", "river", "wall", "board", "fire"]
     corpus = tmp_path / "docs.jsonl"
@@ -87,17 +88,18 @@ def test_document_past_the_models_context_is_one_line_naming_the_fix(tmp_path, w
         "corpus=file",
         f"corpus.source={corpus}",
         "corpus.max_chars=100000",
-        f"workers={workers}",
         f"run.artifacts_dir={tmp_path / 'a'}",
         f"hydra.run.dir={tmp_path / 'run'}",
         cwd=tmp_path,
     )
-    assert result.returncode == 2, result.stderr[-1500:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("bft: error:")]
-    assert len(errors) == 1 and "record long of shard 1: prompt 3 of 3 is" in errors[0], result.stderr[-1500:]
-    assert "past the model's context of 2048 tokens" in errors[0]
-    assert "corpus.max_tokens" in errors[0] and "Traceback" not in result.stderr
-    assert list((tmp_path / "a" / "corpus").glob("*/manifest.json"))  # the corpus stage before it is kept
+    assert result.returncode == 0, result.stderr[-1500:]
+    report = json.loads(next((tmp_path / "a" / "corpus").glob("*/filters.json")).read_text())
+    context = next(f for f in report["filters"] if f["filter"] == "context")
+    assert context["removed"] == 1 and [e["id"] for e in context["examples"]] == ["long"]
+    assert {b["context"] for b in report["context_budget"]} == {2048}  # the tiny model's max_position_embeddings
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["corpus_filters"]["removed"]["context"] == 1
+    assert "context 1" in result.stdout
 
 
 @pytest.mark.parametrize(

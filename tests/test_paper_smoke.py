@@ -10,8 +10,10 @@ the experiment's annotator config.
 
 A random model cannot write a rating, a rewrite or an answer, and no API judge is reachable, so two TEST-ONLY
 doubles stand in for the text they would produce (nothing in ``bft`` or the CLI can select them):
-``ScriptedBackend`` (patched over the generation backend factory that ``bft.pipeline.models.backend_for``
-calls) answers the real rendered prompts with rubric-, rewrite- and answer-shaped completions, and
+``ScriptedBackend`` (tests/helpers/scripted_backend.py, patched over the generation backend factory that
+``bft.pipeline.models.backend_for`` calls) answers the real rendered prompts with rubric-, rewrite- and
+answer-shaped completions within the real limits (the context of the tiny Llama, shrunk to 1,024 positions, and
+``max_new_tokens``, measured with the real tokenizer), and
 ``scripted_gpt4_judge`` (patched over alpaca_eval's ``openai_completions`` decoder) returns GPT-4-ranking-shaped
 completions that alpaca_eval's own ``ranking_parser`` reads.
 """
@@ -20,13 +22,13 @@ from __future__ import annotations
 
 import json
 import re
-import zlib
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.hub_mirrors import write_c4, write_dolma, write_oasst1
+from helpers.hub_mirrors import document, write_c4, write_dolma, write_oasst1
+from helpers.scripted_backend import LONG_WORDS, ScriptedBackend, prompt_tag
 
 from bft.data.io import read_jsonl
 
@@ -42,72 +44,6 @@ LLAMA2_INST_JINJA = (
 )
 
 # ------------------------------------------------------------------------------------------ test-only doubles
-
-
-def _tag(prompt: str) -> int:
-    return zlib.crc32(prompt.encode())
-
-
-class ScriptedBackend:
-    """TEST-ONLY generation backend: shaped completions for the pipeline's real prompts (see the module docstring).
-
-    Ratings: ``Score: 5`` for most pairs, ``Score: 3`` or no score for some (by a hash of the prompt), so the
-    threshold and the parse-failure count are exercised. Rewrites: ``[RES]...[/RES]``, and for some pairs a
-    completion cut before ``[/RES]`` (``finished=False``), which must be counted as truncated and dropped.
-    """
-
-    built: list[dict[str, Any]] = []  # every backend the pipeline asked for, in order
-    prompts: dict[str, list[str]] = {}  # kind -> rendered prompts received
-
-    def __init__(self, gen_cfg, model_name: str, adapter: str | None = None) -> None:
-        from bft.models.registry import load_tokenizer
-
-        self.tokenizer = load_tokenizer(model_name)  # the real tokenizer and prompt format of this role
-        self.counts: dict[str, float] = {"new_tokens": 0, "sequences": 0}
-        ScriptedBackend.built.append({"backend": gen_cfg.backend, "model": model_name, "adapter": adapter})
-
-    @staticmethod
-    def kind(prompt: str) -> str:
-        if "Write the most likely question" in prompt:
-            return "backtranslate"
-        if "Please assign a score using the following 5-point scale" in prompt:
-            return "rate"
-        if "Given the draft response to the provided question below" in prompt:
-            return "rewrite"
-        return "answer"
-
-    def _complete(self, prompt: str) -> tuple[str, bool]:
-        kind, tag = self.kind(prompt), _tag(prompt)
-        ScriptedBackend.prompts.setdefault(kind, []).append(prompt)
-        if kind == "backtranslate":
-            return f"What should a reader know about topic {tag % 100003}?", True
-        if kind == "rate":
-            verdicts = ["Complete, focused and helpful.\nScore: 5", "Helpful but written as a blog post.\nScore: 3"]
-            verdicts += ["Complete and well organised.\nScore: 5", "It reads well, I would keep it."]
-            return verdicts[tag % 4], True
-        if kind == "rewrite":
-            if tag % 5 == 0:
-                return "[RES]A rewritten answer that was cut before its closing t", False
-            return f"Here it is.\n[RES]A rewritten, focused answer number {tag}.[/RES]", True
-        return f"A helpful answer ({tag}) written by the assistant.", True
-
-    def generate(self, prompts, sampling, seed):
-        from bft.generation.base import Completion
-
-        out = []
-        for prompt in prompts:
-            text, finished = self._complete(prompt)
-            out.append(Completion(text, len(prompt), len(text.split()), finished))
-        self.counts["sequences"] += len(out)
-        self.counts["new_tokens"] += sum(c.new_tokens for c in out)
-        return out
-
-    def next_token_logprobs(self, prompts, candidates):
-        raise AssertionError("the paper experiments rate in generate mode; next_token_logprobs must not be called")
-
-    def stats(self) -> dict[str, Any]:
-        return dict(self.counts)
-
 
 JUDGE_CALLS: list[dict[str, Any]] = []
 _ANSWER = re.compile(r'"answer": """(.*?)"""', re.DOTALL)
@@ -129,13 +65,51 @@ def scripted_gpt4_judge(prompts, model_name: str, **kwargs) -> dict[str, list]:
 # ------------------------------------------------------------------------------------------ hub-format files
 
 
-def write_hub_corpus(root: Path, kind: str) -> list[str]:
+def write_hub_corpus(root: Path, kind: str, extra: dict[str, str] | None = None) -> list[str]:
     """The corpus overrides for a local copy of the experiment's hub corpus in its real layout: Dolma's URL list
-    and mirror (head, middle and tail files mixed: only cc_en_head is read), or C4's en/ train files."""
+    and mirror (head, middle and tail files mixed: only cc_en_head is read), or C4's en/ train files; ``extra``:
+    documents by name, first in the first file read (the name ends the id, or the URL)."""
     if kind == "dolma":
-        url_list, mirror = write_dolma(root / "dolma", shards=2, docs=5)
+        url_list, mirror = write_dolma(root / "dolma", shards=2, docs=5, extra=extra)
         return [f"corpus.url_list={url_list}", f"corpus.mirror={mirror}"]
-    return [f"corpus.mirror={write_c4(root / 'c4', shards=2, docs=5)}"]
+    return [f"corpus.mirror={write_c4(root / 'c4', shards=2, docs=5, extra=extra)}"]
+
+
+def document_of_tokens(tokenizer, n_tokens: int, first: int) -> str:
+    """Prose of exactly ``n_tokens`` tokens (as the corpus stage counts them: stripped, no special tokens): the
+    longest word prefix of the bodies of ``document(first)``, ``document(first + 1)``, ... within ``n_tokens``,
+    padded with one-token words."""
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    bodies = "\n".join(document(first + k).split("\n\n", 1)[1] for k in range(n_tokens // 40 + 2))
+    words = bodies.split(" ")
+    low, high = 1, len(words)
+    while low < high:  # the most words whose prose stays within n_tokens
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if count(" ".join(words[:mid])) <= n_tokens else (low, mid - 1)
+    text = " ".join(words[:low])
+    while count(text) < n_tokens:
+        text += " a"
+    assert count(text) == n_tokens, f"no prose of exactly {n_tokens} tokens"
+    return text
+
+
+def edge_documents(cfg) -> tuple[dict[str, str], list]:
+    """Two documents at the context edge of ``cfg``'s tightest prompt: ``edge-in`` has exactly as many tokens
+    as the corpus stage's budget allows, ``edge-over`` one more. Returns them and the budgets."""
+    from bft.context_budget import prompt_budgets
+    from bft.models.registry import load_tokenizer
+    from bft.pipeline.roles import resolve
+    from bft.pipeline.stages.data import CORPUS, prompt_specs
+
+    c = CORPUS.config_slice(resolve(cfg))
+    budgets = prompt_budgets(prompt_specs(c), c.generation.backend, c.generation.max_model_len)
+    tightest = min(budgets, key=lambda b: b.max_document_tokens)
+    tokenizer = load_tokenizer(tightest.model, "chatml")  # counting the document needs no particular template
+    n = tightest.max_document_tokens
+    return {"edge-in": document_of_tokens(tokenizer, n, 5000), "edge-over": document_of_tokens(tokenizer, n + 1, 7000)}, budgets
 
 
 # ------------------------------------------------------------------------------------------ fixtures
@@ -145,6 +119,9 @@ def _has_chat_template_setting() -> bool:
     from bft.config.schema import ModelConfig
 
     return "chat_template" in {f.name for f in fields(ModelConfig)}
+
+
+CONTEXT = 1024
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +137,9 @@ def tiny_llama(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny_llama") / "tiny-llama-no-template"
     tokenizer = AutoTokenizer.from_pretrained(source)
     tokenizer.chat_template = None if _has_chat_template_setting() else LLAMA2_INST_JINJA
-    AutoModelForCausalLM.from_pretrained(source).save_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(source)
+    model.config.max_position_embeddings = CONTEXT  # a shrunk context: documents at its edge stay short
+    model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     if _has_chat_template_setting():
         assert json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template") is None
@@ -175,7 +154,7 @@ def scripted(monkeypatch):
 
     import bft.pipeline.models as pipeline_models
 
-    ScriptedBackend.built, ScriptedBackend.prompts = [], {}
+    ScriptedBackend.reset()
     JUDGE_CALLS.clear()
     monkeypatch.setattr(pipeline_models, "make_backend", ScriptedBackend)
     monkeypatch.setattr(ae_openai, "openai_completions", scripted_gpt4_judge)
@@ -274,6 +253,9 @@ def test_paper_smoke(experiment, tiny_llama, scripted, tmp_path):
         baseline.write_text("".join(json.dumps(r) + "\n" for r in rows))
         overrides.append(f"data.baseline_file={baseline}")
     cfg = _compose(experiment, [o for o in overrides if o])
+    if not cfg.data.baseline_file:  # two documents at the context edge of the tightest prompt: one fits, one does not
+        edges, budgets = edge_documents(cfg)
+        write_hub_corpus(files, corpus_kind, extra=edges)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     ctx = run_pipeline(cfg, run_dir)
@@ -298,6 +280,8 @@ def test_paper_smoke(experiment, tiny_llama, scripted, tmp_path):
         docs = read_jsonl(art["corpus"].file("corpus.jsonl"))
         assert docs and all(d["id"].startswith("cc_en_head-") or d["url"].startswith("https://example.org/c4/train/") for d in docs)
         assert len(ScriptedBackend.prompts["backtranslate"]) == len(docs)
+        _check_context_edge(ctx, docs, budgets)
+        _check_augment(ctx)
         _check_curation(cfg, art)
         _check_rewrite(cfg, art)
 
@@ -316,6 +300,35 @@ def test_paper_smoke(experiment, tiny_llama, scripted, tmp_path):
     assert OmegaConf.select(cfg, "trainer.strategy") == "ddp"
 
 
+def _check_context_edge(ctx, docs: list[dict], budgets: list) -> None:
+    """The document one token past the tightest prompt's budget is dropped by the corpus stage and counted (in
+    filters.json and the run summary); the one at the budget is kept, and no generation of the run was left less
+    room than it asked for (the scripted backend measures each prompt with the real tokenizer)."""
+    names = [d["id"] if d["id"].startswith("cc_en_head-") else d["url"] for d in docs]
+    assert any(n.endswith("edge-in") for n in names) and not any(n.endswith("edge-over") for n in names)
+    report = json.loads(ctx.artifacts["corpus"].file("filters.json").read_text())
+    context = next(f for f in report["filters"] if f["filter"] == "context")
+    tightest = min(budgets, key=lambda b: b.max_document_tokens)
+    assert context["removed"] == 1 and context["reasons"] == {f"too_long_for_{tightest.kind}": 1}
+    assert [e["id"].endswith("edge-over") for e in context["examples"]] == [True]
+    assert [b["kind"] for b in report["context_budget"]] == [b.kind for b in budgets]
+    assert ctx.summary["corpus_filters"]["removed"]["context"] == 1
+    assert ScriptedBackend.calls and {c["context"] for c in ScriptedBackend.calls} == {CONTEXT}
+    squeezed = [c for c in ScriptedBackend.calls if c["prompt_tokens"] + c["max_new_tokens"] > c["context"]]
+    assert not squeezed, squeezed[:3]
+
+
+def _check_augment(ctx) -> None:
+    """Instructions cut at max_new_tokens (the script's rambling ones) are dropped and counted."""
+    prompts = ScriptedBackend.prompts["backtranslate"]
+    rambling = sum(prompt_tag(p) % 7 == 3 for p in prompts)
+    counts = ctx.artifacts["augment"].manifest["counts"]
+    assert counts["unfinished_instructions"] == rambling and counts["out"] == len(prompts) - rambling
+    assert ctx.summary["unfinished"]["instructions"] == rambling
+    candidates = read_jsonl(ctx.artifacts["augment"].file("candidates.jsonl"))
+    assert all(r["backward_finished"] and LONG_WORDS[:40] not in r["instruction"] for r in candidates)
+
+
 def _check_curation(cfg, art) -> None:
     """Generate-mode rating with the rubric; kept = score >= threshold; one curate step per iteration."""
     curate = [name for name in art if name.startswith("curate_")]
@@ -331,7 +344,13 @@ def _check_curation(cfg, art) -> None:
         assert any(r["score"] is None for r in scored) or len(scored) < 4
         metrics = art[name].manifest["metrics"]
         assert metrics["parse_failures"] == sum(r["score"] is None for r in scored)
-    assert all("5-point scale" in p for p in ScriptedBackend.prompts["rate"])
+        assert metrics["unfinished_ratings"] == sum(r["judge_unfinished"] for r in scored)
+        assert all(r["score"] is None for r in scored if r["judge_unfinished"])
+    prompts = ScriptedBackend.prompts["rate"]
+    assert all("5-point scale" in p for p in prompts)
+    # the script's long reasonings run out of max_new_tokens before "Score:": counted and dropped
+    long_reasoning = sum(prompt_tag(p) % 5 == 4 for p in prompts)
+    assert sum(art[name].manifest["metrics"]["unfinished_ratings"] for name in curate) == long_reasoning
 
 
 def _check_rewrite(cfg, art) -> None:
@@ -347,6 +366,6 @@ def _check_rewrite(cfg, art) -> None:
         return
     prompts = ScriptedBackend.prompts["rewrite"]
     assert len(prompts) == counts["in"] and not any(p.rstrip().endswith("[RES]") for p in prompts)  # no prefill
-    expected_truncated = sum(_tag(p) % 5 == 0 for p in prompts)
+    expected_truncated = sum(prompt_tag(p) % 5 == 0 for p in prompts)
     assert counts["truncated"] == expected_truncated and counts["parsed"] == counts["in"] - expected_truncated
     assert counts["out"] == counts["parsed"] and all(r["output"].startswith("A rewritten, focused answer") for r in generated)

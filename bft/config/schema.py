@@ -176,6 +176,9 @@ class SamplingConfig:
     temperature: float = 1.0
     top_p: float = 0.9
     max_new_tokens: int = 64
+    # an instruction cut at max_new_tokens (no end-of-turn token) is dropped and counted (unfinished_instructions);
+    # true keeps it (debug=smoke: a random model never ends one)
+    keep_unfinished: bool = False
 
 
 @dataclass

@@ -13,9 +13,10 @@ def _length_stats(lengths: list[int]) -> dict[str, float]:
     return {"n": len(lengths), "mean_chars": round(mean(lengths), 1), "median_chars": float(median(lengths))}
 
 
-def curation_accounting(scores: list[float | None], lengths: list[int], keep: list[bool]) -> dict[str, Any]:
-    """Histogram of (rounded) scores, parse failures, kept count/fraction, lengths (characters of each record's
-    ``text``) of kept vs dropped."""
+def curation_accounting(scores: list[float | None], lengths: list[int], keep: list[bool], unfinished: int = 0) -> dict[str, Any]:
+    """Histogram of (rounded) scores, parse failures (every record without a score), ratings cut at
+    ``max_new_tokens`` (``unfinished_ratings``: no score, dropped; with ``generate_n`` counted per sample), kept
+    count/fraction, lengths (characters of each record's ``text``) of kept vs dropped."""
     total = len(scores)
     unparsed = sum(1 for s in scores if s is None)
     histogram = Counter(str(round(float(s))) for s in scores if s is not None)
@@ -24,6 +25,7 @@ def curation_accounting(scores: list[float | None], lengths: list[int], keep: li
         "candidates": total,
         "parse_failures": unparsed,
         "parse_failure_rate": round(unparsed / total, 4) if total else 0.0,
+        "unfinished_ratings": unfinished,
         "score_histogram": {k: histogram.get(k, 0) for k in ["1", "2", "3", "4", "5"]},
         "kept": kept,
         "kept_fraction": round(kept / total, 4) if total else 0.0,

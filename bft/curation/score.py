@@ -2,10 +2,12 @@
 
 Modes (``curation.scoring``):
 - ``generate``: reasoning then ``Score: N``, parsed by :func:`bft.parsers.parse_score`; unparsed ratings stay
-  ``None`` and are counted, never defaulted.
+  ``None`` and are counted, never defaulted. A rating cut at ``max_new_tokens`` (no end-of-turn token) is
+  unfinished: no score, counted as ``judge_unfinished`` (1) on its record.
 - ``logprob``: the rubric asks for the score alone, the assistant turn is prefilled with ``Score: `` and the
   score is the expected value of the next-token distribution over "1".."5" (one forward pass, no sampling).
-- ``generate_n``: ``n_samples`` sampled ratings, the mean of those that parse.
+- ``generate_n``: ``n_samples`` sampled ratings, the mean of those that parse (unfinished ones do not;
+  ``judge_unfinished`` counts them).
 """
 
 from __future__ import annotations
@@ -48,15 +50,16 @@ def score_pairs(pairs: list[Record], backend: GenerationBackend, tokenizer, cfg:
             scored.append({**pair, "score": score, "confidence": confidence, "judge_raw": {"probs": probs}})
     elif cfg.scoring == "generate":
         for pair, completion in zip(pairs, backend.generate(prompts, sampling, seed), strict=True):
-            score = parse_score(completion.text)
-            scored.append({**pair, "score": score, "judge_raw": completion.text})
+            score = parse_score(completion.text, completion.finished)
+            scored.append({**pair, "score": score, "judge_raw": completion.text, "judge_unfinished": int(not completion.finished)})
     elif cfg.scoring == "generate_n":
         runs = [backend.generate(prompts, sampling, seed * 1000 + k) for k in range(cfg.n_samples)]
         for i, pair in enumerate(pairs):
             texts = [run[i].text for run in runs]
-            parsed = [s for s in (parse_score(t) for t in texts) if s is not None]
+            parsed = [s for s in (parse_score(run[i].text, run[i].finished) for run in runs) if s is not None]
             score = sum(parsed) / len(parsed) if parsed else None
-            scored.append({**pair, "score": score, "n_parsed": len(parsed), "judge_raw": texts})
+            unfinished = sum(not run[i].finished for run in runs)
+            scored.append({**pair, "score": score, "n_parsed": len(parsed), "judge_raw": texts, "judge_unfinished": unfinished})
     else:
         raise ValueError(f"curation.scoring: unknown mode '{cfg.scoring}' (generate | logprob | generate_n)")
     return scored

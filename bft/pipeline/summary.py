@@ -126,16 +126,39 @@ def summarize(ctx: RunContext) -> dict[str, Any]:
     summary["curation"] = {
         name: {
             k: m.get(k)
-            for k in ("kept", "kept_fraction", "parse_failure_rate", "score_histogram", "kept_lengths", "dropped_lengths", "labels")
+            for k in (
+                *("kept", "kept_fraction", "parse_failure_rate", "unfinished_ratings", "score_histogram"),
+                *("kept_lengths", "dropped_lengths", "labels"),
+            )
         }
         for name, m in curations.items()
     }
+    summary["unfinished"] = _unfinished(ctx)
     return summary
 
 
 def _reproduce(folder: Path, script: str | None) -> str | None:
     """``bash <evaluate artifact>/reproduce.sh``, or None for an evaluation made before bft wrote one."""
     return f"bash {folder / script}" if script and (folder / script).is_file() else None
+
+
+def _unfinished(ctx: RunContext) -> dict[str, Any]:
+    """Generations cut at ``max_new_tokens`` (no end-of-turn token), each dropped: instructions (augment),
+    ratings (per curate step) and rewrites (``truncated``); None where the run has no such stage."""
+    counts = {n: a.manifest.get("counts", {}) for n, a in ctx.artifacts.items()}
+    return {
+        "instructions": counts.get("augment", {}).get("unfinished_instructions"),
+        "ratings": {n: a.manifest["metrics"].get("unfinished_ratings") for n, a in ctx.artifacts.items() if n.startswith("curate_")},
+        "rewrites": counts.get("rewrite", {}).get("truncated"),
+    }
+
+
+def _unfinished_text(unfinished: dict[str, Any]) -> str:
+    """ "cut at max_new_tokens and dropped: instructions 2, ratings curate_0 1, rewrites 0" (what the run has)."""
+    parts = [f"instructions {unfinished['instructions']}"] if unfinished.get("instructions") is not None else []
+    parts += [f"ratings {name} {n}" for name, n in (unfinished.get("ratings") or {}).items() if n is not None]
+    parts += [f"rewrites {unfinished['rewrites']}"] if unfinished.get("rewrites") is not None else []
+    return "cut at max_new_tokens and dropped: " + ", ".join(parts) if parts else ""
 
 
 def _lengths_text(acc: dict[str, Any]) -> str:
@@ -171,6 +194,8 @@ def print_summary(ctx: RunContext) -> None:
         console.print(removals_text(s["corpus_filters"]))
     if _decontaminated_text(s.get("decontaminated") or {}):
         console.print(_decontaminated_text(s["decontaminated"]))
+    if _unfinished_text(s.get("unfinished") or {}):
+        console.print(_unfinished_text(s["unfinished"]))
     for name, acc in s.get("curation", {}).items():
         console.print(
             f"{name}: kept {acc['kept']} ({acc['kept_fraction']:.1%}), parse failures "

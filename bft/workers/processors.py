@@ -24,14 +24,17 @@ def augment(params: dict[str, Any], backend, tokenizer) -> Process:
     from bft.parsers import parse_instruction
     from bft.prompts import backtranslation_prompt, render_chat
 
-    sampling = Sampling(**params["sampling"])
+    settings = dict(params["sampling"])
+    keep_unfinished = settings.pop("keep_unfinished", False)
+    sampling = Sampling(**settings)
     model_key = params["model_key"]
 
     def process(shard: list[Record], index: int) -> list[Record]:
         prompts = [render_chat(tokenizer, backtranslation_prompt(d["text"]))[0] for d in shard]
         completions = backend.generate(prompts, sampling, shard_seed(params["run_seed"], "augment", index))
         return [
-            {**d, "instruction": parse_instruction(c.text), "backward_raw": c.text, "backward_model": model_key}
+            {**d, "instruction": parse_instruction(c.text, c.finished or keep_unfinished), "backward_raw": c.text}
+            | {"backward_finished": c.finished, "backward_model": model_key}
             for d, c in zip(shard, completions, strict=True)
         ]
 

@@ -59,10 +59,12 @@ def write_dolma(
     shards: int = 2,
     docs: int = 3,
     file_urls: bool = False,
+    extra: dict[str, str] | None = None,
 ) -> tuple[Path, Path]:
     """(URL list, mirror root). Subsets interleaved in the list as in a real release's list, head among the others.
 
-    ``file_urls``: the list holds ``file://`` URLs of the files (no mirror needed)."""
+    ``file_urls``: the list holds ``file://`` URLs of the files (no mirror needed); ``extra``: documents by name,
+    first in the first head file (id ``cc_en_head-<name>``)."""
     mirror = root / "mirror"
     urls = []
     seed = 0
@@ -70,6 +72,10 @@ def write_dolma(
         for subset in subsets:
             rel = f"dolma-v1_6/{subset}/{subset}-{shard:04d}.json.gz"
             rows = []
+            if shard == 0 and subset == "cc_en_head":
+                rows += [
+                    {**dolma_record(subset, 0, 0, 0), "id": f"{subset}-{name}", "text": text} for name, text in (extra or {}).items()
+                ]
             for i in range(docs):
                 rows.append(dolma_record(subset, shard, i, seed))
                 seed += 1
@@ -81,12 +87,18 @@ def write_dolma(
     return url_list, mirror
 
 
-def write_c4(root: Path, shards: int = 2, docs: int = 3) -> Path:
-    """A copy of ``allenai/c4``'s ``en/`` train and validation files; returns the mirror root."""
+def write_c4(root: Path, shards: int = 2, docs: int = 3, extra: dict[str, str] | None = None) -> Path:
+    """A copy of ``allenai/c4``'s ``en/`` train and validation files; returns the mirror root. ``extra``: documents by
+    name, first in the first train file (URL ``https://example.org/c4/train/<name>``)."""
     seed = 1000
     for split, n in (("train", shards), ("validation", 1)):
         for k in range(n):
             rows = []
+            if split == "train" and k == 0:
+                rows += [
+                    {"text": text, "timestamp": "2019-04-25T12:57:54Z", "url": f"https://example.org/c4/train/{name}"}
+                    for name, text in (extra or {}).items()
+                ]
             for i in range(docs):
                 url = f"https://example.org/c4/{split}/{k}/{i}"
                 rows.append({"text": document(seed), "timestamp": "2019-04-25T12:57:54Z", "url": url})

@@ -2,7 +2,8 @@
 
 One pipeline per task streams its share of the input through the filters (nothing holds the corpus in memory):
 read (validate) -> [language] -> clean -> [bucket, max tokens, Gopher, C4, FineWeb] -> segment -> [headers]
--> length -> write; with ``corpus.dedup`` the MinHash stages follow (signatures in the same pass, then buckets,
+-> length -> [context] -> write (``context``: documents whose longest prompt would not fit its model's context,
+:mod:`bft.data.corpus.context`); with ``corpus.dedup`` the MinHash stages follow (signatures in the same pass, then buckets,
 clusters and the filter). Task outputs are concatenated in task order into ``corpus.jsonl``, so the corpus is
 byte-identical whatever ``corpus.workers`` is. ``filters.json`` beside it keeps every filter's counts by reason
 and a few removed examples. Scratch files live in ``_datatrove/`` next to the output (an interrupted run resumes
@@ -26,7 +27,9 @@ from datatrove.data import Document
 from datatrove.pipeline.writers import JsonlWriter
 
 from bft.config.schema import CorpusConfig
+from bft.context_budget import PromptBudget
 from bft.data.corpus import accounting as acc
+from bft.data.corpus.context import ContextFilter
 from bft.data.corpus.dedup import later_stages, minhash_config, signature_step
 from bft.data.corpus.executor import check_executor, make_executor, run_chain
 from bft.data.corpus.langid import LanguageIdFilter, OfflineEnglishTokenizer
@@ -90,8 +93,10 @@ def _check(cfg: CorpusConfig) -> None:
         raise DataError("corpus.max_tokens", "corpus.tokenizer and corpus.max_tokens go together", "config")
 
 
-def main_chain(cfg: CorpusConfig, source: Source, on_error: str, tasks: int, scratch: str) -> Chain:
-    """reader -> filters -> segment -> length -> writer (+ MinHash signatures when deduplicating)."""
+def main_chain(
+    cfg: CorpusConfig, source: Source, on_error: str, tasks: int, scratch: str, budgets: list[PromptBudget] | None = None
+) -> Chain:
+    """reader -> filters -> segment -> length -> [context] -> writer (+ MinHash signatures when deduplicating)."""
 
     def examples(label: str) -> acc.ExampleWriter:
         return acc.ExampleWriter(f"{scratch}/examples/{label}", cfg.filter_examples)
@@ -113,6 +118,8 @@ def main_chain(cfg: CorpusConfig, source: Source, on_error: str, tasks: int, scr
     if "humpback" in cfg.filters:
         chain.add("humpback", HeaderFilter(exclusion_writer=examples("humpback")), True)
     chain.add("length", LengthFilter(cfg.min_chars, cfg.max_chars, examples("length")), True)
+    if budgets:
+        chain.add("context", ContextFilter(budgets, examples("context")), True)
     if cfg.dedup:
         chain.add("filtered", JsonlWriter(f"{scratch}/filtered", output_filename="${rank}.jsonl", compression=None))
         chain.add("signatures", signature_step(f"{scratch}/signatures", minhash_config(cfg.minhash_threshold, cfg.minhash_num_perm)))
@@ -157,8 +164,12 @@ def _merge(scratch: Path, tasks: int, out_file: Path) -> int:
     return lines
 
 
-def build_corpus(cfg: CorpusConfig | Mapping[str, Any], on_error: str, out_file: Path) -> dict[str, Any]:
+def build_corpus(
+    cfg: CorpusConfig | Mapping[str, Any], on_error: str, out_file: Path, budgets: list[PromptBudget] | None = None
+) -> dict[str, Any]:
     """Build the cleaned corpus into ``out_file`` (JSONL of :data:`RECORD_FIELDS`) and ``filters.json`` beside it.
+
+    ``budgets``: the generation prompts each document must fit in (:mod:`bft.context_budget`); None checks none.
 
     Returns the stage counts ``{"in", "out", "removed": {...per reason and filter}, "skipped_input": {...}}``.
     """
@@ -171,7 +182,7 @@ def build_corpus(cfg: CorpusConfig | Mapping[str, Any], on_error: str, out_file:
     tasks = cfg.tasks or source.default_tasks
     out_file = Path(out_file)
     scratch = out_file.parent / "_datatrove"
-    chain = main_chain(cfg, source, on_error, tasks, str(scratch))
+    chain = main_chain(cfg, source, on_error, tasks, str(scratch), budgets)
     opts = dict(cfg.executor_options)
 
     def executor(name: str, steps: list[Any], n_tasks: int, depends: Any = None) -> Any:
@@ -190,10 +201,12 @@ def build_corpus(cfg: CorpusConfig | Mapping[str, Any], on_error: str, out_file:
         last = executor("filter", [*stages["filter"], _final_writer(str(scratch))], tasks, depends=clusters)
     with _datatrove_log(scratch / "logs" / "console.log"):
         run_chain(last, "corpus")
-    return _account(cfg, source, chain, tasks, scratch, out_file)
+    return _account(cfg, source, chain, tasks, scratch, out_file, budgets)
 
 
-def _account(cfg: CorpusConfig, source: Source, chain: Chain, tasks: int, scratch: Path, out_file: Path) -> dict[str, Any]:
+def _account(
+    cfg: CorpusConfig, source: Source, chain: Chain, tasks: int, scratch: Path, out_file: Path, budgets: list[PromptBudget] | None
+) -> dict[str, Any]:
     main_stats = acc.read_stats(str(scratch / "logs" / "main"))
     by_label = dict(zip(chain.labels, main_stats, strict=True))
     reader = by_label["reader"]
@@ -227,6 +240,7 @@ def _account(cfg: CorpusConfig, source: Source, chain: Chain, tasks: int, scratc
         "counts": removed,
         "skipped_input": skipped,
         "filters": entries,
+        "context_budget": [b.as_dict() for b in budgets or []],
     }
     tmp = out_file.with_name("filters.json.tmp")
     tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -8,6 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from bft.artifacts.store import Artifact, StageOutput
+from bft.context_budget import PromptSpec
 from bft.data.io import read_jsonl, write_jsonl_atomic
 from bft.errors import NoPairsError, PipelineError
 from bft.pipeline.stage import Stage
@@ -22,13 +23,42 @@ def compute_seed(c: DictConfig, upstream: dict[str, Artifact], work: Path) -> St
     return StageOutput(counts={"in": len(records), "out": len(records)})
 
 
+def prompt_specs(c: DictConfig) -> list[PromptSpec]:
+    """The generation prompts every corpus document goes into, each with its model, chat template and new tokens:
+    backtranslation (backward model), rating (curation model, when curating) and rewrite (the rewriter or M0, in
+    rewrite mode; distillation prompts hold no document). Instructions are budgeted at the augment stage's
+    ``max_new_tokens``."""
+    from bft.prompts import SCORE_PREFILL
+
+    instruction = c.generation.augment.max_new_tokens
+    specs = [PromptSpec("augment", c.backward_model.name, c.backward_model.chat_template, "backward_model.chat_template", instruction)]
+    if c.curation.enabled:
+        logprob = c.curation.scoring == "logprob"
+        new = 1 if logprob else c.curation.max_new_tokens
+        prefix = SCORE_PREFILL if logprob else ""
+        curation = (c.curation_model.name, c.curation_model.chat_template, "curation_model.chat_template")
+        specs.append(PromptSpec("rate", *curation, new, instruction, score_only=logprob, assistant_prefix=prefix))
+    if c.rewriter.source != "none" and c.rewriter.mode == "rewrite":
+        if c.rewriter.source == "seed_model":
+            rewriter = (c.curation_model.name, c.curation_model.chat_template, "curation_model.chat_template")
+        else:
+            rewriter = (c.rewriter.name, c.rewriter.chat_template, "rewriter.chat_template")
+        prefix = "[RES]" if c.rewriter.prefill_res_tag else ""
+        specs.append(PromptSpec("rewrite", *rewriter, c.rewriter.max_new_tokens, instruction, assistant_prefix=prefix))
+    return specs
+
+
 def compute_corpus(c: DictConfig, upstream: dict[str, Artifact], work: Path) -> StageOutput:
-    """The cleaned web corpus, built by the datatrove pipeline of ``bft.data.corpus`` (readers, filters, MinHash)."""
+    """The cleaned web corpus, built by the datatrove pipeline of ``bft.data.corpus`` (readers, filters, MinHash),
+    without the documents whose longest prompt would not fit its model's context (``bft.context_budget``)."""
     from omegaconf import OmegaConf
 
+    from bft.context_budget import prompt_budgets
     from bft.data.corpus import build_corpus
 
-    counts = build_corpus(OmegaConf.to_container(c.corpus, resolve=True), c.data.on_error, work / "corpus.jsonl")
+    budgets = prompt_budgets(prompt_specs(c), c.generation.backend, c.generation.max_model_len)
+    corpus = OmegaConf.to_container(c.corpus, resolve=True)
+    counts = build_corpus(corpus, c.data.on_error, work / "corpus.jsonl", budgets)
     if not counts["out"]:
         raise PipelineError(f"corpus: cleaning kept 0 of {counts['in']} documents (removed: {counts['removed']})")
     return StageOutput(counts=counts)
@@ -80,7 +110,18 @@ def compute_train_data(c: DictConfig, upstream: dict[str, Artifact], work: Path)
 
 
 SEED = Stage("seed", (), ("seed.jsonl",), ("seed", "run.seed", "data.on_error"), compute_seed, version=1)
-CORPUS = Stage("corpus", (), ("corpus.jsonl", "filters.json"), ("corpus", "data.on_error"), compute_corpus, version=1)
+# What the context budget reads: each prompt's model, chat template and new tokens, and the context's source.
+_CONTEXT_BUDGET = (
+    *(f"{role}.{key}" for role in ("backward_model", "curation_model") for key in ("name", "chat_template")),
+    *(f"curation.{key}" for key in ("enabled", "scoring", "max_new_tokens")),
+    *(f"rewriter.{key}" for key in ("source", "name", "chat_template", "mode", "max_new_tokens", "prefill_res_tag")),
+    "generation.augment.max_new_tokens",
+    "generation.backend",
+    "generation.max_model_len",
+)
+CORPUS = Stage(
+    "corpus", (), ("corpus.jsonl", "filters.json"), ("corpus", "data.on_error", *_CONTEXT_BUDGET), compute_corpus, version=1
+)
 BASELINE_DATA = Stage(
     "baseline_data",
     (),

@@ -28,9 +28,20 @@ def compute_augment(c: DictConfig, upstream: dict[str, Artifact], work: Path) ->
         stage_job(c.generation, c.run.seed, "augment", upstream["corpus"].file("corpus.jsonl"), work, model_ref(backward), params),
         c.workers,
     )
-    kept = write_jsonl_counted(work / "candidates.jsonl", (r for r in iter_outputs(work, run.n_shards) if r["instruction"]))
+    ended = {"unfinished_instructions": 0, "empty_instructions": 0}
+
+    def kept_pairs() -> Iterator[dict]:
+        for record in iter_outputs(work, run.n_shards):
+            cut = record.get("backward_finished") is False  # cut at max_new_tokens: dropped unless keep_unfinished
+            ended["unfinished_instructions"] += cut
+            if record["instruction"]:
+                yield record
+            elif not cut:
+                ended["empty_instructions"] += 1
+
+    kept = write_jsonl_counted(work / "candidates.jsonl", kept_pairs())
     return StageOutput(
-        counts={"in": run.n_records, "out": kept, "empty_instructions": run.n_records - kept},
+        counts={"in": run.n_records, "out": kept, **ended},
         metrics={"shards_reused": run.reused, **run.metrics},
     )
 
@@ -57,10 +68,11 @@ def compute_curate(c: DictConfig, upstream: dict[str, Artifact], work: Path) -> 
         stage_job(c.generation, c.run.seed, "curate", upstream["augment"].export("pairs"), work, model_ref(judge), params), c.workers
     )
     # Selecting the top fraction needs every score, not every record: the records are read from the shards again.
-    scores, lengths = [], []
+    scores, lengths, unfinished = [], [], 0
     for record in iter_outputs(work, run.n_shards):
         scores.append(record.get("score"))
         lengths.append(len(record["text"]))
+        unfinished += record.get("judge_unfinished", 0)  # ratings cut at max_new_tokens (no score)
     keep = select(scores, cur.threshold, cur.top_k, cur.top_fraction)
 
     def flagged() -> Iterator[dict]:
@@ -69,7 +81,7 @@ def compute_curate(c: DictConfig, upstream: dict[str, Artifact], work: Path) -> 
 
     write_jsonl_atomic(work / "scored.jsonl", flagged())
     write_jsonl_atomic(work / "curated.jsonl", (r for r in flagged() if r["kept"]))
-    accounting = curation_accounting(scores, lengths, keep)
+    accounting = curation_accounting(scores, lengths, keep, unfinished)
     if cur.labels:
         from bft.data.io import read_records
 
