@@ -153,6 +153,7 @@ class SFTModule(L.LightningModule):
         self._steady_start: tuple[float, int] | None = None
         self.steady_seconds = 0.0
         self.steady_tokens = 0
+        self.clip_norm: float | None = None  # FSDP: clipped here with the root module's clip_grad_norm_ (train.clipping)
 
     def configure_model(self) -> None:
         """Build the model. Lightning calls this inside the strategy's init context (device, precision, FSDP
@@ -222,9 +223,12 @@ class SFTModule(L.LightningModule):
 
     # --- Lightning hooks --------------------------------------------------------------------------------------
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
-        """Seed dropout from (seed, step, micro-batch): a resumed run draws the same masks as an uninterrupted one."""
+        """Seed dropout from (seed, global micro-batch index): a resumed run draws the same masks as an uninterrupted
+        one, and rank r of W, which trains the global micro-batches r, r + W, ... (:class:`SFTBatchSampler`), draws
+        the masks one process would draw for them."""
         accumulate = self.trainer.accumulate_grad_batches
-        micro = self.trainer.global_step * accumulate + batch_idx % accumulate
+        local = self.trainer.global_step * accumulate + batch_idx % accumulate
+        micro = local * self.trainer.world_size + self.trainer.global_rank
         torch.manual_seed((self.rng_seed * 1_000_003 + micro) % (2**63))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -266,9 +270,20 @@ class SFTModule(L.LightningModule):
         if self._steady_start is not None:
             self.steady_seconds = now - self._steady_start[0]
             steady_from = self._steady_start[1]
-        local = torch.tensor([float(self.tokens_seen - self._tokens_at_start), float(self.tokens_seen - steady_from)])
+        # on the module's device: NCCL reduces CUDA tensors only
+        local = torch.tensor(
+            [float(self.tokens_seen - self._tokens_at_start), float(self.tokens_seen - steady_from)], device=self.device
+        )
         fit_tokens, steady_tokens = self.trainer.strategy.reduce(local, reduce_op="sum").tolist()
         self.fit_tokens, self.steady_tokens = int(fit_tokens), int(steady_tokens)
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """FSDP: clip the gradient norm over all shards with the root FSDP module's ``clip_grad_norm_`` (the way
+        torch documents; Lightning's FSDP precision refuses norm clipping). Otherwise Lightning's own clipping."""
+        if self.clip_norm:
+            self.trainer.strategy.model.clip_grad_norm_(self.clip_norm)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_optimizers(self):
         decay, no_decay = [], []
