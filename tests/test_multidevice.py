@@ -321,7 +321,7 @@ def test_cli_smoke_on_two_cpu_devices_from_a_clean_store(tmp_path):
     args = ["debug=smoke", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
     args += ["eval.max_instances=2", f"run.artifacts_dir={artifacts}", f"hydra.run.dir={tmp_path / 'run'}"]
     done = subprocess.run(
-        [sys.executable, "-m", "bft.cli", *args], env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=900
+        [sys.executable, "-m", "bft.cli", *args], env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=1200
     )
     assert done.returncode == 0, done.stderr[-3000:]
     manifests = {p.parent.parent.name: json.loads(p.read_text()) for p in artifacts.glob("*/*/manifest.json")}

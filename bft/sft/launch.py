@@ -292,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     verbose = os.environ.get("BFT_VERBOSE") == "1" or TrainJob.load(job_path).verbose
     from bft.logger.console import setup_console
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    level = logging.INFO if _global_rank() == 0 else logging.WARNING  # the other ranks would repeat rank 0's lines
+    logging.basicConfig(level=level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     setup_console(verbose)
     try:
         run_job(str(job_path))
