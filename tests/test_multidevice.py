@@ -98,6 +98,21 @@ def test_tensors_reduced_at_the_end_live_on_the_module_device():
     assert received[0].device == torch.device("meta") and (module.fit_tokens, module.steady_tokens) == (12, 8)
 
 
+@pytest.mark.slow  # builds the tiny model
+def test_weight_decay_groups_survive_sharded_flat_views():
+    """FSDP (use_orig_params) and ZeRO-3 flatten parameters before configure_optimizers: the matrices must keep
+    their weight decay and norms / biases stay without it, as on one device."""
+    module = _module()
+    module.configure_model()
+    matrices = {id(p) for p in module.model.parameters() if p.ndim >= 2}
+    with torch.no_grad():
+        for param in module.model.parameters():
+            param.data = param.data.flatten()  # what FSDP's sharded views look like
+    decay, no_decay = module.configure_optimizers()["optimizer"].param_groups
+    assert {id(p) for p in decay["params"]} == matrices and decay["weight_decay"] == module.stage.weight_decay
+    assert no_decay["params"] and not {id(p) for p in no_decay["params"]} & matrices and no_decay["weight_decay"] == 0.0
+
+
 # ------------------------------------------------------------------------------------------ clipping per strategy
 
 
@@ -254,6 +269,15 @@ def test_only_rank_0_of_a_multi_rank_start_drives_the_pipeline(environ, exits):
     assert (notice is not None) == exits
     if exits:
         assert "\n" not in notice and "rank 0" in notice
+
+
+def test_rank_0_of_a_multi_rank_start_runs_as_one_process():
+    from bft.cli.ranks import detach_from_launcher
+
+    environ = {"SLURM_PROCID": "0", "SLURM_NTASKS": "8", "SLURM_JOB_ID": "7", "PATH": "/bin"}
+    assert detach_from_launcher(environ) == (0, 8, "srun") and environ == {"PATH": "/bin"}
+    single = {"SLURM_PROCID": "0", "SLURM_NTASKS": "1", "PATH": "/bin"}
+    assert detach_from_launcher(single) is None and len(single) == 3  # a one-task job keeps its variables
 
 
 # ------------------------------------------------------------------------------------------ real processes

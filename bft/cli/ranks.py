@@ -46,3 +46,17 @@ def secondary_rank_notice(environ: Mapping[str, str]) -> str | None:
         f"rank {rank} of {world} ({launcher}): the pipeline runs on rank 0 only, which launches each multi-device "
         "training as its own job (trainer.launcher); this rank exits"
     )
+
+
+def detach_from_launcher(environ) -> tuple[int, int, str] | None:
+    """On rank 0 of a multi-rank start, drop the rank variables from ``environ`` (``os.environ``): the pipeline is
+    one process, and nothing it runs (an in-process training, a generation worker) may take itself for one rank of
+    the launcher's job. Returns what was found (None in a single process, where nothing changes)."""
+    from bft.sft.launch import job_environment
+
+    found = launch_rank(environ)
+    if found is not None:
+        kept = job_environment(dict(environ))
+        for name in [n for n in environ if n not in kept]:
+            del environ[name]
+    return found

@@ -153,6 +153,7 @@ class SFTModule(L.LightningModule):
         self._steady_start: tuple[float, int] | None = None
         self.steady_seconds = 0.0
         self.steady_tokens = 0
+        self._no_decay: set[int] = set()  # ids of the parameters without weight decay (configure_model)
         self.clip_norm: float | None = None  # FSDP: clipped here with the root module's clip_grad_norm_ (train.clipping)
 
     def configure_model(self) -> None:
@@ -201,7 +202,11 @@ class SFTModule(L.LightningModule):
             model.enable_input_require_grads()
         self.compiled_layers = compile_decoder_layers(self._causal_lm()) if self._compile else 0
         self.trainable_names = {f"model.{n}" for n, p in model.named_parameters() if p.requires_grad}
-        self.trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        self.trainable_params = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
+        # Weight decay on matrices only, decided here on the parameters' real shapes: by configure_optimizers a
+        # sharded strategy has replaced them by flat 1-D views (FSDP with use_orig_params keeps the Parameter
+        # objects but flattens their data; DeepSpeed ZeRO-3 leaves an empty tensor and keeps the shape in ds_shape).
+        self._no_decay = {id(p) for p in model.parameters() if len(getattr(p, "ds_shape", p.shape)) < 2}
 
     # --- loss -------------------------------------------------------------------------------------------------
     def _causal_lm(self):
@@ -289,7 +294,7 @@ class SFTModule(L.LightningModule):
         decay, no_decay = [], []
         for param in self.model.parameters():
             if param.requires_grad:
-                (decay if param.ndim >= 2 else no_decay).append(param)
+                (no_decay if id(param) in self._no_decay else decay).append(param)
         groups = [{"params": decay, "weight_decay": self.stage.weight_decay}]
         if no_decay:
             groups.append({"params": no_decay, "weight_decay": 0.0})
