@@ -337,6 +337,33 @@ def test_a_launched_two_process_job_resumes_and_a_failing_one_is_one_line(tmp_pa
     assert (out / "checkpoints" / "last.ckpt").is_file() and (out / "model").is_dir()  # finished work kept
 
 
+@pytest.mark.slow  # one launched 2-process DDP job (gloo) and the same training in this process
+def test_two_processes_train_the_same_adapter_as_one(tmp_path):
+    """Same effective batch, same micro-batches per optimizer step, same dropout masks: 2 DDP ranks (accumulation
+    2) end with the adapter one process (accumulation 4) trains, up to float32 reduction order."""
+    from safetensors.torch import load_file
+
+    from bft.data.io import read_jsonl
+    from bft.sft.launch import launch_training
+    from bft.sft.train import train_sft
+
+    job, _ = _job(tmp_path / "two")
+    two = launch_training(job, "final_model")
+    one = train_sft(
+        read_jsonl(job.examples),
+        "tiny",
+        tmp_path / "one" / "final_model" / "key.partial",
+        SFTStageConfig(**job.stage),
+        PeftConfig(**job.peft),
+        TrainerConfig(**{**job.trainer, "devices": 1, "strategy": "auto"}),
+        seed=0,
+    )
+    assert (two.metrics["accumulate_grad_batches"], one.metrics["accumulate_grad_batches"]) == (2, 4)
+    a, b = (load_file(Path(r.model_dir) / "adapter_model.safetensors") for r in (two, one))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6, rtol=1e-4) for k in a)
+    assert two.metrics["first_loss"] == pytest.approx(one.metrics["first_loss"], rel=1e-5)
+
+
 @pytest.mark.slow  # the whole smoke pipeline through the real CLI, each training stage on 2 processes (gloo)
 def test_cli_smoke_on_two_cpu_devices_from_a_clean_store(tmp_path):
     """The reported hang: every training stage on 2 DDP processes; the CLI must finish (a hang fails at the
