@@ -317,38 +317,21 @@ def _job(tmp_path: Path, **trainer) -> tuple:
     return job, out
 
 
-@pytest.mark.slow  # two launched 2-process DDP jobs (gloo)
-def test_a_launched_two_process_job_resumes_and_a_failing_one_is_one_line(tmp_path):
-    from bft.sft.launch import TrainingJobError, launch_training
-
-    job, out = _job(tmp_path)
-    first = launch_training(job, "final_model")
-    assert first.metrics["world_size"] == 2 and first.metrics["steps"] == 2
-    assert (out / "checkpoints" / "last.ckpt").is_file() and (out / "model" / "adapter_model.safetensors").is_file()
-    job.stage["max_steps"] = 3
-    resumed = launch_training(job, "final_model")
-    assert resumed.metrics["resumed_from_step"] == 2 and resumed.metrics["steps"] == 3
-
-    job.peft["method"] = "prefix"  # fails on every rank, after the process group is up
-    with pytest.raises(TrainingJobError) as failed:
-        launch_training(job, "final_model")
-    message = str(failed.value)
-    assert "\n" not in message and "ValueError: unknown peft.method 'prefix'" in message
-    assert (out / "checkpoints" / "last.ckpt").is_file() and (out / "model").is_dir()  # finished work kept
-
-
-@pytest.mark.slow  # one launched 2-process DDP job (gloo) and the same training in this process
-def test_two_processes_train_the_same_adapter_as_one(tmp_path):
-    """Same effective batch, same micro-batches per optimizer step, same dropout masks: 2 DDP ranks (accumulation
-    2) end with the adapter one process (accumulation 4) trains, up to float32 reduction order."""
+@pytest.mark.slow  # two launched 2-process DDP jobs (gloo), one failing launch, one training in this process
+def test_a_launched_job_trains_as_one_process_resumes_and_fails_in_one_line(tmp_path):
+    """2 DDP ranks (accumulation 2) end with the adapter one process (accumulation 4) trains, up to float32
+    reduction order: same effective batch, same micro-batches per optimizer step, same dropout masks. The job then
+    resumes from its last.ckpt, and a job failing on every rank surfaces as one line, finished work kept."""
     from safetensors.torch import load_file
 
     from bft.data.io import read_jsonl
-    from bft.sft.launch import launch_training
+    from bft.sft.launch import TrainingJobError, launch_training
     from bft.sft.train import train_sft
 
-    job, _ = _job(tmp_path / "two")
+    job, out = _job(tmp_path)
     two = launch_training(job, "final_model")
+    assert two.metrics["world_size"] == 2 and two.metrics["steps"] == 2
+    assert (out / "checkpoints" / "last.ckpt").is_file() and (out / "model" / "adapter_model.safetensors").is_file()
     one = train_sft(
         read_jsonl(job.examples),
         "tiny",
@@ -362,6 +345,17 @@ def test_two_processes_train_the_same_adapter_as_one(tmp_path):
     a, b = (load_file(Path(r.model_dir) / "adapter_model.safetensors") for r in (two, one))
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6, rtol=1e-4) for k in a)
     assert two.metrics["first_loss"] == pytest.approx(one.metrics["first_loss"], rel=1e-5)
+
+    job.stage["max_steps"] = 3
+    resumed = launch_training(job, "final_model")
+    assert resumed.metrics["resumed_from_step"] == 2 and resumed.metrics["steps"] == 3
+
+    job.peft["method"] = "prefix"  # fails on every rank
+    with pytest.raises(TrainingJobError) as failed:
+        launch_training(job, "final_model")
+    message = str(failed.value)
+    assert "\n" not in message and "ValueError: unknown peft.method 'prefix'" in message
+    assert (out / "checkpoints" / "last.ckpt").is_file() and (out / "model").is_dir()  # finished work kept
 
 
 @pytest.mark.slow  # the whole smoke pipeline through the real CLI, each training stage on 2 processes (gloo)
