@@ -207,7 +207,7 @@ def test_fsdp_strategy_wraps_decoder_layers_and_keeps_float32_state_under_mixed_
     ],
 )
 def test_a_training_stage_runs_in_process_only_on_one_cpu_device(settings, launcher):
-    from bft.sft.launch import check_launcher, resolve_launcher
+    from bft.sft.launchers import check_launcher, resolve_launcher
 
     trainer = TrainerConfig(**settings)
     check_launcher(trainer)
@@ -225,14 +225,14 @@ def test_a_training_stage_runs_in_process_only_on_one_cpu_device(settings, launc
 )
 def test_a_launcher_that_cannot_run_the_trainer_fails_in_one_line(settings, message):
     from bft.config.validate import ConfigError
-    from bft.sft.launch import check_launcher
+    from bft.sft.launchers import check_launcher
 
     with pytest.raises(ConfigError, match=message):
         check_launcher(TrainerConfig(**settings))
 
 
 def test_slurm_job_has_one_task_per_device_on_each_node():
-    from bft.sft.launch import slurm_parameters
+    from bft.sft.launchers import slurm_parameters
 
     trainer = TrainerConfig(accelerator="gpu", devices=8, num_nodes=2, launcher="slurm", slurm={"slurm_partition": "a100"})
     assert slurm_parameters(trainer, "final_model") == {

@@ -58,7 +58,7 @@ def validate(cfg: DictConfig, hydra_cfg: Any = None) -> None:
         check_mandatory(cfg, choices, overrides, conf_dir.removeprefix("file://"))
     check_ranges(cfg)
     _check_values(cfg)
-    from bft.sft.launch import check_launcher
+    from bft.sft.launchers import check_launcher
 
     check_launcher(cfg.trainer)
 

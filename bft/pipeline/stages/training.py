@@ -19,7 +19,7 @@ from bft.pipeline.stages.common import Record, tagged_examples
 
 def _train(model: DictConfig, sft: DictConfig, c: DictConfig, examples: list[Record], work: Path, what: str) -> StageOutput:
     """Fine-tune in this process (one CPU device) or as a launched job (several devices, GPUs, Slurm: bft.sft.launch)."""
-    from bft.sft.launch import resolve_launcher
+    from bft.sft.launchers import resolve_launcher
 
     if not examples:
         raise PipelineError(f"{what}: no training examples")
