@@ -228,6 +228,18 @@ ROLES = ("backward_model", "curation_model", "final_model")
 
 @pytest.mark.parametrize("experiment", PAPER_EXPERIMENTS)
 def test_paper_smoke(experiment, tiny_llama, scripted, tmp_path):
+    _paper_smoke(experiment, tiny_llama, tmp_path)
+
+
+def test_paper_smoke_on_two_cpu_devices(tiny_llama, scripted, tmp_path):
+    """A paper experiment with every training stage on 2 processes: each runs as its own launched job
+    (bft.sft.launch), DDP over gloo (Lightning refuses the experiment's fsdp on CPU; debug=paper_smoke picks ddp)."""
+    ctx = _paper_smoke("backandforth_paper", tiny_llama, tmp_path, ["trainer.devices=2", "trainer.precision=32-true"])
+    for name in ("backward_model", "seed_model", "final_model"):
+        assert ctx.artifacts[name].manifest["metrics"]["world_size"] == 2, name
+
+
+def _paper_smoke(experiment: str, tiny_llama: Path, tmp_path: Path, extra: list[str] | None = None):
     from omegaconf import OmegaConf
 
     from bft.pipeline.runner import run_pipeline
@@ -252,7 +264,7 @@ def test_paper_smoke(experiment, tiny_llama, scripted, tmp_path):
         rows = [{"instruction": f"Baseline instruction {i}?", "output": f"Baseline output {i}."} for i in range(6)]
         baseline.write_text("".join(json.dumps(r) + "\n" for r in rows))
         overrides.append(f"data.baseline_file={baseline}")
-    cfg = _compose(experiment, [o for o in overrides if o])
+    cfg = _compose(experiment, [o for o in overrides if o] + list(extra or []))
     if not cfg.data.baseline_file:  # two documents at the context edge of the tightest prompt: one fits, one does not
         edges, budgets = edge_documents(cfg)
         write_hub_corpus(files, corpus_kind, extra=edges)
@@ -298,6 +310,7 @@ def test_paper_smoke(experiment, tiny_llama, scripted, tmp_path):
     assert leaderboard["n_total"] == cfg.eval.max_instances and 0.0 <= leaderboard["win_rate"] <= 100.0
     assert JUDGE_CALLS and {c["model_name"] for c in JUDGE_CALLS} == {"gpt-4"}
     assert OmegaConf.select(cfg, "trainer.strategy") == "ddp"
+    return ctx
 
 
 def _check_context_edge(ctx, docs: list[dict], budgets: list) -> None:

@@ -158,11 +158,19 @@ def test_training_settings_that_change_results_are_in_the_training_keys(compose_
 
 
 def test_only_result_neutral_settings_are_left_out_of_keys():
-    """Leaving a setting out of a key needs a reason: these only change display, logging and resume points, and
-    who runs a generation stage's shards (``workers``: 2 workers give byte-identical shards to 1, tests/test_workers.py)."""
+    """Leaving a setting out of a key needs a reason: these only change display, logging and resume points, who
+    runs a generation stage's shards (``workers``: 2 workers give byte-identical shards to 1, tests/test_workers.py)
+    and who starts the training processes (``trainer.launcher``, ``trainer.slurm``: a launched job trains the same
+    model as the pipeline process, tests/test_multidevice.py)."""
     from bft.pipeline import plan as plan_module
 
-    neutral = {"trainer.enable_progress_bar", "trainer.log_every_n_steps", "trainer.checkpoint_every_n_steps"}
+    neutral = {
+        "trainer.enable_progress_bar",
+        "trainer.log_every_n_steps",
+        "trainer.checkpoint_every_n_steps",
+        "trainer.launcher",
+        "trainer.slurm",
+    }
     assert set(TRAINER_UNKEYED) == neutral
     stages = [v for v in vars(plan_module).values() if isinstance(v, Stage)]
     assert stages and all(set(s.unkeyed) <= neutral | {"workers"} for s in stages)

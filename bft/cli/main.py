@@ -156,6 +156,13 @@ _VERBOSE_FLAGS = ("-v", "--verbose")
 
 
 def main() -> None:
+    from bft.cli.ranks import detach_from_launcher, secondary_rank_notice
+
+    notice = secondary_rank_notice(os.environ)  # srun / torchrun started several copies: rank 0 runs the pipeline
+    if notice:
+        print(f"bft: {notice}", file=sys.stderr)
+        sys.exit(0)
+    detach_from_launcher(os.environ)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if sys.argv[1:2] == ["export"]:  # bft export run=<run folder or key>: Hugging Face formats (bft.export)
         from bft.export.cli import main as export_main

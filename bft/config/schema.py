@@ -169,6 +169,12 @@ class TrainerConfig:
     log_every_n_steps: int = 5
     enable_progress_bar: bool = True
     checkpoint_every_n_steps: int = 10
+    # how a training stage runs (bft.sft.launch): inprocess (in the pipeline process; one CPU device only), local
+    # (its own job on this machine: one process, Lightning starts one more per further device), slurm (a Slurm job
+    # through submitit, one task per device on num_nodes nodes), auto (inprocess for one CPU device, else local)
+    launcher: str = "auto"
+    # launcher=slurm: submitit executor parameters (slurm_partition, timeout_min, slurm_account, cpus_per_task, ...)
+    slurm: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -61,6 +61,9 @@ def validate(cfg: DictConfig, hydra_cfg: Any = None) -> None:
     _check_values(cfg)
     check_embedded_model(cfg)
     check_eval(cfg.eval, cfg.model.name)
+    from bft.sft.launchers import check_launcher
+
+    check_launcher(cfg.trainer)
 
 
 def _check_values(cfg: DictConfig) -> None:

@@ -67,8 +67,15 @@ class Stage:
         return plain
 
 
-# Trainer settings that do not change a trained model: display, logging frequency, resume points.
-TRAINER_UNKEYED = ("trainer.enable_progress_bar", "trainer.log_every_n_steps", "trainer.checkpoint_every_n_steps")
+# Trainer settings that do not change a trained model: display, logging frequency, resume points, which launcher
+# starts the training processes (bft.sft.launch).
+TRAINER_UNKEYED = (
+    "trainer.enable_progress_bar",
+    "trainer.log_every_n_steps",
+    "trainer.checkpoint_every_n_steps",
+    "trainer.launcher",
+    "trainer.slurm",
+)
 # Generation-engine settings every generating stage reads (sampling is per stage: generation.augment, curation.*).
 ENGINE = tuple(f"generation.{f.name}" for f in fields(GenerationConfig) if f.name != "augment")
 # Who runs a generation stage's shards (bft.workers): N workers give what one gives, so never hashed.

@@ -198,8 +198,11 @@ class SFTBatchSampler(Sampler[list[int]]):
     Epoch ``e`` is the batch list built from ``seed + e``; the stream walks epoch after epoch, and training stops
     at ``max_steps``. ``start`` skips the micro-batches a resumed run already consumed, so a run killed and
     resumed from a checkpoint sees exactly the batches of an uninterrupted run (Lightning itself restarts a
-    plain DataLoader from its first batch). All ranks build the same global list and take every ``world``-th
-    batch, so no distributed sampler is needed (train.py sets ``use_distributed_sampler=False``).
+    plain DataLoader from its first batch). All ranks build the same global stream and rank ``r`` of ``world``
+    takes its micro-batches ``r, r + world, r + 2 world, ...`` across epoch boundaries, nothing dropped, so no
+    distributed sampler is needed (train.py sets ``use_distributed_sampler=False``): with accumulation
+    ``batch_size / (micro_batch_size x world)``, optimizer step ``k`` trains on the same micro-batches on
+    ``world`` ranks as on one device. ``start`` counts this rank's micro-batches.
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, group_by_length: bool, start: int = 0):
@@ -215,18 +218,19 @@ class SFTBatchSampler(Sampler[list[int]]):
             batches = length_grouped_batches(self.lengths, self.batch_size, seed)
         else:
             batches = shuffled_batches(len(self.lengths), self.batch_size, seed)
-        rank, world = _rank_and_world()
-        if len(batches) < world:  # tiny data: every rank still gets one batch
-            return [batches[rank % len(batches)]]
-        return batches[: len(batches) // world * world][rank::world]
+        return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        per_epoch = len(self.epoch_batches(0))
-        epoch, position = divmod(self.start, per_epoch)
+        rank, world = _rank_and_world()
+        per_epoch = len(self.epoch_batches(0))  # the same in every epoch
+        epoch, position = divmod(self.start * world + rank, per_epoch)
+        batches = self.epoch_batches(epoch)
         while True:
-            batches = self.epoch_batches(epoch)
-            yield from batches[position:]
-            epoch, position = epoch + 1, 0
+            yield batches[position]
+            position += world
+            while position >= per_epoch:
+                epoch, position = epoch + 1, position - per_epoch
+                batches = self.epoch_batches(epoch)
 
 
 def build_dataloader(

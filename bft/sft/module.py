@@ -153,6 +153,8 @@ class SFTModule(L.LightningModule):
         self._steady_start: tuple[float, int] | None = None
         self.steady_seconds = 0.0
         self.steady_tokens = 0
+        self._no_decay: set[int] = set()  # ids of the parameters without weight decay (configure_model)
+        self.clip_norm: float | None = None  # FSDP: clipped here with the root module's clip_grad_norm_ (train.clipping)
 
     def configure_model(self) -> None:
         """Build the model. Lightning calls this inside the strategy's init context (device, precision, FSDP
@@ -200,7 +202,11 @@ class SFTModule(L.LightningModule):
             model.enable_input_require_grads()
         self.compiled_layers = compile_decoder_layers(self._causal_lm()) if self._compile else 0
         self.trainable_names = {f"model.{n}" for n, p in model.named_parameters() if p.requires_grad}
-        self.trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        self.trainable_params = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
+        # Weight decay on matrices only, decided here on the parameters' real shapes: by configure_optimizers a
+        # sharded strategy has replaced them by flat 1-D views (FSDP with use_orig_params keeps the Parameter
+        # objects but flattens their data; DeepSpeed ZeRO-3 leaves an empty tensor and keeps the shape in ds_shape).
+        self._no_decay = {id(p) for p in model.parameters() if len(getattr(p, "ds_shape", p.shape)) < 2}
 
     # --- loss -------------------------------------------------------------------------------------------------
     def _causal_lm(self):
@@ -222,9 +228,12 @@ class SFTModule(L.LightningModule):
 
     # --- Lightning hooks --------------------------------------------------------------------------------------
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
-        """Seed dropout from (seed, step, micro-batch): a resumed run draws the same masks as an uninterrupted one."""
+        """Seed dropout from (seed, global micro-batch index): a resumed run draws the same masks as an uninterrupted
+        one, and rank r of W, which trains the global micro-batches r, r + W, ... (:class:`SFTBatchSampler`), draws
+        the masks one process would draw for them."""
         accumulate = self.trainer.accumulate_grad_batches
-        micro = self.trainer.global_step * accumulate + batch_idx % accumulate
+        local = self.trainer.global_step * accumulate + batch_idx % accumulate
+        micro = local * self.trainer.world_size + self.trainer.global_rank
         torch.manual_seed((self.rng_seed * 1_000_003 + micro) % (2**63))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -266,15 +275,26 @@ class SFTModule(L.LightningModule):
         if self._steady_start is not None:
             self.steady_seconds = now - self._steady_start[0]
             steady_from = self._steady_start[1]
-        local = torch.tensor([float(self.tokens_seen - self._tokens_at_start), float(self.tokens_seen - steady_from)])
+        # on the module's device: NCCL reduces CUDA tensors only
+        local = torch.tensor(
+            [float(self.tokens_seen - self._tokens_at_start), float(self.tokens_seen - steady_from)], device=self.device
+        )
         fit_tokens, steady_tokens = self.trainer.strategy.reduce(local, reduce_op="sum").tolist()
         self.fit_tokens, self.steady_tokens = int(fit_tokens), int(steady_tokens)
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """FSDP: clip the gradient norm over all shards with the root FSDP module's ``clip_grad_norm_`` (the way
+        torch documents; Lightning's FSDP precision refuses norm clipping). Otherwise Lightning's own clipping."""
+        if self.clip_norm:
+            self.trainer.strategy.model.clip_grad_norm_(self.clip_norm)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_optimizers(self):
         decay, no_decay = [], []
         for param in self.model.parameters():
             if param.requires_grad:
-                (decay if param.ndim >= 2 else no_decay).append(param)
+                (no_decay if id(param) in self._no_decay else decay).append(param)
         groups = [{"params": decay, "weight_decay": self.stage.weight_decay}]
         if no_decay:
             groups.append({"params": no_decay, "weight_decay": 0.0})

@@ -62,13 +62,14 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return precision
 
 
-def frozen_base_dtype(model_dtype: str, precision: str, peft: PeftConfig) -> torch.dtype:
+def frozen_base_dtype(model_dtype: str, precision: str, peft: PeftConfig, strategy: str = "auto") -> torch.dtype:
     """Storage dtype of LoRA's frozen base weights; full fine-tuning always keeps float32 master weights.
 
     ``auto`` stores the frozen base in bfloat16 when the step computes in bfloat16 anyway (``bf16-*``); an
-    explicit dtype is taken as given.
+    explicit dtype is taken as given. Under FSDP the base stays float32 like the adapters: FSDP flattens a
+    layer's parameters into one tensor of one dtype, and its mixed precision (:func:`fsdp_strategy`) casts them.
     """
-    if peft.method != "lora":
+    if peft.method != "lora" or is_fsdp(strategy):
         return torch.float32
     if model_dtype == "auto":
         return torch.bfloat16 if precision.startswith("bf16") else torch.float32
@@ -92,6 +93,87 @@ def compile_decision(trainer: TrainerConfig, tokens: int) -> tuple[bool, str]:
         warnings.warn(f"trainer.compile=true ignored, training eagerly: {reason}", stacklevel=3)
         return False, reason
     return True, f"{tokens} planned tokens >= trainer.compile_min_tokens={trainer.compile_min_tokens}"
+
+
+def is_fsdp(strategy: str) -> bool:
+    return str(strategy).startswith("fsdp")
+
+
+def fsdp_strategy(strategy: str, precision: str, base_path: str):
+    """Lightning's ``FSDPStrategy`` for ``trainer.strategy=fsdp`` / ``fsdp_cpu_offload``, with two settings the
+    strategy name alone does not give:
+
+    - ``auto_wrap_policy``: one FSDP unit per decoder layer (the model's ``_no_split_modules``), so each rank holds
+      one layer unsharded at a time; by name alone Lightning wraps the whole model as one unit, which gathers every
+      weight on every rank.
+    - ``mixed_precision`` for ``bf16-mixed`` / ``16-mixed``: float32 parameters, gradients and reductions, with
+      the step computing under autocast, as on one device. Lightning maps ``bf16-mixed`` to FSDP's
+      ``MixedPrecision(param_dtype=bfloat16)``: the unsharded parameters and their gradients are then bf16 views
+      of float32 flat parameters, and with gradient accumulation outside ``no_sync`` (Lightning never calls it for
+      FSDP) FSDP1 hands those bf16 gradients to the float32 original parameters (``use_orig_params``'s grad views,
+      ``_flat_param.py``), which torch >= 2.9 refuses: "attempting to assign a gradient with dtype BFloat16 to a
+      tensor with grad_dtype Float". All-float32 FSDP state has no low-precision gradient to hand over; the cost is
+      float32 all-gathers and reductions (twice bf16's bytes). ``*-true`` precisions keep Lightning's mapping.
+    """
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    kwargs: dict = {"auto_wrap_policy": decoder_layer_classes(base_path) or None}
+    if strategy == "fsdp_cpu_offload":
+        kwargs["cpu_offload"] = True
+    if precision.endswith("-mixed"):
+        from torch.distributed.fsdp import MixedPrecision
+
+        kwargs["mixed_precision"] = MixedPrecision(param_dtype=torch.float32, reduce_dtype=torch.float32, buffer_dtype=torch.float32)
+    return FSDPStrategy(**kwargs)
+
+
+def decoder_layer_classes(base_path: str) -> set[type]:
+    """The classes transformers keeps whole when splitting ``base_path``'s model (``_no_split_modules``)."""
+    import importlib
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(base_path)
+    model_class = AutoModelForCausalLM._model_mapping.get(type(config), None)
+    if model_class is None:
+        return set()
+    module = importlib.import_module(model_class.__module__)
+    names = getattr(model_class, "_no_split_modules", None) or []
+    return {getattr(module, name) for name in names if hasattr(module, name)}
+
+
+def trainer_strategy(trainer: TrainerConfig, precision: str, base_path: str):
+    """What goes to ``lightning.Trainer(strategy=...)``: the name, or the configured FSDP strategy."""
+    return fsdp_strategy(trainer.strategy, precision, base_path) if is_fsdp(trainer.strategy) else trainer.strategy
+
+
+def clipping(strategy: str, clip: float | None) -> tuple[float | None, float | None]:
+    """(``gradient_clip_val`` for the Trainer, norm the module clips itself) for ``trainer.strategy``.
+
+    Lightning's FSDP precision refuses norm clipping (``torch.nn.utils.clip_grad_norm_`` is wrong on shards); FSDP
+    clips with the root module's own ``clip_grad_norm_`` (:meth:`SFTModule.configure_gradient_clipping`). DeepSpeed
+    takes the Trainer's value into its config (``gradient_clipping``); DDP and single devices clip through Lightning.
+    """
+    if not clip:
+        return None, None
+    if is_fsdp(strategy):
+        return None, float(clip)
+    return float(clip), None
+
+
+def batch_split(batch_size: int, micro_batch_size: int, world: int) -> tuple[int, int]:
+    """(micro-batch size, accumulation) giving ``batch_size`` examples per optimizer step over ``world`` processes.
+
+    ``micro_batch_size`` is a memory bound: where ``batch_size / world`` is not a multiple of it, the largest micro
+    size below it that divides is used, so the effective batch (what the learning rate was tuned for) stays the same
+    on any number of processes; only a ``batch_size`` that ``world`` does not divide changes it.
+    """
+    per_rank = batch_size // world
+    if per_rank < 1 or batch_size % world:
+        micro = min(micro_batch_size, max(1, per_rank))
+        return micro, max(1, batch_size // (micro * world))
+    micro = next(m for m in range(min(micro_batch_size, per_rank), 0, -1) if per_rank % m == 0)
+    return micro, per_rank // micro
 
 
 def checkpoint_step(path: Path) -> int:
@@ -159,11 +241,12 @@ def train_sft(
         base_model,
         stage,
         peft,
-        frozen_dtype=frozen_base_dtype(model_dtype, precision, peft),
+        frozen_dtype=frozen_base_dtype(model_dtype, precision, peft, trainer.strategy),
         mixed_precision=precision.endswith("-mixed"),
         attention=trainer.attention,
         compile=compiled,
     )
+    trainer_clip, module.clip_norm = clipping(trainer.strategy, trainer.gradient_clip_val)
 
     from bft.logger.progress import training_bars
 
@@ -186,9 +269,9 @@ def train_sft(
         accelerator=trainer.accelerator,
         devices=trainer.devices,
         num_nodes=trainer.num_nodes,
-        strategy=trainer.strategy,
+        strategy=trainer_strategy(trainer, precision, module.base_path),
         precision=precision,
-        gradient_clip_val=trainer.gradient_clip_val,
+        gradient_clip_val=trainer_clip,
         log_every_n_steps=trainer.log_every_n_steps,
         enable_progress_bar=trainer.enable_progress_bar,
         enable_model_summary=False,
@@ -201,12 +284,16 @@ def train_sft(
     )
     # Set after construction so the world size is Lightning's own count (devices="auto", lists, nodes).
     world = pl_trainer.world_size
-    accumulate = max(1, stage.batch_size // (stage.micro_batch_size * world))
-    if accumulate * stage.micro_batch_size * world != stage.batch_size:
+    micro, accumulate = batch_split(stage.batch_size, stage.micro_batch_size, world)
+    if micro != stage.micro_batch_size:
+        log.info(
+            "micro-batches of %d (not %d) so that %d processes keep batch_size=%d",
+            *(micro, stage.micro_batch_size, world, stage.batch_size),
+        )
+    if accumulate * micro * world != stage.batch_size:
         warnings.warn(
-            f"batch_size={stage.batch_size} is not micro_batch_size={stage.micro_batch_size} x world size {world} "
-            f"x an integer: using accumulation {accumulate} (effective batch "
-            f"{accumulate * stage.micro_batch_size * world})",
+            f"batch_size={stage.batch_size} is not a multiple of world size {world}: using micro-batches of {micro} "
+            f"and accumulation {accumulate} (effective batch {accumulate * micro * world})",
             stacklevel=2,
         )
     pl_trainer.accumulate_grad_batches = accumulate
@@ -217,7 +304,7 @@ def train_sft(
     loader = build_dataloader(
         encoded,
         stage.grouping,
-        stage.micro_batch_size,
+        micro,
         stage.max_seq_len,
         tokenizer.pad_token_id,
         seed,

@@ -18,25 +18,63 @@ from bft.pipeline.stages.common import Record, tagged_examples
 
 
 def _train(model: DictConfig, sft: DictConfig, c: DictConfig, examples: list[Record], work: Path, what: str) -> StageOutput:
-    from bft.sft.train import train_sft
+    """Fine-tune in this process (one CPU device) or as a launched job (several devices, GPUs, Slurm: bft.sft.launch)."""
+    from bft.sft.launchers import resolve_launcher
 
     if not examples:
         raise PipelineError(f"{what}: no training examples")
-    result = train_sft(
-        examples,
-        model.name,
-        work,
-        OmegaConf.to_object(sft),
-        OmegaConf.to_object(c.peft),
-        OmegaConf.to_object(c.trainer),
-        seed=c.run.seed,
-        model_dtype=model.dtype,
-    )
+    trainer = OmegaConf.to_object(c.trainer)
+    if resolve_launcher(trainer) == "inprocess":
+        from bft.sft.train import train_sft
+
+        result = train_sft(
+            examples,
+            model.name,
+            work,
+            OmegaConf.to_object(sft),
+            OmegaConf.to_object(c.peft),
+            trainer,
+            seed=c.run.seed,
+            model_dtype=model.dtype,
+        )
+    else:
+        result = _launch(model, sft, c, examples, work, what)
     return StageOutput(
         counts={"in": len(examples), "out": len(examples)},
         metrics=dict(result.metrics),
         extra={"base_model": model.name, "is_adapter": result.is_adapter},
     )
+
+
+def _launch(model: DictConfig, sft: DictConfig, c: DictConfig, examples: list[Record], work: Path, what: str):
+    """Write the training job (examples + settings) under ``work/launch``, run it, and remove the folder once it
+    succeeded (the artifact's files do not depend on how it was trained); a failure keeps it for its logs."""
+    import os
+    import shutil
+
+    from bft.data.io import write_jsonl_atomic
+    from bft.models.chat_templates import registered_setting
+    from bft.sft.launch import LAUNCH_DIR, TrainJob, launch_training
+
+    folder = work / LAUNCH_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    examples_file = folder / "examples.jsonl"
+    write_jsonl_atomic(examples_file, examples)
+    job = TrainJob(
+        examples=str(examples_file),
+        base_model=model.name,
+        out_dir=str(work),
+        stage=OmegaConf.to_container(sft, resolve=True),
+        peft=OmegaConf.to_container(c.peft, resolve=True),
+        trainer=OmegaConf.to_container(c.trainer, resolve=True),
+        seed=int(c.run.seed),
+        model_dtype=model.dtype,
+        chat_template=list(registered_setting(model.name)),
+        verbose=os.environ.get("BFT_VERBOSE") == "1",
+    )
+    result = launch_training(job, what)
+    shutil.rmtree(folder, ignore_errors=True)
+    return result
 
 
 def compute_backward_model(c: DictConfig, upstream: dict[str, Artifact], work: Path) -> StageOutput:
