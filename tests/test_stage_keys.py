@@ -158,14 +158,18 @@ def test_training_settings_that_change_results_are_in_the_training_keys(compose_
 
 
 def test_only_result_neutral_settings_are_left_out_of_keys():
-    """Leaving a setting out of a key needs a reason: these only change display, logging and resume points, and
-    who runs a generation stage's shards (``workers``: 2 workers give byte-identical shards to 1, tests/test_workers.py)."""
+    """Leaving a setting out of a key needs a reason: these only change display, logging and resume points, who
+    runs a generation stage's shards (``workers``: 2 workers give byte-identical shards to 1, tests/test_workers.py)
+    and where (``generation.device``: placement, recorded in the stage's metrics; ``auto`` resolves per machine,
+    and a device changes rounding only, as dtype=auto does across CPUs: see bft.pipeline.stage.DEVICE)."""
     from bft.pipeline import plan as plan_module
 
     neutral = {"trainer.enable_progress_bar", "trainer.log_every_n_steps", "trainer.checkpoint_every_n_steps"}
     assert set(TRAINER_UNKEYED) == neutral
     stages = [v for v in vars(plan_module).values() if isinstance(v, Stage)]
-    assert stages and all(set(s.unkeyed) <= neutral | {"workers"} for s in stages)
+    assert stages and all(set(s.unkeyed) <= neutral | {"workers", "generation.device"} for s in stages)
+    generating = [s for s in stages if "generation.backend" in s.settings]
+    assert generating and all("generation.device" in s.unkeyed for s in generating)
 
 
 def test_a_slice_refuses_undeclared_settings(compose_cfg):
