@@ -35,7 +35,7 @@ def _has_cuda() -> bool:
 
 @pytest.mark.parametrize(
     "value,count,expected",
-    [("auto", 0, "cpu"), ("auto", 2, "cuda"), ("cpu", 0, "cpu"), ("cpu", 4, "cpu"), ("cuda", 1, "cuda"), ("cuda:1", 2, "cuda:1")],
+    [("auto", 0, "cpu"), ("auto", 2, "cuda:0"), ("cpu", 0, "cpu"), ("cpu", 4, "cpu"), ("cuda", 1, "cuda:0"), ("cuda:1", 2, "cuda:1")],
 )
 def test_device_setting_resolves_per_machine(value, count, expected):
     assert resolve_device(value, cuda_count=count) == expected

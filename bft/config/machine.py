@@ -31,21 +31,22 @@ def cuda_device_count() -> int:
 
 
 def resolve_device(value: str, key: str = "generation.device", cuda_count: int | None = None) -> str:
-    """The torch device a device setting means on this machine: ``auto`` is ``cuda`` when a CUDA GPU is there,
-    else ``cpu``; ``cuda`` / ``cuda:N`` without such a GPU fail in one line naming ``key``. ``cuda_count``: the
-    number of CUDA GPUs (default: this machine's)."""
+    """The torch device a device setting means on this machine: ``auto`` is ``cuda:0`` when a CUDA GPU is there,
+    else ``cpu``; ``cuda`` is ``cuda:0`` (not "the current device", which a training strategy may have moved);
+    ``cuda`` / ``cuda:N`` without such a GPU fail in one line naming ``key``. ``cuda_count``: the number of CUDA
+    GPUs (default: this machine's)."""
     check_device_setting(value, key)
     if value == "cpu":
         return "cpu"
     count = cuda_device_count() if cuda_count is None else cuda_count
     if value == "auto":
-        return "cuda" if count else "cpu"
+        return "cuda:0" if count else "cpu"
     if count == 0:
         raise ConfigError(f"{key}={value} but this machine has no CUDA GPU; use {key}=auto or {key}=cpu")
     index = int(value.partition(":")[2] or 0)
     if index >= count:
         raise ConfigError(f"{key}={value} but this machine has {count} CUDA GPU(s): cuda:0 to cuda:{count - 1}")
-    return value
+    return f"cuda:{index}"
 
 
 def check_machine(cfg: DictConfig) -> None:
