@@ -79,16 +79,17 @@ def test_device_cuda_without_cuda_fails_in_one_line(capsys):
 
 
 def test_device_roofline_counts_prefill_at_the_peak_and_decode_at_the_larger_bound():
-    from bft.bench.device import generation_figures
+    from bft.bench.device import Counted, generation_figures
 
-    params, weights, kv_pos, peak, bw = 1_000, 2_000, 10, 1e6, 1e6
-    stats = {"prefill_tokens": 500, "new_tokens": 100, "decode_steps": 10, "decode_kv_needed": 300}
-    f = generation_figures(stats, seconds=2.0, params=params, weight_bytes=weights, kv_per_position=kv_pos, peak=peak, bw=bw)
-    prefill = 2 * params * 500 / peak  # 1 s
-    decode = max(2 * params * 100 / peak, (10 * weights + 300 * kv_pos) / bw)  # max(0.2, 0.023) s: compute-bound here
-    assert f["roofline_seconds"] == pytest.approx(prefill + decode) and f["roofline_fraction"] == pytest.approx(0.6)
-    assert f["compute_fraction"] == pytest.approx(2 * params * 600 / 2.0 / peak) and f["new_tokens_per_s"] == 50
-    memory_bound = generation_figures({**stats, "decode_steps": 1000}, 2.0, params, weights, kv_pos, peak, bw)
+    counted, weights, kv_pos, peak, bw = Counted(body=900, head=100), 2_000, 10, 1e6, 1e6
+    stats = {"prefill_tokens": 500, "sequences": 5, "new_tokens": 100, "decode_steps": 10, "decode_kv_needed": 300}
+    f = generation_figures(stats, 2.0, counted, weights, kv_pos, peak, bw)
+    prefill = 2 * (900 * 500 + 100 * 5) / peak  # the LM head runs once per prefilled row
+    decode = max(2 * 1000 * 100 / peak, (10 * weights + 300 * kv_pos) / bw)  # max(0.2, 0.023) s: compute-bound here
+    assert f["roofline_seconds"] == pytest.approx(prefill + decode) and f["roofline_fraction"] == pytest.approx((prefill + decode) / 2)
+    assert f["compute_fraction"] == pytest.approx((2 * (900 * 500 + 100 * 5) + 2 * 1000 * 100) / 2.0 / peak)
+    assert f["new_tokens_per_s"] == 50
+    memory_bound = generation_figures({**stats, "decode_steps": 1000}, 2.0, counted, weights, kv_pos, peak, bw)
     assert memory_bound["roofline_seconds"] == pytest.approx(prefill + (1000 * weights + 300 * kv_pos) / bw)
 
 
@@ -96,13 +97,14 @@ def test_llama2_7b_shape_has_llama2_7b_parameters():
     """The --device cuda model: Llama-2-7B's layers (6.48B without embeddings) over the tiny tokenizer's vocabulary."""
     import torch
 
-    from bft.bench.device import llama_config, random_llama
+    from bft.bench.device import Counted, llama_config, random_llama
     from bft.models.registry import load_tokenizer
 
     tok = load_tokenizer("tiny")
     model = random_llama(llama_config("llama2_7b", tok), torch.device("meta"))
-    body = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" not in n and "lm_head" not in n)
-    assert body == 6_476_271_616 and next(model.parameters()).dtype == torch.bfloat16
+    counted = Counted.of(model)
+    assert counted.body == 6_476_271_616 and counted.head == 4096 * len(tok)
+    assert next(model.parameters()).dtype == torch.bfloat16
     assert model.config.vocab_size == len(tok) and not model.config.tie_word_embeddings
 
 

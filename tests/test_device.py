@@ -13,7 +13,6 @@ from bft.generation.batching import length_batches
 from bft.generation.gpu_memory import (
     HEADROOM,
     LOGIT_BYTES_PER_ENTRY,
-    MASK_BYTES_PER_KEY,
     RESERVE_BYTES,
     BatchLimits,
     GpuMemoryError,
@@ -139,7 +138,7 @@ def test_sampling_off_cpu_picks_what_the_cpu_path_picks():
 def _batch_bytes(shape: ModelShape, dtype_bytes: int, widths: list[int], prompts: list[int], prefill: int) -> float:
     """What a batch holds at its peak, as the module docstring counts it."""
     kv = shape.kv_bytes_per_position(dtype_bytes) * (shape.layers + 1) / shape.layers
-    act = (shape.activation_bytes_per_token(dtype_bytes) + MASK_BYTES_PER_KEY * max(widths)) * max(prefill, max(prompts))
+    act = shape.prefill_bytes_per_token(dtype_bytes, max(widths)) * max(prefill, max(prompts))
     return len(widths) * max(widths) * kv + act + len(widths) * shape.vocab * LOGIT_BYTES_PER_ENTRY
 
 

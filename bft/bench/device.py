@@ -10,17 +10,18 @@ Ceilings, measured first: the bf16 matmul rate (an 8192^3 product) and the devic
 ``copy_``, bytes read + written). Each figure is then shown against them:
 
 - generation (real document lengths, :func:`bft.bench.workload.real_documents`; and answer-shaped prompts): the
-  time the roofline allows for the work the backend did over the time it took. Prefill is compute-bound (2·params
-  FLOPs per prompt token at the matmul rate); a decode step reads every weight once and each row's KV cache, so it
-  takes at least max(2·params·rows FLOPs at the matmul rate, (weight bytes + KV bytes read) at the copy bandwidth).
+  time the roofline allows for the work the backend did over the time it took. Prefill is compute-bound (2 FLOPs
+  per decoder-layer parameter per prompt token, and the LM head once per row, at the matmul rate); a decode step
+  reads every weight once and each row's KV cache, so it takes at least max(its FLOPs at the matmul rate, (weight
+  bytes + KV bytes read) at the copy bandwidth).
   Also shown: the FLOP rate on all tokens over the matmul rate (``compute``), as the CPU bench does;
-- logprob curation (prefill only, compute-bound): 2·params FLOPs per token run over the matmul rate;
+- logprob curation (prefill only, compute-bound): its FLOPs over the matmul rate;
 - SFT through ``bft.sft.train.train_sft`` (LoRA r=16 and full fine-tuning, bf16-mixed): 4·params (LoRA) and
-  6·params (full) FLOPs per token over the matmul rate. Full fine-tuning keeps float32 master weights and AdamW
-  states: about 16 bytes a parameter (108 GB at 7B), which fits a 141 GB H200 and not an 80 GB GPU (reported as
-  skipped, with the error, where it does not fit).
+  6·params (full) FLOPs per token over the matmul rate (params: the layers and the LM head, not the embedding).
+  Full fine-tuning keeps float32 master weights and AdamW states: about 16 bytes a parameter (108 GB at 7B), which
+  fits a 141 GB H200 and not an 80 GB GPU (reported as skipped, with the error, where it does not fit).
 
-FLOP conventions as in :mod:`bft.bench.measure` (every parameter counts, the LM head included).
+FLOP conventions: as :mod:`bft.bench.measure`'s, with the parameters counted where they work (:class:`Counted`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import gc
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -122,37 +124,61 @@ def random_llama(config, device: torch.device, dtype: torch.dtype = torch.bfloat
     return model.eval()
 
 
+@dataclass(frozen=True)
+class Counted:
+    """The parameters that do matmul work, counted apart: ``body`` (decoder layers) runs for every token; ``head``
+    (the LM head) for every decoded token but only one position per prefilled row (``logits_to_keep=1``). The
+    input embedding is a lookup and counts for nothing (the CPU bench credits every parameter for every token;
+    at a small shape the vocabulary is most of the parameters, so that would overstate the work several times)."""
+
+    body: int
+    head: int
+
+    @classmethod
+    def of(cls, model) -> Counted:
+        head = model.get_output_embeddings().weight.numel()
+        embed = model.get_input_embeddings().weight.numel()
+        total = sum(p.numel() for p in model.parameters())
+        return cls(body=total - head - embed, head=head)
+
+    def prefill_flops(self, tokens: int, rows: int) -> float:
+        return GEN_FLOPS_PER_PARAM * (self.body * tokens + self.head * rows)
+
+    def decode_flops(self, tokens: int) -> float:
+        return GEN_FLOPS_PER_PARAM * (self.body + self.head) * tokens
+
+
 def decode_seconds_bound(
-    params: int, weight_bytes: int, kv_bytes: float, new_tokens: int, steps: int, peak: float, bw: float
+    counted: Counted, weight_bytes: int, kv_bytes: float, new_tokens: int, steps: int, peak: float, bw: float
 ) -> float:
-    """The least time ``steps`` decode steps producing ``new_tokens`` tokens can take: each reads every weight once
-    and ``kv_bytes`` in all, and computes 2·params FLOPs per token."""
-    return max(GEN_FLOPS_PER_PARAM * params * new_tokens / peak, (steps * weight_bytes + kv_bytes) / bw)
+    """The least time ``steps`` decode steps producing ``new_tokens`` tokens can take: each step reads every weight
+    once and all steps ``kv_bytes`` of KV cache; each token costs 2·(body + head) FLOPs."""
+    return max(counted.decode_flops(new_tokens) / peak, (steps * weight_bytes + kv_bytes) / bw)
 
 
 def generation_figures(
-    stats: dict, seconds: float, params: int, weight_bytes: int, kv_per_position: int, peak: float, bw: float
+    stats: dict, seconds: float, counted: Counted, weight_bytes: int, kv_per_position: int, peak: float, bw: float
 ) -> dict:
     """A generation run's rates and its fractions of the roofline, from the backend's counters (``stats``: the
-    run's deltas of ``HFBackend.stats()``)."""
-    prompt, new = stats.get("prefill_tokens", 0), stats.get("new_tokens", 0)
+    run's deltas of ``HFBackend.stats()``; ``weight_bytes``: what a decode step reads, the LM head included)."""
+    prompt, new, rows = stats.get("prefill_tokens", 0), stats.get("new_tokens", 0), stats.get("sequences", 0)
     steps, kv = stats.get("decode_steps", 0), stats.get("decode_kv_needed", 0) * kv_per_position
-    prefill_bound = GEN_FLOPS_PER_PARAM * params * prompt / peak
-    decode_bound = decode_seconds_bound(params, weight_bytes, kv, new, steps, peak, bw)
+    prefill_bound = counted.prefill_flops(prompt, rows) / peak
+    decode_bound = decode_seconds_bound(counted, weight_bytes, kv, new, steps, peak, bw)
     return {
         "seconds": seconds,
         "prompt_tokens": prompt,
         "new_tokens": new,
         "decode_steps": steps,
         "new_tokens_per_s": new / seconds,
-        "compute_fraction": GEN_FLOPS_PER_PARAM * params * (prompt + new) / seconds / peak,
+        "compute_fraction": (counted.prefill_flops(prompt, rows) + counted.decode_flops(new)) / seconds / peak,
         "roofline_seconds": prefill_bound + decode_bound,
         "roofline_fraction": (prefill_bound + decode_bound) / seconds,
     }
 
 
 def _generation(
-    backend, prompts: list[str], new_tokens: int, params: int, weight_bytes: int, kv_pos: int, peak: float, bw: float
+    backend, prompts: list[str], new_tokens: int, counted: Counted, weight_bytes: int, kv_pos: int, peak: float, bw: float
 ) -> dict:
     before = Counter(backend.stats())
     forced = Sampling(temperature=0.0, max_new_tokens=new_tokens, min_new_tokens=new_tokens)
@@ -162,13 +188,13 @@ def _generation(
     synchronize(backend.device)
     seconds = time.perf_counter() - start
     stats = dict(Counter(backend.stats()) - before)
-    figures = generation_figures(stats, seconds, params, weight_bytes, kv_pos, peak, bw)
+    figures = generation_figures(stats, seconds, counted, weight_bytes, kv_pos, peak, bw)
     figures.update(prompts=len(prompts), mean_prompt_tokens=sum(o.prompt_tokens for o in outs) / len(outs), new_each=new_tokens)
     figures["rows_per_batch"] = backend._limits.rows
     return figures
 
 
-def _logprob(backend, data: list[tuple[str, str]], params: int, peak: float) -> dict:
+def _logprob(backend, data: list[tuple[str, str]], counted: Counted, peak: float) -> dict:
     from bft.prompts import SCORE_PREFILL, rating_prompt, render_chat
 
     tok = backend.tokenizer
@@ -184,11 +210,11 @@ def _logprob(backend, data: list[tuple[str, str]], params: int, peak: float) -> 
         "pairs": len(data),
         "pairs_per_s": len(data) / seconds,
         "tokens_run_per_s": ran / seconds,
-        "compute_fraction": GEN_FLOPS_PER_PARAM * params * ran / seconds / peak,
+        "compute_fraction": counted.prefill_flops(ran, len(data)) / seconds / peak,
     }
 
 
-def _sft(folder: Path, device: torch.device, method: str, steps: int, seq_len: int, peak: float, params: int) -> dict:
+def _sft(folder: Path, device: torch.device, method: str, steps: int, seq_len: int, peak: float, counted: Counted) -> dict:
     """``train_sft`` as the pipeline runs it on one device (bf16-mixed, SDPA), LoRA r=16 or full fine-tuning."""
     from bft.bench.measure import _sft_examples
     from bft.config.schema import PeftConfig, SFTStageConfig, TrainerConfig
@@ -216,7 +242,8 @@ def _sft(folder: Path, device: torch.device, method: str, steps: int, seq_len: i
                 torch.cuda.empty_cache()
     per_param = LORA_FLOPS_PER_PARAM if method == "lora" else FULL_FLOPS_PER_PARAM
     tps = result.metrics["steady_tokens_per_s"] or result.metrics["tokens_per_s"]
-    return {"tokens_per_s": tps, "compute_fraction": per_param * params * tps / peak, "steps": steps, "precision": result.precision}
+    flops = per_param * (counted.body + counted.head) * tps  # training runs the LM head on every position
+    return {"tokens_per_s": tps, "compute_fraction": flops / peak, "steps": steps, "precision": result.precision}
 
 
 def run_device(
@@ -252,9 +279,12 @@ def run_device(
     config = llama_config(shape, tok)
     model = random_llama(config, where, dtype)
     params = sum(p.numel() for p in model.parameters())
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    counted = Counted.of(model)
+    weight_bytes = (counted.body + counted.head) * torch.finfo(dtype).bits // 8  # what a decode step reads
     kv_pos = ModelShape.from_config(config).kv_bytes_per_position(torch.finfo(dtype).bits // 8)
-    report.update(params=params, weight_bytes=weight_bytes, kv_bytes_per_position=kv_pos)
+    report.update(
+        params=params, body_params=counted.body, head_params=counted.head, weight_bytes=weight_bytes, kv_bytes_per_position=kv_pos
+    )
     backend = HFBackend(model, tok)  # off CPU: batches sized from free memory; on CPU (tests): its defaults
     docs, source = real_documents(n_prompts, tok, corpus)
     report["real_documents"] = source
@@ -262,11 +292,11 @@ def run_device(
     answers = [render_chat(tok, instruction)[0] for instruction, _ in pairs(n_prompts)]
     backend.generate(real[:2], Sampling(temperature=0.0, max_new_tokens=2), seed=0)  # CUDA context, kernels, allocator
     report["generation"] = {
-        "augment_real": _generation(backend, real, new_tokens, params, weight_bytes, kv_pos, peak, bw),
-        "answer": _generation(backend, answers, 2 * new_tokens, params, weight_bytes, kv_pos, peak, bw),
+        "augment_real": _generation(backend, real, new_tokens, counted, weight_bytes, kv_pos, peak, bw),
+        "answer": _generation(backend, answers, 2 * new_tokens, counted, weight_bytes, kv_pos, peak, bw),
     }
     report["curation"] = {
-        "logprob_real": _logprob(backend, [(i, d) for (i, _), d in zip(pairs(len(docs)), docs, strict=True)], params, peak)
+        "logprob_real": _logprob(backend, [(i, d) for (i, _), d in zip(pairs(len(docs)), docs, strict=True)], counted, peak)
     }
     del backend
     if not skip_sft:
@@ -278,7 +308,7 @@ def run_device(
             gc.collect()
             if where.type == "cuda":
                 torch.cuda.empty_cache()
-            report["sft"] = {m: _sft(folder, where, m, sft_steps, sft_seq_len, peak, params) for m in ("lora", "full")}
+            report["sft"] = {m: _sft(folder, where, m, sft_steps, sft_seq_len, peak, counted) for m in ("lora", "full")}
     if where.type == "cuda":
         report["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(where) / 1e9
     report["seconds"] = time.perf_counter() - t0

@@ -9,7 +9,8 @@ lengths), called at the start of each ``generate`` / ``next_token_logprobs`` wit
   positions (:class:`bft.generation.kv_cache.BufferCache`), plus one layer's copy while it grows, drops finished
   rows or joins prefill chunks (done layer by layer);
 - one prefill forward's activations inside a layer (residual, norm, q/k/v, attention and MLP outputs, the MLP's
-  gate/up/product), for at most ``prefill_tokens`` tokens, plus the attention mask over the row's positions;
+  gate/up/product), for at most ``prefill_tokens`` tokens, plus the attention mask over the row's positions, which
+  SDPA's memory-efficient kernel may expand over the heads (and pad) in the model's dtype;
 - per row, the last position's logits and what sampling makes of them (float32 copy, softmax, sort, cumsum).
 
 Only a fraction (``HEADROOM``) of the free memory, less ``RESERVE_BYTES`` (cuBLAS workspaces, allocator
@@ -26,7 +27,8 @@ HEADROOM = 0.85  # share of the free memory the plan may fill
 RESERVE_BYTES = 1 << 30  # kept free for cuBLAS/SDPA workspaces and allocator fragmentation
 PREFILL_TOKENS_MAX = 16384  # prompt tokens per prefill forward: enough to saturate a GPU's matrix units
 LOGIT_BYTES_PER_ENTRY = 32  # per row and vocabulary entry: logits, float32 copy, softmax, sorted values + int64 ids, cumsum
-MASK_BYTES_PER_KEY = 4  # per prefill token and key position: the boolean mask and an additive copy of it
+MASK_BYTES_PER_KEY = 2  # per prefill token and key position: the boolean mask (and its inverse), besides the copies
+# the memory-efficient SDPA kernel may make: the mask expanded over heads and padded, in the model's dtype
 
 
 class GpuMemoryError(BftError, MemoryError):
@@ -68,6 +70,11 @@ class ModelShape:
         attention = 2 * self.heads * self.head_dim + 2 * self.kv_heads * self.head_dim  # q, attention output; k, v
         return (4 * self.hidden + attention + 3 * self.intermediate) * dtype_bytes
 
+    def prefill_bytes_per_token(self, dtype_bytes: int, keys: int) -> int:
+        """A prefill token's activations and its row of the attention mask over ``keys`` positions (bool, and
+        an additive copy per head in the model's dtype)."""
+        return self.activation_bytes_per_token(dtype_bytes) + keys * (MASK_BYTES_PER_KEY + dtype_bytes * self.heads)
+
 
 @dataclass(frozen=True)
 class BatchLimits:
@@ -94,7 +101,7 @@ def batch_limits(
     usable = int(free_bytes * HEADROOM) - RESERVE_BYTES
     # a layer's extra copy while the buffer grows, drops rows or joins chunks: 1/layers of the whole buffer
     kv = shape.kv_bytes_per_position(dtype_bytes) * (shape.layers + 1) / shape.layers
-    per_prefill_token = shape.activation_bytes_per_token(dtype_bytes) + MASK_BYTES_PER_KEY * widest
+    per_prefill_token = shape.prefill_bytes_per_token(dtype_bytes, widest)
     per_row = shape.vocab * LOGIT_BYTES_PER_ENTRY
     # prefill runs at least one whole row per forward (bft.generation.batching.prefill_chunks)
     prefill = max(longest_prompt, min(PREFILL_TOKENS_MAX, sum(prompt_lengths)))
