@@ -130,7 +130,7 @@ class HFBackend:
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self.on_cpu = self.device.type == "cpu"
-        self.shape = ModelShape.from_config(model.config)
+        self.shape: ModelShape | None = None  # read off the config when a GPU call is planned
         self._limits = BatchLimits(batch_size, max_batch_tokens or 0, PREFILL_CHUNK_TOKENS)  # set per call off CPU
         self.stop_ids = stop_token_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.stop_ids)
@@ -197,6 +197,8 @@ class HFBackend:
         else:
             free = free_cuda_bytes(self.device)
             size = torch.finfo(self.dtype).bits // 8
+            if self.shape is None:
+                self.shape = ModelShape.from_config(self.model.config)
             self._limits = batch_limits(free, self.shape, size, lengths, new_tokens, self.context_length)
         return self._limits
 
