@@ -30,6 +30,8 @@ What makes it fast (each measured by ``bft-bench``; numbers in the module docstr
   ``max_batch_tokens``) with left padding (order restored on return), bfloat16 where the CPU has bf16 matrix units
   (``pick_dtype("auto")``), large batches. The padding that remains is counted in ``stats()``
   (``prefill_padding_tokens``, ``decode_kv_read`` vs ``decode_kv_needed``; ``bft-bench`` shows it).
+- **nucleus sampling without a full vocabulary sort**: the top 64 probabilities decide the nucleus for rows
+  whose top-64 mass already reaches ``top_p`` (exact); other rows fall back to a full sort.
 
 On a GPU (``generation.device``: ``auto`` picks CUDA when there is one) none of the CPU paths above engage (packing,
 fused kernels and the CPU attention check the model's device): attention is PyTorch's SDPA restricted to its flash
@@ -37,8 +39,6 @@ and memory-efficient kernels (the cuDNN one plans anew for every new shape, and 
 32 steps), batches are sized from the GPU memory free at each call (:mod:`bft.generation.gpu_memory`) instead of
 ``batch_size`` / ``max_batch_tokens``, and a decode step keeps the mask, positions, logits and sampling on the
 device: the host reads back only the B new token ids (to stop finished rows), not the (B, vocab) logits.
-- **nucleus sampling without a full vocabulary sort**: the top 64 probabilities decide the nucleus for rows
-  whose top-64 mass already reaches ``top_p`` (exact); other rows fall back to a full sort.
 
 Seeded sampling: every prompt gets its own ``torch.Generator`` seeded from ``sha256(seed, k, prompt)``, where
 ``k`` counts earlier occurrences of the same prompt string in the call (so ``n`` copies of one prompt give ``n``
