@@ -77,6 +77,7 @@ def test_the_cli_refuses_cuda_without_cuda_before_any_work():
     assert precheck_overrides(["generation.device=cpu"]) is None
 
 
+@pytest.mark.slow  # loads the tiny model
 @pytest.mark.skipif(_has_cuda(), reason="this machine has CUDA")
 def test_backend_and_judge_take_their_device_from_the_config_and_refuse_cuda_before_loading(monkeypatch):
     from bft.config.schema import GenerationConfig
