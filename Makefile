@@ -4,7 +4,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup run test test-fast lint bench slurm
+.PHONY: setup run test test-fast test-gpu lint bench slurm
 
 setup:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "torch==2.13.0"
@@ -30,6 +30,12 @@ test: setup slurm
 
 test-fast: setup  # the sub-minute loop: everything that loads no model and starts no process
 	WANDB_MODE=offline $(PYTHON) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# The GPU lane (tests marked @pytest.mark.gpu: every training strategy x precision, the paper experiment with its own
+# strategy, CUDA generation against the CPU's, memory-sized batches, bft-bench --device cuda). One process: the tests
+# share the GPU. Without CUDA every one of them is skipped (make test runs them too, skipped there).
+test-gpu: setup
+	WANDB_MODE=offline $(PYTHON) -m pytest -q -m gpu -rs --durations=15 $(PYTEST_ARGS)
 
 lint: setup
 	ruff check bft tests

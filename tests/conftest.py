@@ -17,6 +17,21 @@ REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
 
 
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.gpu`` (``gpu(devices=N)``): skipped where this machine has fewer CUDA GPUs, as Lightning's
+    ``RunIf(min_cuda_gpus=N)``; ``make test-gpu`` (``pytest -m gpu``) runs the lane, ``make test`` includes it."""
+    marked = [item for item in items if item.get_closest_marker("gpu")]
+    if not marked:
+        return
+    from bft.config.machine import cuda_device_count  # no torch import where no GPU driver is loaded
+
+    count = cuda_device_count()
+    for item in marked:
+        need = item.get_closest_marker("gpu").kwargs.get("devices", 1)
+        if count < need:
+            item.add_marker(pytest.mark.skip(reason=f"needs {need} CUDA GPU(s), this machine has {count}"))
+
+
 @pytest.fixture
 def compose_cfg():
     """Compose the real project config with overrides, as the `bft` command does."""

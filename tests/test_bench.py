@@ -69,3 +69,63 @@ def test_real_documents_read_a_corpus_with_the_corpus_filter(tmp_path: Path):
     corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     docs, source = real_documents(5, None, corpus)
     assert docs == ["a" * 700, "c" * 2000] and source == str(corpus)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_device_cuda_without_cuda_fails_in_one_line(capsys):
+    assert main(["--device", "cuda", "--quick"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "bft-bench: error: --device=cuda but this machine has no CUDA GPU; use --device=auto or --device=cpu"
+
+
+def test_device_roofline_counts_prefill_at_the_peak_and_decode_at_the_larger_bound():
+    from bft.bench.device import Counted, generation_figures
+
+    counted, weights, kv_pos, peak, bw = Counted(body=900, head=100), 2_000, 10, 1e6, 1e6
+    stats = {"prefill_tokens": 500, "sequences": 5, "new_tokens": 100, "decode_steps": 10, "decode_kv_needed": 300}
+    f = generation_figures(stats, 2.0, counted, weights, kv_pos, peak, bw)
+    prefill = 2 * (900 * 500 + 100 * 5) / peak  # the LM head runs once per prefilled row
+    decode = max(2 * 1000 * 100 / peak, (10 * weights + 300 * kv_pos) / bw)  # max(0.2, 0.023) s: compute-bound here
+    assert f["roofline_seconds"] == pytest.approx(prefill + decode) and f["roofline_fraction"] == pytest.approx((prefill + decode) / 2)
+    assert f["compute_fraction"] == pytest.approx((2 * (900 * 500 + 100 * 5) + 2 * 1000 * 100) / 2.0 / peak)
+    assert f["new_tokens_per_s"] == 50
+    memory_bound = generation_figures({**stats, "decode_steps": 1000}, 2.0, counted, weights, kv_pos, peak, bw)
+    assert memory_bound["roofline_seconds"] == pytest.approx(prefill + (1000 * weights + 300 * kv_pos) / bw)
+
+
+def test_llama2_7b_shape_has_llama2_7b_parameters():
+    """The --device cuda model: Llama-2-7B's layers (6.48B without embeddings) over the tiny tokenizer's vocabulary."""
+    import torch
+
+    from bft.bench.device import Counted, llama_config, random_llama
+    from bft.models.registry import load_tokenizer
+
+    tok = load_tokenizer("tiny")
+    model = random_llama(llama_config("llama2_7b", tok), torch.device("meta"))
+    counted = Counted.of(model)
+    assert counted.body == 6_476_271_616 and counted.head == 4096 * len(tok)
+    assert next(model.parameters()).dtype == torch.bfloat16
+    assert model.config.vocab_size == len(tok) and not model.config.tie_word_embeddings
+
+
+@pytest.mark.slow  # a small random Llama through generation, logprob scoring and train_sft (LoRA and full) on CPU
+def test_device_bench_runs_every_figure_on_the_cpu_at_a_small_shape():
+    """``bft.bench.device.run_device`` is device-agnostic: the CUDA bench's code, at a small shape, in float32."""
+    import torch
+
+    from bft.bench.device import render, run_device
+
+    report = run_device(
+        "cpu", shape="small", n_prompts=3, new_tokens=4, sft_steps=1, sft_seq_len=256, corpus=None,
+        matmul_size=128, copy_bytes=1 << 20, dtype=torch.float32,
+    )  # fmt: skip
+    assert report["ceilings"]["matmul_flops"] > 0 and report["ceilings"]["copy_bytes_per_s"] > 0
+    assert report["real_documents"].startswith("synthetic")
+    for g in report["generation"].values():
+        assert g["new_tokens"] == g["prompts"] * g["new_each"] and g["decode_steps"] > 0
+        assert g["roofline_fraction"] > 0 and g["compute_fraction"] > 0 and g["roofline_seconds"] > 0
+    assert report["curation"]["logprob_real"]["pairs_per_s"] > 0
+    for method in ("lora", "full"):
+        assert report["sft"][method].get("tokens_per_s", 0) > 0, report["sft"][method]
+    Console = __import__("rich.console", fromlist=["Console"]).Console
+    Console(width=200, record=True).print(render(report))

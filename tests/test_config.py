@@ -150,3 +150,31 @@ def test_a_model_folder_expands_for_the_base_model_and_each_role(compose_cfg, tm
     assert (default.curation_model.name, default.curation_model.dtype) == (str(folder), default.model.dtype)
     options = ["model@final_model=llama2_7b", "model=smollm2_135m"]
     assert expand_model_overrides(options) == options
+
+
+@pytest.mark.parametrize("preset", ["smoke", "paper_smoke"])
+def test_bft_artifacts_places_the_store_of_a_debug_preset(compose_cfg, monkeypatch, preset, tmp_path):
+    """``BFT_ARTIFACTS=/tmp/x bft debug=smoke`` stores under /tmp/x: conf/config.yaml's own run.artifacts_dir comes
+    before the preset's; the command line still wins, and without a preset BFT_ARTIFACTS is not read."""
+    monkeypatch.setenv("BFT_ARTIFACTS", str(tmp_path / "x"))
+    experiment = ["+experiment=backandforth_paper"] if preset == "paper_smoke" else []
+    assert compose_cfg(*experiment, f"debug={preset}").run.artifacts_dir == str(tmp_path / "x")
+    assert compose_cfg(*experiment, f"debug={preset}", "run.artifacts_dir=elsewhere").run.artifacts_dir == "elsewhere"
+    assert compose_cfg().run.artifacts_dir == "artifacts"
+    monkeypatch.delenv("BFT_ARTIFACTS")
+    assert compose_cfg(f"debug={preset}").run.artifacts_dir == "artifacts"
+
+
+def test_paper_smoke_runs_every_role_and_the_rewriter_on_the_base_model(compose_cfg):
+    from bft.pipeline.roles import roles
+
+    cfg = compose_cfg("+experiment=backandforth_paper", "debug=paper_smoke", "model.name=/some/tiny")
+    assert roles(cfg) == {
+        "backward": "/some/tiny",
+        "curation": "/some/tiny",
+        "final": "/some/tiny",
+        "rewriter": "/some/tiny",
+        "judge": "alpaca_eval_gpt4",
+    }
+    assert cfg.rewriter.chat_template == "llama2_inst"  # the chat rewriter's prompt format stays
+    assert roles(compose_cfg("+experiment=backandforth_paper", "debug=paper_smoke", "eval.annotator=local"))["judge"] == "tiny"

@@ -223,8 +223,6 @@ def _compose_plain(experiment: str) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------ the smoke runs
 
-ROLES = ("backward_model", "curation_model", "final_model")
-
 
 @pytest.mark.parametrize("experiment", PAPER_EXPERIMENTS)
 def test_paper_smoke(experiment, tiny_llama, scripted, tmp_path):
@@ -248,15 +246,13 @@ def _paper_smoke(experiment: str, tiny_llama: Path, tmp_path: Path, extra: list[
     files = tmp_path / "hub_format"
     files.mkdir()
     corpus_kind = "c4" if "c4" in str(full["corpus"]["source"]) else "dolma"
+    # paper_smoke makes every role and the rewriter the base model: the tiny Llama given here
     overrides = [
         f"model.name={tiny_llama}",
-        f"rewriter.name={tiny_llama}" if full["rewriter"]["name"] not in ("none", "seed_model") else "",
         f"seed.mirror={write_oasst1(files / 'oasst1')}",
         *write_hub_corpus(files, corpus_kind),
         f"run.artifacts_dir={tmp_path / 'artifacts'}",
     ]
-    # per-role models the experiment sets (BFT: 70B backward and curation) stay separate roles, shrunk to the tiny Llama
-    overrides += [f"{role}.name={tiny_llama}" for role in ROLES if full.get(role) is not None]
     if full["corpus"].get("tokenizer"):  # the token-length filter's tokenizer (a hub id) -> the local tiny Llama's
         overrides.append(f"corpus.tokenizer={tiny_llama}")
     if full["data"]["baseline_file"] is not None:  # baseline_dataset_paper: ??? until given
@@ -280,8 +276,11 @@ def _paper_smoke(experiment: str, tiny_llama: Path, tmp_path: Path, extra: list[
     seed = read_jsonl(art["seed"].file("seed.jsonl"))
     assert len(seed) == cfg.seed.size and all(r["output"].startswith("Reply of rank 0") for r in seed)
 
-    # every generation went through the experiment's backend settings, with the papers' prompt format
+    # every generation went through the experiment's backend settings, with the papers' prompt format, on the
+    # tiny Llama (every role, the rewriter included)
     assert {b["backend"] for b in ScriptedBackend.built} <= {cfg.generation.backend}
+    trained = str(tmp_path / "artifacts")  # fully fine-tuned models generate from their artifact folders
+    assert {b["model"] for b in ScriptedBackend.built if not b["model"].startswith(trained)} <= {str(tiny_llama)}
     for kind, prompts in ScriptedBackend.prompts.items():
         bad = [p for p in prompts if "[INST]" not in p or not p.rstrip().endswith("[/INST]")]
         assert not bad, f"{kind} prompt not in the [INST] format: {bad[0][-300:]!r}"
@@ -370,7 +369,7 @@ def _check_rewrite(cfg, art) -> None:
     """Rewrites count only when closed by [/RES]; truncated and unparsed are counted apart."""
     counts = art["rewrite"].manifest["counts"]
     generated = read_jsonl(art["rewrite"].file("generated.jsonl"))
-    if cfg.rewriter.name == "none":
+    if cfg.rewriter.source == "none":
         assert all(r["output"] == r["text"] for r in generated)
         return
     if cfg.rewriter.mode == "distill":

@@ -87,6 +87,18 @@ def test_bft_report_reads_the_settings_a_paper_row_checks_from_summary_json(smok
     assert not placed.comparable and placed.nearest is not None and placed.why_not
 
 
+def test_every_generation_stage_records_the_device_it_ran_on(smoke):
+    """``generation.device=auto``: the GPU where there is one (tests/test_gpu.py), else the CPU; the local judge too."""
+    from bft.config.machine import resolve_device
+
+    expected = resolve_device("auto")  # cuda:0 or cpu
+    generating = ("augment", "curate_0", "rewrite", "eval_outputs", "base_outputs", "evaluate")
+    for report in smoke["first"].reports:
+        if report.stage in generating:
+            metrics = json.loads((report.path / "manifest.json").read_text())["metrics"]
+            assert metrics["device"] == expected, report.stage
+
+
 def test_curation_accounting_and_label_quality_reach_the_summary(smoke):
     curation = smoke["first"].summary["curation"]["curate_0"]
     assert sum(curation["score_histogram"].values()) == smoke["first"].reports[5].records_in

@@ -161,7 +161,9 @@ def test_only_result_neutral_settings_are_left_out_of_keys():
     """Leaving a setting out of a key needs a reason: these only change display, logging and resume points, who
     runs a generation stage's shards (``workers``: 2 workers give byte-identical shards to 1, tests/test_workers.py)
     and who starts the training processes (``trainer.launcher``, ``trainer.slurm``: a launched job trains the same
-    model as the pipeline process, tests/test_multidevice.py)."""
+    model as the pipeline process, tests/test_multidevice.py)
+    and where (``generation.device``: placement, recorded in the stage's metrics; ``auto`` resolves per machine,
+    and a device changes rounding only, as dtype=auto does across CPUs: see bft.pipeline.stage.DEVICE)."""
     from bft.pipeline import plan as plan_module
 
     neutral = {
@@ -173,7 +175,9 @@ def test_only_result_neutral_settings_are_left_out_of_keys():
     }
     assert set(TRAINER_UNKEYED) == neutral
     stages = [v for v in vars(plan_module).values() if isinstance(v, Stage)]
-    assert stages and all(set(s.unkeyed) <= neutral | {"workers"} for s in stages)
+    assert stages and all(set(s.unkeyed) <= neutral | {"workers", "generation.device"} for s in stages)
+    generating = [s for s in stages if "generation.backend" in s.settings]
+    assert generating and all("generation.device" in s.unkeyed for s in generating)
 
 
 def test_a_slice_refuses_undeclared_settings(compose_cfg):

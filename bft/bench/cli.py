@@ -1,6 +1,8 @@
 """``bft-bench``: one process, one table. Generation, curation, SFT and matmul throughput vs plain baselines.
 
 Example: ``bft-bench --quick --out bench.json``. FLOP conventions: see :mod:`bft.bench.measure`.
+``bft-bench --device cuda``: the same stages on a GPU at Llama-2-7B shape with random weights, against the
+device's own measured ceilings (:mod:`bft.bench.device`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="write the JSON report here")
     p.add_argument("--quick", action="store_true", help="fewer prompts, pairs and steps (about two minutes)")
     p.add_argument("--skip-sft", action="store_true")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu (this CPU bench, default), or cuda / cuda:N: a random Llama of --shape on that GPU (bft.bench.device)",
+    )
+    p.add_argument("--shape", default="llama2_7b", choices=["llama2_7b", "small"], help="model shape for --device cuda")
     return p.parse_args(argv)
 
 
@@ -207,10 +215,42 @@ def render(report: dict) -> Table:
     return t
 
 
+def run_on_device(args: argparse.Namespace) -> dict:
+    from bft.bench.device import run_device
+
+    q = args.quick
+    return run_device(
+        args.device,
+        shape=args.shape,
+        n_prompts=args.prompts or (64 if q else 256),
+        new_tokens=args.new_tokens or (32 if q else 64),
+        sft_steps=args.sft_steps or (3 if q else 6),
+        skip_sft=args.skip_sft,
+        corpus=Path(args.corpus) if args.corpus else None,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    report = run(args)
-    Console(width=200).print(render(report))
+    if args.device != "cpu":
+        import sys
+
+        from bft.config.machine import resolve_device
+        from bft.config.validate import ConfigError
+
+        try:
+            args.device = resolve_device(args.device, key="--device")
+        except ConfigError as err:
+            print(f"bft-bench: error: {err}", file=sys.stderr)
+            return 2
+    if args.device != "cpu":
+        from bft.bench.device import render as render_device
+
+        report = run_on_device(args)
+        Console(width=200).print(render_device(report))
+    else:
+        report = run(args)
+        Console(width=200).print(render(report))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from bft.config.validate import ConfigError
+from bft.config.validate import ConfigError, check_device_setting
 
 _GPU_ACCELERATORS = ("gpu", "cuda")
 
@@ -30,7 +30,28 @@ def cuda_device_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def resolve_device(value: str, key: str = "generation.device", cuda_count: int | None = None) -> str:
+    """The torch device a device setting means on this machine: ``auto`` is ``cuda:0`` when a CUDA GPU is there,
+    else ``cpu``; ``cuda`` is ``cuda:0`` (not "the current device", which a training strategy may have moved);
+    ``cuda`` / ``cuda:N`` without such a GPU fail in one line naming ``key``. ``cuda_count``: the number of CUDA
+    GPUs (default: this machine's)."""
+    check_device_setting(value, key)
+    if value == "cpu":
+        return "cpu"
+    count = cuda_device_count() if cuda_count is None else cuda_count
+    if value == "auto":
+        return "cuda:0" if count else "cpu"
+    if count == 0:
+        raise ConfigError(f"{key}={value} but this machine has no CUDA GPU; use {key}=auto or {key}=cpu")
+    index = int(value.partition(":")[2] or 0)
+    if index >= count:
+        raise ConfigError(f"{key}={value} but this machine has {count} CUDA GPU(s): cuda:0 to cuda:{count - 1}")
+    return f"cuda:{index}"
+
+
 def check_machine(cfg: DictConfig) -> None:
+    if cfg.generation.backend == "hf":
+        resolve_device(str(cfg.generation.device))  # cuda asked for on a machine without one: before any work
     accelerator = str(cfg.trainer.accelerator)
     if accelerator in _GPU_ACCELERATORS:
         count = cuda_device_count()

@@ -190,8 +190,11 @@ class SamplingConfig:
 @dataclass
 class GenerationConfig:
     backend: str = "hf"  # hf | vllm
-    batch_size: int = 64
-    max_batch_tokens: int | None = 32768  # hf backend: rows x (prompt + new tokens) per batch, bounds memory
+    # where the hf backend and the local judge run: auto (cuda when this machine has a CUDA GPU, else cpu) | cpu |
+    # cuda | cuda:N. Not hashed into artifact keys (placement, like workers; the manifest records the device used)
+    device: str = "auto"
+    batch_size: int = 64  # hf backend on CPU: rows per batch (on CUDA: sized from free GPU memory, bft.generation.gpu_memory)
+    max_batch_tokens: int | None = 32768  # hf on CPU: rows x (prompt + new tokens) per batch (CUDA: from free memory)
     dtype: str = "auto"  # auto = bfloat16 where the CPU/GPU supports it
     shard_size: int = 64  # records per resumable shard
     augment: SamplingConfig = field(default_factory=SamplingConfig)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ from omegaconf import DictConfig
 
 from bft.errors import ConfigError
 
-__all__ = ["ConfigError", "validate"]
+__all__ = ["ConfigError", "check_device_setting", "validate"]
 
 
 _CHOICES = {
@@ -26,6 +27,16 @@ _CHOICES = {
     "workers.cluster": ("local", "slurm", "debug"),
 }
 _SFT_CHOICES = {"schedule": ("cosine", "linear", "constant"), "grouping": ("length", "packing", "none")}
+
+
+DEVICE_SETTING = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_device_setting(value: str, key: str = "generation.device") -> None:
+    """The form of a device setting (any machine): ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; whether this machine
+    has that device is :func:`bft.config.machine.resolve_device`'s question."""
+    if not isinstance(value, str) or not DEVICE_SETTING.fullmatch(value):
+        raise ConfigError(f"{key}={value!r} is not one of auto, cpu, cuda, cuda:N")
 
 
 def _get(cfg: DictConfig, dotted: str):
@@ -94,6 +105,7 @@ def _check_values(cfg: DictConfig) -> None:
         raise ConfigError(f"seed.size must be >= 1, got {cfg.seed.size}")
     if cfg.corpus.min_chars >= cfg.corpus.max_chars:
         raise ConfigError("corpus.min_chars must be smaller than corpus.max_chars")
+    check_device_setting(cfg.generation.device)  # its form; whether this machine has the device: check_machine
     if cfg.generation.batch_size < 1 or cfg.generation.shard_size < 1:
         raise ConfigError("generation.batch_size and generation.shard_size must be >= 1")
     if cfg.workers.count < 1:

@@ -265,6 +265,7 @@ def resolve_annotator(
     judge_dtype: str = "auto",
     judge_batch_size: int = 4,
     judge_orders: int = 1,
+    judge_device: str = "auto",
     endpoint: Endpoint | None = None,
 ) -> ResolvedAnnotator:
     """Turn an annotator name into an alpaca_eval config; local and served judges' configs go under ``config_dir``."""
@@ -293,6 +294,7 @@ def resolve_annotator(
             "dtype": judge_dtype,
             "batch_size": judge_batch_size,
             "orders": judge_orders,
+            "device": judge_device,  # a generation.device setting (auto, cpu, cuda, cuda:N)
         }
         path = write_annotator_config(config_dir, entry, scheme)
         settings = {

@@ -96,12 +96,25 @@ def _load_judge(model_name: str, dtype: str, adapter: str | None, device: str):
     return load_model(model_name, dtype=dtype, adapter=adapter, device=device)
 
 
-def _pick_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
+def release_judges() -> None:
+    """Drop the loaded judge models (kept between alpaca_eval's calls), so their memory, GPU memory included, is
+    freed with the next collection (:func:`bft.pipeline.memory.release_memory`)."""
+    _load_judge.cache_clear()
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+
+def _judge_batches(model, lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices of the prompts per forward: ``batch_size`` rows on CPU; on a GPU as many rows and tokens as the
+    memory free now holds (:mod:`bft.generation.gpu_memory`), longest first."""
+    from bft.generation.batching import length_batches
+
+    param = next(model.parameters())
+    if param.device.type == "cpu":
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        return [order[b : b + batch_size] for b in range(0, len(order), batch_size)]
+    from bft.generation.gpu_memory import ModelShape, batch_limits, free_cuda_bytes
+
+    limits = batch_limits(free_cuda_bytes(param.device), ModelShape.from_config(model.config), param.element_size(), lengths, 0)
+    return length_batches(lengths, limits.rows, limits.tokens)
 
 
 def choice_token_ids(tokenizer) -> tuple[int, int]:
@@ -144,8 +157,11 @@ def hf_logprob_completions(
     """
     import torch
 
+    from bft.config.machine import resolve_device
+    from bft.generation.hf import sdpa_kernels
+
     start = time.perf_counter()
-    loaded = _load_judge(model_name, dtype, adapter, _pick_device(device))
+    loaded = _load_judge(model_name, dtype, adapter, resolve_device(device))
     model, tokenizer = loaded.model, loaded.tokenizer
     id_m, id_big_m = choice_token_ids(tokenizer)
     limit = max_prompt_tokens or getattr(model.config, "max_position_embeddings", 2048)
@@ -154,13 +170,11 @@ def hf_logprob_completions(
     all_prompts = list(prompts) + ([swap_pair(p) for p in prompts] if orders == 2 else [])
     texts = [render_judge_prompt(tokenizer, p) for p in all_prompts]
     encoded = [tokenizer(t, add_special_tokens=False)["input_ids"][-limit:] for t in texts]
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     records: list[Any] = [None] * len(encoded)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
-    with torch.inference_mode():
-        for b in range(0, len(order), batch_size):
-            idx = order[b : b + batch_size]
+    with torch.inference_mode(), sdpa_kernels(device):
+        for idx in _judge_batches(model, [len(x) for x in encoded], batch_size):
             width = max(len(encoded[i]) for i in idx)
             ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(idx), width), dtype=torch.long)
@@ -168,9 +182,9 @@ def hf_logprob_completions(
                 ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
                 mask[row, width - len(encoded[i]) :] = 1
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device)).logits[
-                :, -1, :
-            ]
+            logits = model(
+                input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device), logits_to_keep=1
+            ).logits[:, -1, :]
             logprobs = torch.log_softmax(logits.float(), dim=-1)
             for row, i in enumerate(idx):
                 records[i] = (float(logprobs[row, id_m]), float(logprobs[row, id_big_m]))

@@ -230,6 +230,7 @@ def score_outputs(
     judge_dtype: str = "auto",
     judge_batch_size: int = 4,
     judge_orders: int = 1,
+    judge_device: str = "auto",
     seed: int = 0,
     lc_weights_dir: str | Path | None = None,
     decoding: dict[str, Any] | None = None,
@@ -269,6 +270,7 @@ def score_outputs(
         judge_dtype=judge_dtype,
         judge_batch_size=judge_batch_size,
         judge_orders=judge_orders,
+        judge_device=judge_device,
         endpoint=endpoint,
     )
     config = write_standalone_config(spec.annotators_config, spec.annotator_kwargs)

@@ -21,6 +21,7 @@ def make_backend(gen_cfg: GenerationConfig, model_name: str, adapter: str | None
             adapter=adapter,
             batch_size=gen_cfg.batch_size,
             max_batch_tokens=gen_cfg.max_batch_tokens,
+            device=getattr(gen_cfg, "device", None) or "auto",  # job files written before the setting: auto
         )
     if gen_cfg.backend == "vllm":
         from bft.generation.vllm import VLLMBackend

@@ -28,10 +28,17 @@ What makes it fast (each measured by ``bft-bench``; numbers in the module docstr
   float32 the tied LM head of a decode step 3x faster than ``F.linear``).
 - **batches packed by token length** (:func:`bft.generation.batching.length_batches`: sorted, budgeted by
   ``max_batch_tokens``) with left padding (order restored on return), bfloat16 where the CPU has bf16 matrix units
-  (``pick_dtype("auto")``), SDPA attention off CPU, large batches. The padding that remains is counted in
-  ``stats()`` (``prefill_padding_tokens``, ``decode_kv_read`` vs ``decode_kv_needed``; ``bft-bench`` shows it).
+  (``pick_dtype("auto")``), large batches. The padding that remains is counted in ``stats()``
+  (``prefill_padding_tokens``, ``decode_kv_read`` vs ``decode_kv_needed``; ``bft-bench`` shows it).
 - **nucleus sampling without a full vocabulary sort**: the top 64 probabilities decide the nucleus for rows
   whose top-64 mass already reaches ``top_p`` (exact); other rows fall back to a full sort.
+
+On a GPU (``generation.device``: ``auto`` picks CUDA when there is one) none of the CPU paths above engage (packing,
+fused kernels and the CPU attention check the model's device): attention is PyTorch's SDPA restricted to its flash
+and memory-efficient kernels (the cuDNN one plans anew for every new shape, and decode changes the key length every
+32 steps), batches are sized from the GPU memory free at each call (:mod:`bft.generation.gpu_memory`) instead of
+``batch_size`` / ``max_batch_tokens``, and a decode step keeps the mask, positions, logits and sampling on the
+device: the host reads back only the B new token ids (to stop finished rows), not the (B, vocab) logits.
 
 Seeded sampling: every prompt gets its own ``torch.Generator`` seeded from ``sha256(seed, k, prompt)``, where
 ``k`` counts earlier occurrences of the same prompt string in the call (so ``n`` copies of one prompt give ``n``
@@ -43,7 +50,9 @@ prefix is read by all rows' queries in one matmul), which can, rarely, flip a ne
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import logging
 import time
 from collections import Counter
 from typing import Any
@@ -55,8 +64,11 @@ from bft.generation.batching import length_batches, prefill_chunks
 from bft.generation.cpu_attention import DecodeLayout, PrefillLayout, use_decode_attention
 from bft.generation.cpu_fused import fuse_elementwise
 from bft.generation.cpu_linear import pack_linear_layers
+from bft.generation.gpu_memory import BatchLimits, ModelShape, batch_limits, free_cuda_bytes
 from bft.generation.kv_cache import BufferCache
 from bft.generation.sampling import prompt_seed, sample_tokens, stop_token_ids
+
+log = logging.getLogger(__name__)
 
 MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a separate forward pass
 # Shared prefixes at least this long are kept once and read by every row (CPU bmm attention) instead of copied
@@ -68,6 +80,17 @@ KV_GROW_STEP = 32
 # Prompt tokens (rows x padded suffix length) per prefill forward on CPU: large forwards spill the activations out
 # of cache; rating prompts (190 tokens after the rubric) prefilled 7.8 pairs/s 8 rows at a time vs 5.5 with 64 rows.
 PREFILL_CHUNK_TOKENS = 2048
+
+
+def sdpa_kernels(device: torch.device):
+    """A context for model calls on ``device``: off CPU, SDPA's flash and memory-efficient kernels (math as the
+    fallback), never cuDNN's, which builds a new plan for every shape it has not seen (decode changes the key
+    length every ``KV_GROW_STEP`` steps, and every batch its width); on CPU nothing changes."""
+    if device.type == "cpu":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
 def cache_keyword(model) -> str:
@@ -106,6 +129,9 @@ class HFBackend:
         self.drop_finished = drop_finished
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
+        self.on_cpu = self.device.type == "cpu"
+        self.shape: ModelShape | None = None  # read off the config when a GPU call is planned
+        self._limits = BatchLimits(batch_size, max_batch_tokens or 0, PREFILL_CHUNK_TOKENS)  # set per call off CPU
         self.stop_ids = stop_token_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.stop_ids)
         text_config = model.config.get_text_config(decoder=True)
@@ -127,15 +153,21 @@ class HFBackend:
         max_batch_tokens: int | None = None,
         pack_weights: bool = True,
         fuse_ops: bool = True,
+        device: str = "auto",
     ):
+        """Load ``model_name`` (+ LoRA ``adapter``, merged) on ``device`` (a ``generation.device`` setting: auto,
+        cpu, cuda, cuda:N; cuda without a CUDA GPU raises ConfigError before loading)."""
+        from bft.config.machine import resolve_device
         from bft.models.registry import load_model
 
-        loaded = load_model(model_name, dtype=dtype, adapter=adapter)
+        where = resolve_device(device)
+        loaded = load_model(model_name, dtype=dtype, adapter=adapter, device=where)
         backend = cls(loaded.model, loaded.tokenizer, batch_size=batch_size, max_batch_tokens=max_batch_tokens)
-        if pack_weights:  # the backend owns this model, so its linear layers may become inference-only
+        if backend.on_cpu and pack_weights:  # the backend owns this model, so its linear layers may become inference-only
             backend.packed_linear_layers = pack_linear_layers(backend.model)
-        if fuse_ops:  # likewise: element-wise kernels fused for CPU prefill (Llama architectures)
+        if backend.on_cpu and fuse_ops:  # likewise: element-wise kernels fused for CPU prefill (Llama architectures)
             backend.fused_modules = fuse_elementwise(backend.model)
+        log.info("%s on %s (%s)", model_name, backend.device, str(backend.dtype).removeprefix("torch."))
         return backend
 
     # ------------------------------------------------------------------ helpers
@@ -154,6 +186,22 @@ class HFBackend:
             n += 1
         return first[:n] if n >= MIN_SHARED_PREFIX else []
 
+    def _attention(self):
+        return sdpa_kernels(self.device)
+
+    def _plan_call(self, lengths: list[int], new_tokens: int) -> BatchLimits:
+        """This call's rows and tokens per batch and tokens per prefill forward: the settings on CPU; on a GPU,
+        what the memory free now holds (:func:`bft.generation.gpu_memory.batch_limits`)."""
+        if self.on_cpu:
+            self._limits = BatchLimits(self.batch_size, self.max_batch_tokens or 0, PREFILL_CHUNK_TOKENS)
+        else:
+            free = free_cuda_bytes(self.device)
+            size = torch.finfo(self.dtype).bits // 8
+            if self.shape is None:
+                self.shape = ModelShape.from_config(self.model.config)
+            self._limits = batch_limits(free, self.shape, size, lengths, new_tokens, self.context_length)
+        return self._limits
+
     def _prefix_kv(self, prefix: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
         if not prefix:
             return None
@@ -169,13 +217,13 @@ class HFBackend:
 
     def _prefill_budget(self) -> int | None:
         """Prompt tokens per prefill forward: ``PREFILL_CHUNK_TOKENS`` on CPU, where large forwards spill out of
-        cache; unbounded on accelerators, which want the largest forwards (``max_batch_tokens`` still applies)."""
-        return PREFILL_CHUNK_TOKENS if self.device.type == "cpu" else None
+        cache; on accelerators, which want the largest forwards, what this call's memory plan allows."""
+        return self._limits.prefill_tokens
 
     def _batches(self, ids: list[list[int]], extra: int = 0, max_tokens: int | None = None) -> list[list[int]]:
-        """:func:`length_batches` of ``ids`` with this backend's ``batch_size`` and (default) ``max_batch_tokens``."""
-        budget = max_tokens if max_tokens is not None else self.max_batch_tokens
-        return length_batches([len(x) for x in ids], self.batch_size, budget, extra)
+        """:func:`length_batches` of ``ids`` with this call's rows and (default) tokens per batch."""
+        budget = max_tokens if max_tokens is not None else (self._limits.tokens or None)
+        return length_batches([len(x) for x in ids], self._limits.rows, budget, extra)
 
     def _prefill(self, suffixes: list[list[int]], prefix_kv, plen: int, extra: int, keep_cache: bool = True):
         """Run the suffixes after the shared prefix.
@@ -218,7 +266,7 @@ class HFBackend:
                 **model_kwargs,
                 **self._layout_kwargs(offset, lens[rows].tolist(), offset + slen),
             )
-            logits.append(out.logits[:, -1].float().cpu())
+            logits.append(out.logits[:, -1].float())  # stays on the device: sampling runs there
             self._stats.add("prefill_padding_tokens", width * (rows.stop - rows.start) - int(lens[rows].sum()))
             if keep_cache:
                 caches.append(cache)
@@ -252,20 +300,21 @@ class HFBackend:
             generators.append(torch.Generator().manual_seed(prompt_seed(seed, p, seen[p])))
             seen[p] += 1
         prefix = self._shared_prefix(ids)
-        prefix_kv = self._prefix_kv(prefix)
         results: list[Completion | None] = [None] * len(prompts)
-        for batch in self._batches(ids, extra=sampling.max_new_tokens):
-            outs = self._decode(
-                [ids[i][len(prefix) :] for i in batch], [generators[i] for i in batch], sampling, prefix_kv, len(prefix)
-            )
-            for i, (tokens, finished) in zip(batch, outs, strict=True):
-                body = tokens[:-1] if finished else tokens
-                results[i] = Completion(
-                    text=self.tokenizer.decode(body, skip_special_tokens=True),
-                    prompt_tokens=len(ids[i]),
-                    new_tokens=len(tokens),
-                    finished=finished,
-                )
+        with self._attention():
+            prefix_kv = self._prefix_kv(prefix)
+            self._plan_call([len(x) for x in ids], sampling.max_new_tokens)
+            for batch in self._batches(ids, extra=sampling.max_new_tokens):
+                suffixes = [ids[i][len(prefix) :] for i in batch]
+                outs = self._decode(suffixes, [generators[i] for i in batch], sampling, prefix_kv, len(prefix))
+                for i, (tokens, finished) in zip(batch, outs, strict=True):
+                    body = tokens[:-1] if finished else tokens
+                    results[i] = Completion(
+                        text=self.tokenizer.decode(body, skip_special_tokens=True),
+                        prompt_tokens=len(ids[i]),
+                        new_tokens=len(tokens),
+                        finished=finished,
+                    )
         self._stats.generated(ids, results, start)
         return results
 
@@ -283,16 +332,19 @@ class HFBackend:
             return [(t, False) for t in tokens]
         first_room = min(max_new, KV_GROW_STEP)
         logits, cache, mask, positions, model_kwargs, (copied, own_start) = self._prefill(suffixes, prefix_kv, plen, first_room)
+        # the positions each row's queries see (its mask's ones), kept on the host: no device read per step
+        visible = (mask.sum(dim=1)).tolist()
+        mask, positions = mask.to(self.device), positions.to(self.device)  # updated on the device from here on
         length = mask.shape[1] - first_room  # the filled part of the buffer
         room_left = max_new - first_room  # positions the buffer may still need to grow by
         alive = list(range(bsz))
-        stop = torch.tensor(sorted(self.stop_ids))
+        stop = torch.tensor(sorted(self.stop_ids), device=self.device)
         for step in range(max_new):
             if step < sampling.min_new_tokens:
                 logits[:, stop] = float("-inf")
             nxt = sample_tokens(logits, sampling, [generators[r] for r in alive])
             keep = []
-            for j, (row, tok) in enumerate(zip(alive, nxt.tolist(), strict=True)):
+            for j, (row, tok) in enumerate(zip(alive, nxt.tolist(), strict=True)):  # the step's one host read
                 if ended[row]:  # only when drop_finished is off: the row rides along, its tokens are ignored
                     continue
                 tokens[row].append(tok)
@@ -303,11 +355,12 @@ class HFBackend:
             if not keep or step == max_new - 1:
                 break
             if self.drop_finished and len(keep) < len(alive):
-                idx = torch.tensor(keep)
-                cache.batch_select_indices(idx.to(self.device))
+                idx = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(idx)
                 mask, positions, nxt = mask[idx], positions[idx], nxt[idx]
                 alive = [alive[j] for j in keep]
                 own_start = [own_start[j] for j in keep]
+                visible = [visible[j] for j in keep]
             if length == mask.shape[1]:
                 extra = min(KV_GROW_STEP, room_left)
                 cache.grow(extra)
@@ -315,11 +368,12 @@ class HFBackend:
                 room_left -= extra
             mask[:, length] = 1
             length += 1
+            visible = [v + 1 for v in visible]
             layout = self._decode_layout(own_start, copied, length)
             out = self.model(
-                input_ids=nxt.unsqueeze(-1).to(self.device),
-                attention_mask=mask.to(self.device),
-                position_ids=positions.unsqueeze(-1).to(self.device),
+                input_ids=nxt.unsqueeze(-1),
+                attention_mask=mask,
+                position_ids=positions.unsqueeze(-1),
                 **{self.cache_kwarg: cache},
                 use_cache=True,
                 **model_kwargs,
@@ -328,9 +382,10 @@ class HFBackend:
             positions = positions + 1
             # positions attention read (without a layout: every row's whole buffer) and those it needed (unmasked)
             read = layout["decode_layout"].keys_read() if layout else mask.numel()
+            self._stats.add("decode_steps", 1)
             self._stats.add("decode_kv_read", read)
-            self._stats.add("decode_kv_needed", int(mask.sum()))
-            logits = out.logits[:, -1].float().cpu()
+            self._stats.add("decode_kv_needed", sum(visible))
+            logits = out.logits[:, -1].float()
         return list(zip(tokens, finished, strict=True))
 
     @torch.inference_mode()
@@ -340,18 +395,20 @@ class HFBackend:
         ids = self._tokenize(prompts)
         check_context(ids, self.context_length, room=0)
         prefix = self._shared_prefix(ids)
-        prefix_kv = self._prefix_kv(prefix)
         results: list[list[float]] = [[] for _ in prompts]
-        cand = torch.tensor(cand_ids)
+        cand = torch.tensor(cand_ids, device=self.device)
         suffixes = [x[len(prefix) :] for x in ids]
-        # no decoding follows, so batches need not be wide: one prefill chunk each, rows of similar length
-        chunk = self._prefill_budget()
-        budget = min(chunk, self.max_batch_tokens or chunk) if chunk is not None else self.max_batch_tokens
-        for batch in self._batches(suffixes, max_tokens=budget):
-            logits, *_ = self._prefill([suffixes[i] for i in batch], prefix_kv, len(prefix), 0, keep_cache=False)
-            logp = torch.log_softmax(logits, dim=-1)[:, cand]
-            for i, row in zip(batch, logp.tolist(), strict=True):
-                results[i] = row
+        with self._attention():
+            prefix_kv = self._prefix_kv(prefix)
+            self._plan_call([len(x) for x in ids], 0)
+            # no decoding follows, so batches need not be wide: one prefill chunk each, rows of similar length
+            chunk = self._prefill_budget()
+            budget = min(chunk, self.max_batch_tokens or chunk) if self.on_cpu else self._limits.tokens
+            for batch in self._batches(suffixes, max_tokens=budget):
+                logits, *_ = self._prefill([suffixes[i] for i in batch], prefix_kv, len(prefix), 0, keep_cache=False)
+                logp = torch.log_softmax(logits, dim=-1)[:, cand]
+                for i, row in zip(batch, logp.tolist(), strict=True):
+                    results[i] = row
         self._stats.scored(ids, start)
         return results
 

@@ -35,13 +35,19 @@ def _nucleus(sorted_probs: torch.Tensor, top_p: float) -> torch.Tensor:
 
 
 def sample_tokens(logits: torch.Tensor, sampling: Sampling, generators: list[torch.Generator]) -> torch.Tensor:
-    """Pick one token per row of float32 ``logits`` (B, V); row i draws its uniform from ``generators[i]``."""
+    """Pick one token per row of float32 ``logits`` (B, V); row i draws its uniform from ``generators[i]``.
+
+    The generators are CPU ones (the random stream of a prompt does not depend on the device); on an accelerator
+    the draws are copied over and the pick runs there, without a host synchronisation: every row goes through
+    the full sort (the top-64 shortcut below needs the host to choose rows), which picks the same tokens."""
     if sampling.greedy:
         return logits.argmax(-1)
     probs = torch.softmax(logits / sampling.temperature, dim=-1)
-    u = torch.cat([torch.rand(1, generator=g) for g in generators])
+    u = torch.cat([torch.rand(1, generator=g) for g in generators]).to(probs.device, non_blocking=True)
     if sampling.top_p >= 1.0:
         return _inverse_cdf(probs, u)
+    if probs.device.type != "cpu":
+        return nucleus_by_sort(probs, u, sampling.top_p)
     k = min(NUCLEUS_TOPK, probs.shape[-1])
     top_p_vals, top_idx = probs.topk(k, dim=-1)
     out = torch.empty(probs.shape[0], dtype=torch.long)
@@ -52,10 +58,15 @@ def sample_tokens(logits: torch.Tensor, sampling: Sampling, generators: list[tor
         out[rows] = top_idx[rows].gather(1, pick.unsqueeze(-1)).squeeze(-1)
     if not small.all():
         rows = (~small).nonzero().squeeze(-1)
-        sorted_probs, sorted_idx = probs[rows].sort(dim=-1, descending=True)
-        pick = _inverse_cdf(_nucleus(sorted_probs, sampling.top_p), u[rows])
-        out[rows] = sorted_idx.gather(1, pick.unsqueeze(-1)).squeeze(-1)
+        out[rows] = nucleus_by_sort(probs[rows], u[rows], sampling.top_p)
     return out
+
+
+def nucleus_by_sort(probs: torch.Tensor, u: torch.Tensor, top_p: float) -> torch.Tensor:
+    """The top-p pick of each row of ``probs`` with uniform ``u``, through a full descending sort of the row."""
+    sorted_probs, sorted_idx = probs.sort(dim=-1, descending=True)
+    pick = _inverse_cdf(_nucleus(sorted_probs, top_p), u)
+    return sorted_idx.gather(1, pick.unsqueeze(-1)).squeeze(-1)
 
 
 def stop_token_ids(model, tokenizer) -> set[int]:

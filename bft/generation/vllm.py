@@ -80,6 +80,8 @@ def max_model_len(llm) -> int | None:
 
 
 class VLLMBackend:
+    device = "cuda"  # where vLLM runs (what a generation stage records; generation.device is the hf backend's)
+
     def __init__(self, llm, tokenizer, lora_request=None) -> None:
         self.llm = llm
         self.tokenizer = tokenizer

@@ -11,6 +11,7 @@ import ctypes
 import ctypes.util
 import gc
 import resource
+import sys
 from functools import cache
 
 
@@ -25,11 +26,23 @@ def _libc() -> ctypes.CDLL | None:
 
 
 def release_memory() -> None:
-    """Collect reference cycles, then return free heap pages to the OS (``malloc_trim``, where glibc provides it)."""
+    """Collect reference cycles, then return free heap pages to the OS (``malloc_trim``, where glibc provides it)
+    and, where CUDA was used, PyTorch's cached GPU blocks (so the next stage, or another process, gets them)."""
     gc.collect()
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)
+    torch = sys.modules.get("torch")  # never imported here: a process that never loaded torch has no GPU memory
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+def peak_cuda_mb() -> float | None:
+    """The most GPU memory PyTorch has allocated in this process, in MB (None where CUDA was never used)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_initialized():
+        return None
+    return torch.cuda.max_memory_allocated() / 2**20
 
 
 def peak_rss_mb() -> float:

@@ -15,7 +15,7 @@ from bft.artifacts.store import Artifact, ArtifactStore
 from bft.errors import NoPairsError
 from bft.logger.run_logger import RunLogger
 from bft.pipeline.context import RunContext, StageReport
-from bft.pipeline.memory import peak_rss_mb, release_memory
+from bft.pipeline.memory import peak_cuda_mb, peak_rss_mb, release_memory
 from bft.pipeline.plan import Step, build_plan
 from bft.pipeline.samples import log_samples
 from bft.pipeline.summary import print_summary, summarize
@@ -47,8 +47,10 @@ def run_step(ctx: RunContext, step: Step) -> Artifact:
         note = origin_note(artifact.manifest)  # an artifact made by other code, reused: its stage version is the same
         log.info("%s: reused artifact %s%s", step.name, artifact.path, f" ({note})" if note else "")
     else:
-        release_memory()
-        log.info("%s: done in %.1f s, peak RSS so far %.0f MB", step.name, seconds, peak_rss_mb())
+        release_memory()  # the stage's models are gone: their CPU and GPU memory goes back before the next stage
+        gpu = peak_cuda_mb()
+        gpu_text = f", peak GPU memory so far {gpu:.0f} MB" if gpu is not None else ""
+        log.info("%s: done in %.1f s, peak RSS so far %.0f MB%s", step.name, seconds, peak_rss_mb(), gpu_text)
     counts = artifact.manifest.get("counts", {})
     report = StageReport(
         step.name, artifact.key, artifact.reused, _count(counts.get("in")), _count(counts.get("out")), seconds, artifact.path

@@ -80,3 +80,10 @@ TRAINER_UNKEYED = (
 ENGINE = tuple(f"generation.{f.name}" for f in fields(GenerationConfig) if f.name != "augment")
 # Who runs a generation stage's shards (bft.workers): N workers give what one gives, so never hashed.
 WORKERS = ("workers",)
+# Where the hf backend (and the local judge) runs: not hashed either. ``auto`` resolves per machine, so a hashed
+# setting would not name the device anyway, and hashing the resolved device would make keys (and a dry run's
+# plan) depend on the machine and keep a GPU machine from reusing a CPU machine's artifacts. A device changes
+# floating-point rounding only, as dtype=auto (bf16 or float32 by CPU) and batch shapes already do; the device
+# used is recorded in the stage's metrics (``device``).
+DEVICE = ("generation.device",)
+PLACEMENT = (*WORKERS, *DEVICE)

@@ -70,7 +70,14 @@ def build_backend(job: ShardJob):
 
     if job.chat_template is not None:  # a worker process starts with no registered template settings
         register_chat_template(job.model_name, *job.chat_template)
-    return backend_for(OmegaConf.create(job.generation), job.model_name, job.adapter)
+    built = backend_for(OmegaConf.create(job.generation), job.model_name, job.adapter)
+    log.info("%s: %s backend on %s", job.stage, job.generation.get("backend", "hf"), backend_device(built[0]))
+    return built
+
+
+def backend_device(backend) -> str:
+    """Where a backend runs (``cpu``, ``cuda:0``, ...): recorded with each shard and in the stage's metrics."""
+    return str(getattr(backend, "device", "unknown"))
 
 
 def _delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
@@ -116,7 +123,7 @@ def process_shards(
             started = time.perf_counter()
             result = process(parse_lines(lines), index)
             stats = _delta(dict(backend.stats()), before)
-            stats.update(records=len(lines), wall_seconds=time.perf_counter() - started)
+            stats.update(records=len(lines), wall_seconds=time.perf_counter() - started, device=backend_device(backend))
             write_json_atomic(stats_path(work, index), stats)  # before the shard: whoever sees the shard sees its stats
             write_jsonl_atomic(target, result)
             done += 1

@@ -40,13 +40,18 @@ class ShardRun:
 
 
 def _sum_stats(stats_dir: Path) -> dict[str, Any]:
+    """Backend counters summed over this run's shards; text values (the device) listed once each, joined."""
     total: dict[str, float] = {}
+    texts: dict[str, set[str]] = {}
     if stats_dir.is_dir():
         for path in sorted(stats_dir.glob("shard-*.json")):
             for key, value in json.loads(path.read_text()).items():
-                if key not in ("records", "wall_seconds"):
+                if isinstance(value, str):
+                    texts.setdefault(key, set()).add(value)
+                elif key not in ("records", "wall_seconds"):
                     total[key] = total.get(key, 0) + value
-    return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in total.items()}
+    summed = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in total.items()}
+    return summed | {k: ",".join(sorted(v)) for k, v in texts.items()}
 
 
 def _threads(wcfg: DictConfig, count: int) -> int | None:

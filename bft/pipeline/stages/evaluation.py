@@ -11,7 +11,7 @@ from bft.artifacts.shards import iter_outputs, write_jsonl_counted
 from bft.artifacts.store import Artifact, StageOutput
 from bft.errors import PipelineError
 from bft.pipeline.models import model_ref
-from bft.pipeline.stage import ENGINE, WORKERS, Stage
+from bft.pipeline.stage import DEVICE, ENGINE, PLACEMENT, WORKERS, Stage
 from bft.pipeline.stages.common import Record
 
 
@@ -58,24 +58,33 @@ def reference_outputs(c: DictConfig, upstream: dict[str, Artifact]) -> list[Reco
 
 
 def compute_evaluate(c: DictConfig, upstream: dict[str, Artifact], work: Path) -> StageOutput:
+    from bft.config.machine import resolve_device
     from bft.eval.endpoint import endpoint_for
+    from bft.eval.judges import release_judges
     from bft.eval.score import score_outputs
 
     endpoint = endpoint_for(c.eval.annotator, c.eval.judge_url, c.eval.judge_model, c.eval.judge_api_key_env, c.eval.judge_api_scheme)
     outputs = json.loads(upstream["eval_outputs"].file("model_outputs.json").read_text())
     references = reference_outputs(c, upstream)
-    result = score_outputs(
-        outputs,
-        references,
-        c.eval.annotator,
-        work,
-        judge_model=c.eval.judge_model,
-        judge_orders=c.eval.judge_orders,
-        seed=c.run.seed,
-        lc_weights_dir=c.eval.lc_weights_dir,
-        endpoint=endpoint,
-    )
-    return StageOutput(counts={"in": len(outputs), "out": len(outputs)}, metrics=dict(result))
+    local = c.eval.annotator == "local"
+    device = resolve_device(c.generation.device) if local else None  # the local judge runs where generation does
+    try:
+        result = score_outputs(
+            outputs,
+            references,
+            c.eval.annotator,
+            work,
+            judge_model=c.eval.judge_model,
+            judge_orders=c.eval.judge_orders,
+            judge_device=device or "auto",
+            seed=c.run.seed,
+            lc_weights_dir=c.eval.lc_weights_dir,
+            endpoint=endpoint,
+        )
+    finally:
+        release_judges()  # the judge model leaves memory (GPU memory included) with the stage
+    metrics = dict(result) | ({"device": device} if device else {})
+    return StageOutput(counts={"in": len(outputs), "out": len(outputs)}, metrics=metrics)
 
 
 _ANSWERING = (*(f"eval.{k}" for k in ("set", "max_instances", "temperature", "top_p", "max_new_tokens")), *ENGINE, "run.seed")
@@ -85,7 +94,7 @@ EVAL_OUTPUTS = Stage(
     ("model_outputs.json",),
     (*_ANSWERING, "eval.inference_tag", "run.name", *WORKERS),
     compute_eval_outputs,
-    unkeyed=WORKERS,
+    unkeyed=PLACEMENT,
     version=1,
 )
 BASE_OUTPUTS = Stage(
@@ -94,7 +103,7 @@ BASE_OUTPUTS = Stage(
     ("model_outputs.json",),
     (*_ANSWERING, "final_model.name", *WORKERS),
     compute_base_outputs,
-    unkeyed=WORKERS,
+    unkeyed=PLACEMENT,
     version=1,
 )
 EVALUATE = Stage(
@@ -105,7 +114,9 @@ EVALUATE = Stage(
         *(f"eval.{k}" for k in ("annotator", "judge_model", "judge_orders", "reference", "lc_weights_dir", "set", "max_instances")),
         *(f"eval.{k}" for k in ("judge_url", "judge_api_key_env", "judge_api_scheme")),
         "run.seed",
+        *DEVICE,
     ),
     compute_evaluate,
+    unkeyed=DEVICE,
     version=1,
 )

@@ -15,7 +15,7 @@ from bft.artifacts.store import Artifact, StageOutput
 from bft.config.schema import CurationConfig
 from bft.data.io import write_jsonl_atomic
 from bft.pipeline.models import backend_for, model_ref
-from bft.pipeline.stage import ENGINE, WORKERS, Stage, shard_seed
+from bft.pipeline.stage import ENGINE, PLACEMENT, WORKERS, Stage, shard_seed
 
 
 def compute_augment(c: DictConfig, upstream: dict[str, Artifact], work: Path) -> StageOutput:
@@ -105,7 +105,7 @@ AUGMENT = Stage(
     ("candidates.jsonl",),
     (*ENGINE, "generation.augment", "run.seed", *WORKERS),
     compute_augment,
-    unkeyed=WORKERS,
+    unkeyed=PLACEMENT,
     exports={"pairs": "candidates.jsonl"},
     version=1,
 )
@@ -117,7 +117,7 @@ CURATE = Stage(
     ("scored.jsonl", "curated.jsonl", "accounting.json"),
     (*CURATION_SETTINGS, *ENGINE, "run.seed", *WORKERS),
     compute_curate,
-    unkeyed=WORKERS,
+    unkeyed=PLACEMENT,
     exports={"pairs": "curated.jsonl"},
     version=1,
 )

@@ -17,7 +17,7 @@ from bft.config.schema import RewriterConfig
 from bft.data.io import read_jsonl
 from bft.errors import NoPairsError
 from bft.pipeline.models import model_ref
-from bft.pipeline.stage import ENGINE, WORKERS, Stage
+from bft.pipeline.stage import ENGINE, PLACEMENT, WORKERS, Stage
 from bft.pipeline.stages.common import Record
 
 
@@ -79,7 +79,7 @@ REWRITE_BY_MODEL = Stage(
     ("generated.jsonl",),
     (*_SAMPLING, "rewriter.name", *ENGINE, "run.seed", *WORKERS),
     compute_rewrite_by_model,
-    unkeyed=WORKERS,
+    unkeyed=PLACEMENT,
     exports=_EXPORTS,
     version=1,
 )
@@ -89,7 +89,7 @@ REWRITE_BY_SEED_MODEL = Stage(
     ("generated.jsonl",),
     (*_SAMPLING, *ENGINE, "run.seed", *WORKERS),
     compute_rewrite_by_seed_model,
-    unkeyed=WORKERS,
+    unkeyed=PLACEMENT,
     exports=_EXPORTS,
     version=1,
 )
