@@ -211,13 +211,18 @@ def target_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("target")
     mp = pytest.MonkeyPatch()
     mp.setattr(pipeline_models, "make_backend", ScriptedBackend)
+    from helpers.length_judge import JUDGE_MODEL, length_judge_completions  # as the length_judge fixture does
+
+    from bft.eval import judges
+
+    mp.setattr(judges, "hf_logprob_completions", length_judge_completions)
 
     def run(numbers: range, name: str):
         corpus = _corpus(root / f"corpus_{name}.jsonl", numbers)
         overrides = [
             "debug=smoke", "method=filter_only", "curation=paper", "curation.scoring=generate", "curation.threshold=5",
             "curation.top_fraction=null", "corpus=file", f"corpus.source={corpus}",
-            "corpus.max_documents=null", "data.max_generated=4", "eval.annotator=test_length_judge",
+            "corpus.max_documents=null", "data.max_generated=4", "eval.annotator=local", f"eval.judge_model={JUDGE_MODEL}",
             f"run.artifacts_dir={root / 'artifacts'}",
         ]  # fmt: skip
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):

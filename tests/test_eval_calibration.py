@@ -123,7 +123,8 @@ class FixedChoiceModel(torch.nn.Module):
         self.config = SimpleNamespace(max_position_embeddings=100_000)
         self.anchor = torch.nn.Parameter(torch.zeros(1))
 
-    def forward(self, input_ids, attention_mask, position_ids=None):
+    def forward(self, input_ids, attention_mask, position_ids=None, logits_to_keep=0):
+        """Logits of the last ``logits_to_keep`` positions (0: all), as transformers' causal LMs return them."""
         logits = torch.zeros(input_ids.shape[0], input_ids.shape[1], len(self.tokenizer))
         for row in range(input_ids.shape[0]):
             text = self.tokenizer.decode(input_ids[row][attention_mask[row].bool()])
@@ -132,7 +133,7 @@ class FixedChoiceModel(torch.nn.Module):
                 second = text.index('"model_identifier": "M"')
                 choice = "M" if text.rfind(self.marker) > second else "m"
             logits[row, -1, self.id_m if choice == "m" else self.id_big_m] = 5.0
-        return SimpleNamespace(logits=logits)
+        return SimpleNamespace(logits=logits[:, -logits_to_keep:] if logits_to_keep else logits)
 
 
 @pytest.fixture

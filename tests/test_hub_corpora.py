@@ -63,8 +63,13 @@ def test_paper_experiment_corpus_stage_reads_only_cc_en_head(compose_cfg, tmp_pa
     from bft.pipeline.plan import build_plan
 
     url_list, mirror = write_dolma(tmp_path)
-    cfg = compose_cfg(
-        "+experiment=backandforth_paper", f"corpus.url_list={url_list}", f"corpus.mirror={mirror}", "corpus.tokenizer=tiny"
+    cfg = compose_cfg(  # paper_smoke: every role on one model, here the registry's tiny (the context budget loads its tokenizer)
+        "+experiment=backandforth_paper",
+        "debug=paper_smoke",
+        "model.name=tiny",
+        f"corpus.url_list={url_list}",
+        f"corpus.mirror={mirror}",
+        "corpus.tokenizer=tiny",
     )
     validate(cfg)
     assert cfg.corpus.source == "allenai/dolma" and cfg.corpus.perplexity_bucket == "head"

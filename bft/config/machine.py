@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from bft.config.validate import ConfigError, check_device_setting
+from bft.errors import ConfigError
+
+DEVICE_SETTING = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_device_setting(value: str, key: str = "generation.device") -> None:
+    """The form of a device setting (any machine): ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; whether this machine
+    has that device is :func:`resolve_device`'s question."""
+    if not isinstance(value, str) or not DEVICE_SETTING.fullmatch(value):
+        raise ConfigError(f"{key}={value!r} is not one of auto, cpu, cuda, cuda:N")
+
 
 _GPU_ACCELERATORS = ("gpu", "cuda")
 

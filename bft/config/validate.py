@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
+from bft.config.machine import check_device_setting  # re-exported: the form of a device setting
 from bft.errors import ConfigError
 
 __all__ = ["ConfigError", "check_device_setting", "validate"]
@@ -27,16 +27,6 @@ _CHOICES = {
     "workers.cluster": ("local", "slurm", "debug"),
 }
 _SFT_CHOICES = {"schedule": ("cosine", "linear", "constant"), "grouping": ("length", "packing", "none")}
-
-
-DEVICE_SETTING = re.compile(r"auto|cpu|cuda(:\d+)?")
-
-
-def check_device_setting(value: str, key: str = "generation.device") -> None:
-    """The form of a device setting (any machine): ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; whether this machine
-    has that device is :func:`bft.config.machine.resolve_device`'s question."""
-    if not isinstance(value, str) or not DEVICE_SETTING.fullmatch(value):
-        raise ConfigError(f"{key}={value!r} is not one of auto, cpu, cuda, cuda:N")
 
 
 def _get(cfg: DictConfig, dotted: str):
