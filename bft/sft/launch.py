@@ -17,7 +17,7 @@ Launchers (``trainer.launcher``):
 * ``local``: one process on this machine running this module; Lightning's own launcher (``_SubprocessScriptLauncher``)
   starts the other ``devices - 1`` ranks with the same command. The job runs in its own session, so whatever is
   left of it when it ends (or when the pipeline is interrupted) is killed as a group.
-* ``slurm``: one Slurm job through submitit (``bft.workers.executors.make_executor``) with ``num_nodes`` nodes and
+* ``slurm``: one Slurm job through submitit (``bft.executors.make_executor``) with ``num_nodes`` nodes and
   one task per device; Lightning reads the ranks from Slurm (``SLURMEnvironment``). ``trainer.slurm`` holds the
   executor parameters (``slurm_partition``, ``timeout_min``, ...).
 * ``inprocess``: ``train_sft`` in the pipeline process (one process only); ``auto`` picks it for one CPU device
@@ -173,7 +173,7 @@ def run_local(job_path: Path, job: TrainJob) -> int:
 
 def run_slurm(job_path: Path, job: TrainJob, stage_name: str) -> str | None:
     """Submit the job to Slurm through submitit (one task per device) and wait; return an error text or None."""
-    from bft.workers.executors import _first_line, make_executor
+    from bft.executors import _first_line, make_executor
 
     trainer = TrainerConfig(**job.trainer)
     executor = make_executor(job.folder / "slurm", "slurm", slurm_parameters(trainer, stage_name))

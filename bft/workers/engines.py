@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bft.workers.executors import _first_line, _require, make_executor
+from bft.executors import _first_line, _require, make_executor
 from bft.workers.job import run_worker
 
 ENGINES = ("inprocess", "submitit", "ray")
