@@ -225,6 +225,6 @@ def _wandb_line(wandb: dict | None) -> str:
         return "disabled"
     runs = wandb["runs"]
     return (
-        f"{runs} {wandb['mode']} run{'s' * (runs != 1)} ({wandb['name']}: the pipeline and {runs - 1} computed "
-        f"stage{'s' * (runs != 2)}) in group {wandb['group']}, under {wandb['dir']}"
+        f"{runs} {wandb['mode']} run{'s' * (runs != 1)} ({wandb['name']}: the pipeline job and {runs - 1} stage "
+        f"job{'s' * (runs != 2)}) in group {wandb['group']}, under {wandb['dir']}"
     )
