@@ -360,7 +360,7 @@ def _check_curation(cfg, art) -> None:
         assert metrics["parse_failures"] == sum(r["score"] is None for r in scored)
         assert metrics["unfinished_ratings"] == sum(r["judge_unfinished"] for r in scored)
         assert all(r["score"] is None for r in scored if r["judge_unfinished"])
-    prompts = list(dict.fromkeys(ScriptedBackend.prompts["rate"]))  # a later round re-rates a longer prefix
+    prompts = ScriptedBackend.prompts["rate"]  # every round's and every iteration's ratings
     assert all("5-point scale" in p for p in prompts)
     # the script's long reasonings run out of max_new_tokens before "Score:": counted and dropped
     long_reasoning = sum(prompt_tag(p) % 5 == 4 for p in prompts)  # over every round's ratings
