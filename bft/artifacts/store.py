@@ -67,6 +67,28 @@ def write_json_atomic(path: Path, payload: Any) -> None:
         raise
 
 
+JOB_FILE = "job.json"
+
+
+class JsonJobFile:
+    """A dataclass job that a separate process runs: saved as ``<folder>/job.json`` (its fields, atomically) and
+    loaded back from that path. Subclasses are dataclasses with a ``folder`` property."""
+
+    folder: Path
+
+    def save(self) -> Path:
+        from dataclasses import asdict
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / JOB_FILE
+        write_json_atomic(path, asdict(self))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path):
+        return cls(**json.loads(Path(path).read_text()))
+
+
 @contextmanager
 def atomic_folder(dest: Path) -> Iterator[Path]:
     """Yield an empty temp folder beside ``dest`` to write into; on success it replaces ``dest``, on failure it is

@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bft.artifacts.store import JsonJobFile
 from bft.config.schema import PeftConfig, SFTStageConfig, TrainerConfig
 from bft.errors import BftError
 from bft.sft.launchers import resolve_launcher, slurm_parameters
@@ -50,7 +51,6 @@ from bft.sft.launchers import resolve_launcher, slurm_parameters
 log = logging.getLogger(__name__)
 
 LAUNCH_DIR = "launch"  # under the stage's work folder; removed once the stage succeeded
-JOB_FILE = "job.json"
 RESULT_FILE = "result.json"
 # Variables that tell torch / Lightning which rank a process is: the pipeline's own (it may have been started under
 # srun or torchrun) must not reach the job, whose ranks come from its launcher.
@@ -74,7 +74,7 @@ class TrainingJobError(BftError, RuntimeError):
 
 
 @dataclass
-class TrainJob:
+class TrainJob(JsonJobFile):
     """Everything ``train_sft`` needs, as plain data (``<out_dir>/launch/job.json``)."""
 
     examples: str  # JSONL of {"prompt", "completion"}
@@ -91,18 +91,6 @@ class TrainJob:
     @property
     def folder(self) -> Path:
         return Path(self.out_dir) / LAUNCH_DIR
-
-    def save(self) -> Path:
-        from bft.artifacts.store import write_json_atomic
-
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / JOB_FILE
-        write_json_atomic(path, asdict(self))
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> TrainJob:
-        return cls(**json.loads(Path(path).read_text()))
 
 
 # ------------------------------------------------------------------------------------------ which launcher

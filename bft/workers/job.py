@@ -9,27 +9,24 @@ A killed worker leaves its shard unwritten and unclaimed, so the next run (or an
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
 
 from bft.artifacts.shards import iter_shards, parse_lines, shard_path
-from bft.artifacts.store import write_json_atomic
+from bft.artifacts.store import JsonJobFile, write_json_atomic
 from bft.data.io import write_jsonl_atomic
 
 log = logging.getLogger(__name__)
 
-JOB_FILE = "job.json"
-
 
 @dataclass
-class ShardJob:
+class ShardJob(JsonJobFile):
     kind: str  # a key of bft.workers.processors.PROCESSORS
     stage: str  # the step name, for messages
     source: str  # JSONL input file, read lazily
@@ -45,16 +42,6 @@ class ShardJob:
     @property
     def folder(self) -> Path:
         return Path(self.work) / "workers"
-
-    def save(self) -> Path:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / JOB_FILE
-        write_json_atomic(path, asdict(self))
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> ShardJob:
-        return cls(**json.loads(Path(path).read_text()))
 
 
 def stats_path(work: Path, index: int) -> Path:
