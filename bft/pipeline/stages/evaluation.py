@@ -50,11 +50,12 @@ def reference_outputs(c: DictConfig, upstream: dict[str, Artifact]) -> list[Reco
         return json.loads(upstream["base_outputs"].file("model_outputs.json").read_text())
     if c.eval.reference == "dataset":
         return load_eval_set(c.eval.set, c.eval.max_instances)
-    path = Path(c.eval.reference)
-    for candidate in [path, path / "model_outputs.json", path / "eval" / "model_outputs.json"]:
-        if candidate.is_file():
-            return json.loads(candidate.read_text())
-    raise PipelineError(f"eval.reference: no model_outputs.json at {path} (use base, dataset or a run folder)")
+    from bft.config.validate import reference_outputs_file  # the same search the config check ran before any work
+
+    found = reference_outputs_file(c.eval.reference)
+    if found is None:
+        raise PipelineError(f"eval.reference: no model_outputs.json at {c.eval.reference} (use base, dataset or a run folder)")
+    return json.loads(found.read_text())
 
 
 def compute_evaluate(c: DictConfig, upstream: dict[str, Artifact], work: Path) -> StageOutput:
