@@ -78,6 +78,10 @@ def check_machine(cfg: DictConfig) -> None:
             raise ConfigError("trainer.accelerator=mps but MPS is not available on this machine; use trainer=cpu")
     if "deepspeed" in str(cfg.trainer.strategy) and not _installed("deepspeed"):
         raise ConfigError(f"trainer.strategy={cfg.trainer.strategy} needs deepspeed: pip install 'bft[deepspeed]'")
+    if "server" in cfg.generation:
+        from bft.generation.served import check_served
+
+        check_served(cfg)
     if cfg.generation.backend == "vllm":
         if not _installed("vllm"):
             raise ConfigError("generation.backend=vllm but vllm is not installed: pip install 'bft[vllm]' (GPU), or generation=hf")

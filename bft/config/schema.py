@@ -188,8 +188,32 @@ class SamplingConfig:
 
 
 @dataclass
+class ServerConfig:
+    """Generation through an OpenAI-compatible server (bft.generation.served, on datatrove's inference servers).
+
+    ``kind=endpoint``: a server that is already running (``vllm serve``, SGLang, TGI, llama.cpp's server,
+    ``transformers serve``, a hosted API) at ``url``. ``kind=vllm`` / ``sglang``: each stage (each worker) starts
+    one through datatrove, on the stage's model, with generation.tensor_parallel_size / data_parallel_size.
+    Placement only: never part of an artifact key (as the backend choice)."""
+
+    kind: str = "endpoint"  # endpoint | vllm | sglang
+    url: str | None = None  # kind=endpoint: the base URL, e.g. http://gpu-node-12:8000/v1
+    api_key_env: str | None = None  # the NAME of the environment variable holding the key (never the key)
+    # the model name the endpoint serves; null: the stage's model (hub id, or its folder; a trained adapter is
+    # merged into a full-model folder once, so a server that loads models by path can serve it)
+    model: str | None = None
+    # the stages sent to the server when generation.backend is hf or vllm (augment, curate, rewrite, answer);
+    # with generation.backend=served every stage is
+    stages: list[str] = field(default_factory=list)
+    max_concurrent: int = 64  # requests in flight per worker
+    request_timeout_s: float = 600.0
+    start_timeout_s: float = 1800.0  # kind=vllm/sglang: how long the started server may take to become ready
+    args: dict[str, Any] = field(default_factory=dict)  # kind=vllm/sglang: more server flags (enforce-eager: true)
+
+
+@dataclass
 class GenerationConfig:
-    backend: str = "hf"  # hf | vllm
+    backend: str = "hf"  # hf | vllm | served (every stage through generation.server)
     # where the hf backend and the local judge run: auto (cuda when this machine has a CUDA GPU, else cpu) | cpu |
     # cuda | cuda:N. Not hashed into artifact keys (placement, like workers; the manifest records the device used)
     device: str = "auto"
@@ -204,6 +228,7 @@ class GenerationConfig:
     gpu_memory_utilization: float = 0.9  # fraction of each GPU's memory vLLM may take (weights + KV cache)
     max_model_len: int | None = None  # prompt + completion tokens per sequence; None = the model's context length
     vllm: dict[str, Any] = field(default_factory=lambda: {"enable_prefix_caching": True})  # any other vllm.LLM kwargs
+    server: ServerConfig = field(default_factory=ServerConfig)
 
 
 @dataclass

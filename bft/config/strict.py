@@ -47,6 +47,7 @@ RANGES: list[tuple[str, Range]] = [
     ("*.compile_min_tokens", (0, True, _INF, False, "a count >= 0")),
     ("*.checkpoint_every_n_steps", (0, True, _INF, False, "a step count >= 0 (0: no checkpoints)")),
     ("*.seed", (0, True, _INF, False, "an integer >= 0")),
+    ("*timeout_s", (0, False, _INF, False, "seconds > 0")),
 ]
 # integer settings that count things the run needs at least one of (a batch, a step, a shard, a rank...)
 _POSITIVE_INT = ("*.max_*", "*size", "*_steps", "*.iterations", "*.n_samples", "*num_*", "*.top_k", "*.r", "*every_n*")

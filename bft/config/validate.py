@@ -17,7 +17,8 @@ _CHOICES = {
     "curation.scoring": ("generate", "logprob", "generate_n"),
     "rewriter.mode": ("rewrite", "distill"),
     "peft.method": ("lora", "full"),
-    "generation.backend": ("hf", "vllm"),
+    "generation.backend": ("hf", "vllm", "served"),
+    "generation.server.kind": ("endpoint", "vllm", "sglang"),
     "logger.mode": ("offline", "online", "disabled"),
     "data.on_error": ("raise", "skip"),
     "seed.size_scope": ("all", "forward"),
@@ -61,6 +62,9 @@ def validate(cfg: DictConfig, hydra_cfg: Any = None) -> None:
     check_ranges(cfg)
     _check_values(cfg)
     check_embedded_model(cfg)
+    from bft.generation.served import check_server_config
+
+    check_server_config(cfg.generation)
     check_eval(cfg.eval, cfg.model.name)
     from bft.sft.launchers import check_launcher
 

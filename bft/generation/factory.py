@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
 
 def make_backend(gen_cfg: GenerationConfig, model_name: str, adapter: str | None = None) -> GenerationBackend:
-    """Build the backend named by ``gen_cfg.backend`` (``hf`` or ``vllm``) for ``model_name`` (+ LoRA adapter)."""
+    """Build the backend named by ``gen_cfg.backend`` (``hf``, ``vllm`` or ``served``) for ``model_name`` (+ LoRA adapter)."""
     if gen_cfg.backend == "hf":
         from bft.generation.hf import HFBackend
 
@@ -23,8 +23,12 @@ def make_backend(gen_cfg: GenerationConfig, model_name: str, adapter: str | None
             max_batch_tokens=gen_cfg.max_batch_tokens,
             device=getattr(gen_cfg, "device", None) or "auto",  # job files written before the setting: auto
         )
+    if gen_cfg.backend == "served":
+        from bft.generation.served import ServedBackend
+
+        return ServedBackend.from_config(gen_cfg, model_name, adapter=adapter)
     if gen_cfg.backend == "vllm":
         from bft.generation.vllm import VLLMBackend
 
         return VLLMBackend.from_config(gen_cfg, model_name, adapter=adapter)
-    raise ValueError(f"unknown generation backend '{gen_cfg.backend}' (expected 'hf' or 'vllm')")
+    raise ValueError(f"unknown generation backend '{gen_cfg.backend}' (expected 'hf', 'vllm' or 'served')")

@@ -84,6 +84,8 @@ WORKERS = ("workers",)
 # setting would not name the device anyway, and hashing the resolved device would make keys (and a dry run's
 # plan) depend on the machine and keep a GPU machine from reusing a CPU machine's artifacts. A device changes
 # floating-point rounding only, as dtype=auto (bf16 or float32 by CPU) and batch shapes already do; the device
-# used is recorded in the stage's metrics (``device``).
-DEVICE = ("generation.device",)
+# used is recorded in the stage's metrics (``device``). The server a stage generates through
+# (``generation.server``: URL, key, concurrency; bft.generation.served) is placement in the same way; choosing it
+# for every stage (``generation.backend=served``) changes the keys, as any backend does.
+DEVICE = ("generation.device", "generation.server")
 PLACEMENT = (*WORKERS, *DEVICE)

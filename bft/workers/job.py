@@ -57,8 +57,13 @@ def build_backend(job: ShardJob):
 
     if job.chat_template is not None:  # a worker process starts with no registered template settings
         register_chat_template(job.model_name, *job.chat_template)
-    built = backend_for(OmegaConf.create(job.generation), job.model_name, job.adapter)
-    log.info("%s: %s backend on %s", job.stage, job.generation.get("backend", "hf"), backend_device(built[0]))
+    from bft.generation.served import served_stage
+
+    generation = OmegaConf.create(job.generation)
+    if "server" in generation and served_stage(generation, job.kind):  # generation.server.stages lists this stage
+        generation.backend = "served"
+    built = backend_for(generation, job.model_name, job.adapter)
+    log.info("%s: %s backend on %s", job.stage, generation.get("backend", "hf"), backend_device(built[0]))
     return built
 
 

@@ -1,0 +1,146 @@
+"""Served generation (``generation.backend=served``) against a real OpenAI-compatible server started here:
+``transformers serve`` on the CPU (tests/helpers/transformers_server.py).
+
+What a server that returns no logprobs cannot show (logprob curation, the AE2 weighted judge) is refused before any
+work, in one line, against the same real server; the reading of vLLM's ``top_logprobs`` is checked on vLLM's answer
+shape (:func:`test_logprob_scores_read_vllms_top_logprobs`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.openai_stub import StubJudge
+from tests.helpers.transformers_server import free_port, transformers_server
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+GREEDY = [  # every sampled stage greedy: the server and the in-process engine then pick the same tokens
+    "generation.augment.temperature=0",
+    "curation.temperature=0",
+    "rewriter.temperature=0",
+    "eval.temperature=0",
+]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    log = tmp_path_factory.mktemp("server") / "transformers_serve.log"
+    with transformers_server(log) as url:
+        yield url
+
+
+def bft(tmp: Path, *overrides: str, artifacts: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    artifacts = artifacts or tmp / "artifacts"
+    run_dir = tmp / f"run{len(list(tmp.glob('run*')))}"
+    cmd = [sys.executable, "-m", "bft.cli", *overrides, f"run.artifacts_dir={artifacts}", f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", **(env or {})}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp, timeout=900)
+    result.run_dir = run_dir  # type: ignore[attr-defined]
+    return result
+
+
+def stage_counts(run_dir: Path) -> dict[str, tuple[int, int]]:
+    stages = json.loads((run_dir / "summary.json").read_text())["stages"]
+    return {name: (s["in"], s["out"]) for name, s in stages.items()}
+
+
+def manifest(run_dir: Path, stage: str) -> dict:
+    key = json.loads((run_dir / "summary.json").read_text())["stages"][stage]["key"]
+    (folder,) = (run_dir.parent / "artifacts").glob(f"*/{key}")
+    return json.loads((folder / "manifest.json").read_text())
+
+
+def test_greedy_served_generation_is_the_in_process_generation_on_real_documents(server):
+    """The embedded model on real documents' backtranslation prompts: the same text, token counts and ends."""
+    from omegaconf import OmegaConf
+
+    from bft.config.schema import GenerationConfig, ServerConfig
+    from bft.data.io import read_jsonl
+    from bft.generation.base import Sampling
+    from bft.generation.factory import make_backend
+    from bft.prompts import backtranslation_prompt, render_chat
+
+    served = make_backend(OmegaConf.structured(GenerationConfig(backend="served", server=ServerConfig(url=server))), "smollm2_135m")
+    local = make_backend(OmegaConf.structured(GenerationConfig(backend="hf", dtype="float32", device="cpu")), "smollm2_135m")
+    corpus = REPO / "bft" / "data" / "embedded"
+    docs = [r["text"][:800] for r in read_jsonl(corpus / "corpus.jsonl")][:3]
+    prompts = [render_chat(local.tokenizer, backtranslation_prompt(d))[0] for d in docs]
+    sampling = Sampling(do_sample=False, temperature=0.0, max_new_tokens=16)
+    try:
+        got, want = served.generate(prompts, sampling, seed=3), local.generate(prompts, sampling, seed=3)
+    finally:
+        served.close()
+    assert [(c.text, c.new_tokens, c.finished) for c in got] == [(c.text, c.new_tokens, c.finished) for c in want]
+    assert served.stats()["requests"] == len(prompts) and served.stats()["new_tokens"] == sum(c.new_tokens for c in want)
+
+
+def test_smoke_run_through_the_server_gives_the_in_process_counts(server, tmp_path):
+    """``bft debug=smoke`` with every generation stage on the server (trained adapters merged into folders that
+    the server loads by path) finishes with the in-process run's record counts and instructions."""
+    common = ["debug=smoke", "curation.scoring=generate", "generation.dtype=float32", *GREEDY]
+    local = bft(tmp_path, *common)
+    assert local.returncode == 0, local.stderr[-3000:]
+    served = bft(tmp_path, *common, "generation.backend=served", f"generation.server.url={server}")
+    assert served.returncode == 0, served.stderr[-3000:]
+    counts = stage_counts(served.run_dir)
+    assert counts == stage_counts(local.run_dir) and counts["augment"][1] > 0
+    for stage in ("augment", "curate_0", "rewrite", "eval_outputs"):
+        assert manifest(served.run_dir, stage)["metrics"]["device"].startswith("server:http://127.0.0.1"), stage
+        assert manifest(local.run_dir, stage)["metrics"]["device"] == "cpu", stage
+
+
+def test_logprob_curation_on_a_server_without_logprobs_is_refused_before_any_work(server, tmp_path):
+    result = bft(tmp_path, "debug=smoke", "curation.scoring=logprob", "generation.backend=served", f"generation.server.url={server}")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "answers without logprobs" in lines[0] and "curation.scoring=generate" in lines[0], lines
+    assert not (tmp_path / "artifacts").exists() or not any((tmp_path / "artifacts").iterdir())
+
+
+def test_a_model_the_server_does_not_serve_is_refused_before_any_work(server, tmp_path):
+    overrides = ["generation.backend=served", f"generation.server.url={server}", "generation.server.model=no-such-model"]
+    result = bft(tmp_path, "debug=smoke", "curation.scoring=generate", *overrides)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no-such-model" in lines[0] and "generation.server.model" in lines[0], lines
+
+
+def test_an_unreachable_server_is_refused_before_any_work(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    result = bft(tmp_path, "debug=smoke", "curation.scoring=generate", "generation.backend=served", f"generation.server.url={url}")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unreachable" in lines[0] and url.removesuffix("/v1") in lines[0], lines
+    assert not (tmp_path / "artifacts").exists() or not any((tmp_path / "artifacts").iterdir())
+
+
+def test_a_refused_key_is_refused_before_any_work_and_never_written(tmp_path):
+    """A server that checks keys (the loopback stub answers 401 as vLLM's ``--api-key`` does)."""
+    with StubJudge(api_key="the-right-key") as stub:
+        overrides = ["generation.backend=served", f"generation.server.url={stub.url}", "generation.server.api_key_env=BFT_TEST_KEY"]
+        result = bft(tmp_path, "debug=smoke", "curation.scoring=generate", *overrides, env={"BFT_TEST_KEY": "a-wrong-key"})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "refused the key (401)" in lines[0] and "api_key_env" in lines[0], lines
+    assert "a-wrong-key" not in result.stderr + result.stdout
+
+
+def test_logprob_scores_read_vllms_top_logprobs():
+    """vLLM's /v1/completions answer with ``logprobs: k``: the first position's top tokens; a score token the server
+    did not list gets the least listed logprob."""
+    from bft.curation.score import expected_score
+    from bft.generation.served import ServerUnusableError, _candidate_logprobs
+
+    answer = {"choices": [{"text": "4", "logprobs": {"tokens": ["4"], "top_logprobs": [{"4": -0.2, " 5": -1.9, "3": -3.0}]}}]}
+    scores = _candidate_logprobs(answer, ["1", "2", "3", "4", "5"], "here")
+    assert scores == [-3.0, -3.0, -3.0, -0.2, -1.9]
+    assert 3.5 < expected_score(scores)[0] < 4.5
+    with pytest.raises(ServerUnusableError, match="without logprobs"):
+        _candidate_logprobs({"choices": [{"text": "4", "logprobs": None}]}, ["1"], "here")
