@@ -15,18 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from bft.data.io import read_jsonl
 from tests.helpers.openai_stub import StubJudge
 from tests.helpers.transformers_server import free_port, transformers_server
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-GREEDY = [  # every sampled stage greedy: the server and the in-process engine then pick the same tokens
-    "generation.augment.temperature=0",
-    "curation.temperature=0",
-    "rewriter.temperature=0",
-    "eval.temperature=0",
-]
+# rewrites and eval answers greedy (the server and the in-process engine pick the same tokens); augment samples,
+# each engine with its own random numbers (the tiny model's greedy instructions leave curation nothing to keep)
+GREEDY = ["rewriter.temperature=0", "eval.temperature=0"]
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +49,14 @@ def stage_counts(run_dir: Path) -> dict[str, tuple[int, int]]:
     return {name: (s["in"], s["out"]) for name, s in stages.items()}
 
 
-def manifest(run_dir: Path, stage: str) -> dict:
+def manifest_folder(run_dir: Path, store: str, stage: str) -> Path:
     key = json.loads((run_dir / "summary.json").read_text())["stages"][stage]["key"]
-    (folder,) = (run_dir.parent / "artifacts").glob(f"*/{key}")
-    return json.loads((folder / "manifest.json").read_text())
+    (folder,) = (run_dir.parent / store).glob(f"*/{key}")
+    return folder
+
+
+def manifest(run_dir: Path, store: str, stage: str) -> dict:
+    return json.loads((manifest_folder(run_dir, store, stage) / "manifest.json").read_text())
 
 
 def test_greedy_served_generation_is_the_in_process_generation_on_real_documents(server):
@@ -62,7 +64,6 @@ def test_greedy_served_generation_is_the_in_process_generation_on_real_documents
     from omegaconf import OmegaConf
 
     from bft.config.schema import GenerationConfig, ServerConfig
-    from bft.data.io import read_jsonl
     from bft.generation.base import Sampling
     from bft.generation.factory import make_backend
     from bft.prompts import backtranslation_prompt, render_chat
@@ -82,18 +83,27 @@ def test_greedy_served_generation_is_the_in_process_generation_on_real_documents
 
 
 def test_smoke_run_through_the_server_gives_the_in_process_counts(server, tmp_path):
-    """``bft debug=smoke`` with every generation stage on the server (trained adapters merged into folders that
-    the server loads by path) finishes with the in-process run's record counts and instructions."""
-    common = ["debug=smoke", "curation.scoring=generate", "generation.dtype=float32", *GREEDY]
-    local = bft(tmp_path, *common)
+    """``bft debug=smoke`` with its generating stages on the server (trained adapters merged into folders the
+    server loads by path; curation scores by logprobs, which transformers serve does not return, so it stays in
+    process) finishes with the in-process run's record counts. Separate stores: placement is not in the keys."""
+    common = ["debug=smoke", "generation.dtype=float32", *GREEDY]
+    local = bft(tmp_path, *common, artifacts=tmp_path / "local")
     assert local.returncode == 0, local.stderr[-3000:]
-    served = bft(tmp_path, *common, "generation.backend=served", f"generation.server.url={server}")
+    server_settings = [
+        f"generation.server.url={server}",
+        "generation.server.stages=[augment,rewrite,answer]",
+        """+generation.server.extra_body.generation_config='{"do_sample": true, "top_k": 0}'""",  # sample as asked
+    ]
+    served = bft(tmp_path, *common, *server_settings, artifacts=tmp_path / "served")
     assert served.returncode == 0, served.stderr[-3000:]
     counts = stage_counts(served.run_dir)
     assert counts == stage_counts(local.run_dir) and counts["augment"][1] > 0
-    for stage in ("augment", "curate_0", "rewrite", "eval_outputs"):
-        assert manifest(served.run_dir, stage)["metrics"]["device"].startswith("server:http://127.0.0.1"), stage
-        assert manifest(local.run_dir, stage)["metrics"]["device"] == "cpu", stage
+    for stage in ("augment", "rewrite", "eval_outputs", "base_outputs"):
+        assert manifest(served.run_dir, "served", stage)["metrics"]["device"].startswith("server:http://127.0.0.1"), stage
+        assert manifest(local.run_dir, "local", stage)["metrics"]["device"] == "cpu", stage
+    assert manifest(served.run_dir, "served", "curate_0")["metrics"]["device"] == "cpu"
+    pairs = read_jsonl(manifest_folder(served.run_dir, "served", "augment") / "candidates.jsonl")
+    assert all(p["instruction"] and p["backward_model"] for p in pairs)
 
 
 def test_logprob_curation_on_a_server_without_logprobs_is_refused_before_any_work(server, tmp_path):

@@ -163,7 +163,9 @@ def test_only_result_neutral_settings_are_left_out_of_keys():
     and who starts the training processes (``trainer.launcher``, ``trainer.slurm``: a launched job trains the same
     model as the pipeline process, tests/test_multidevice.py)
     and where (``generation.device``: placement, recorded in the stage's metrics; ``auto`` resolves per machine,
-    and a device changes rounding only, as dtype=auto does across CPUs: see bft.pipeline.stage.DEVICE)."""
+    and a device changes rounding only, as dtype=auto does across CPUs: see bft.pipeline.stage.DEVICE; and
+    ``generation.server``, the server a listed stage generates through: URL, key, concurrency, tests/test_served.py
+    shows its greedy tokens are the in-process engine's)."""
     from bft.pipeline import plan as plan_module
 
     neutral = {
@@ -175,7 +177,7 @@ def test_only_result_neutral_settings_are_left_out_of_keys():
     }
     assert set(TRAINER_UNKEYED) == neutral
     stages = [v for v in vars(plan_module).values() if isinstance(v, Stage)]
-    assert stages and all(set(s.unkeyed) <= neutral | {"workers", "generation.device"} for s in stages)
+    assert stages and all(set(s.unkeyed) <= neutral | {"workers", "generation.device", "generation.server"} for s in stages)
     # the corpus stage reads generation.backend for the context budget's source (max_model_len), not to generate
     generating = [s for s in stages if "generation.backend" in s.settings and s.name != "corpus"]
     assert generating and all("generation.device" in s.unkeyed for s in generating)

@@ -209,6 +209,10 @@ class ServerConfig:
     request_timeout_s: float = 600.0
     start_timeout_s: float = 1800.0  # kind=vllm/sglang: how long the started server may take to become ready
     args: dict[str, Any] = field(default_factory=dict)  # kind=vllm/sglang: more server flags (enforce-eager: true)
+    # fields added to every completion request, for a server that needs more than OpenAI's to sample as asked:
+    # transformers serve samples only where the model's generation_config says do_sample (and applies its top_k):
+    # +generation.server.extra_body.generation_config='{"do_sample": true, "top_k": 0}'
+    extra_body: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -191,6 +191,7 @@ class ServedBackend:
         self.max_concurrent = int(_get(server_cfg, "max_concurrent", 64))
         self.timeout = float(_get(server_cfg, "request_timeout_s", 600.0))
         self.key = api_key(_get(server_cfg, "api_key_env"))
+        self.extra_body = dict(_get(server_cfg, "extra_body") or {})
         url = _get(server_cfg, "url")
         start = float(_get(server_cfg, "start_timeout_s", 1800.0))
         self.config = InferenceConfig(
@@ -260,7 +261,7 @@ class ServedBackend:
 
     # -- requests -----------------------------------------------------------------------------------------------
     async def _request(self, payload: dict) -> dict:
-        payload = {"model": self.model, **payload}
+        payload = {"model": self.model, **self.extra_body, **payload}
         for attempt in range(RETRIES + 1):
             try:
                 return await self._server.make_request(dict(payload))
