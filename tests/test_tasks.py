@@ -94,3 +94,19 @@ def test_eval_answers_carry_the_tag_and_only_alpaca_eval_fields():
     [row] = eval_answer.TASK.run([{"instruction": "Q?", "extra": 1}], settings, backend, _Tokenizer(), 0)
     assert backend.prompts == ["<user>Q?\n\nAnswer well.<assistant>"]
     assert row == {"instruction": "Q?", "output": "An answer.", "generator": "g", "dataset": "embedded"}
+
+
+def test_a_too_long_prompt_is_named_by_its_record_and_shard(tmp_path):
+    from bft.generation.base import PromptTooLongError
+    from bft.workers.job import task_process
+
+    class TooLong(_Scripted):
+        def generate(self, prompts, sampling, seed):
+            raise PromptTooLongError("prompt 2 of 2 is 99 tokens", 1)
+
+    settings = instruction_backtranslation.Settings(1.0, 0.9, 8, keep_unfinished=False, model_key="mb")
+    generation = OmegaConf.structured(GenerationConfig())
+    job = stage_job(generation, 0, "augment", instruction_backtranslation.TASK, settings, tmp_path, tmp_path, ("tiny", None))
+    process = task_process(job, TooLong(), _Tokenizer())
+    with pytest.raises(PromptTooLongError, match="record d1 of shard 5: prompt 2 of 2 is 99 tokens"):
+        process([{"id": "d0", "text": "a"}, {"id": "d1", "text": "b"}], 5)
