@@ -1,8 +1,8 @@
 """What a generation task is: one declaration of the model work a generation stage does on each record.
 
 A task names the input fields it reads and the output fields it writes, its typed ``Settings`` (what a worker gets:
-``bft.workers.job.ShardJob.settings`` is ``dataclasses.asdict`` of them, rebuilt with ``Settings(**saved)``), how a
-record becomes a prompt (``render``), how prompts become answers (``complete``: the backend, injected), how an
+``bft.workers.job.ShardJob.settings``, saved in the job file as ``dataclasses.asdict`` and loaded back as the same
+``Settings``), how a record becomes a prompt (``render``), how prompts become answers (``complete``: the backend, injected), how an
 answer becomes the output record (``parse``, through the pure parsers of :mod:`bft.parsers`, the raw completion
 kept beside the parsed value) and the counters its output adds to the stage's accounting. The stage that runs it
 (``bft.pipeline.stages``) owns what is around it: which config builds the settings, which model, the files.
