@@ -104,7 +104,7 @@ def _rewrite(pairs, backend, settings) -> tuple[list[dict], dict[str, int]]:
 
 
 @pytest.mark.parametrize("prefill", [True, False])
-def test_rewrite_pairs_drops_truncated_and_unparsed_and_counts_them_apart(prefill):
+def test_answer_rewrite_drops_truncated_and_unparsed_and_counts_them_apart(prefill):
     tag = "" if prefill else "[RES]"  # a prefilled prompt already ends with [RES]
     script = [
         (f"{tag}Good answer.[/RES] trailing", False),
