@@ -207,11 +207,12 @@ def test_unfinished_instructions_and_ratings_do_not_parse():
 
 
 def test_generate_mode_ratings_cut_at_max_new_tokens_are_counted_and_dropped():
-    from omegaconf import OmegaConf
+    from dataclasses import asdict
 
     from bft.config.schema import CurationConfig
-    from bft.curation.score import score_pairs
     from bft.generation.base import Completion
+    from bft.tasks.base import settings_from
+    from bft.tasks.pair_rating import TASK, Settings
 
     class Cut:
         def generate(self, prompts, sampling, seed):
@@ -221,7 +222,7 @@ def test_generate_mode_ratings_cut_at_max_new_tokens_are_counted_and_dropped():
     tokenizer.chat_template = CHATML
     pairs = [{"instruction": "Q?", "text": "A."}, {"instruction": "Q2?", "text": "B."}]
     for scoring in ("generate", "generate_n"):
-        cfg = OmegaConf.structured(CurationConfig(scoring=scoring, n_samples=2))
-        scored = score_pairs(pairs, Cut(), tokenizer, cfg, seed=0)
+        settings = settings_from(Settings, asdict(CurationConfig(scoring=scoring, n_samples=2)), judge_model="cut")
+        scored = TASK.run(pairs, settings, Cut(), tokenizer, seed=0)
         assert [r["score"] for r in scored] == [5, None]
         assert [r["judge_unfinished"] for r in scored] == ([0, 1] if scoring == "generate" else [0, 2])

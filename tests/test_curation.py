@@ -7,7 +7,6 @@ import math
 import pytest
 
 from bft.curation.metrics import binarize_labels, curation_accounting, selection_quality
-from bft.curation.score import expected_score
 from bft.curation.select import select
 from bft.parsers import parse_rewrite, parse_rewrite_completion, parse_score
 from bft.prompts import (
@@ -19,6 +18,8 @@ from bft.prompts import (
     rewrite_prompt,
     with_tag,
 )
+from bft.tasks import answer_rewrite
+from bft.tasks.pair_rating import expected_score
 
 
 @pytest.mark.parametrize(
@@ -86,11 +87,24 @@ class _TagTokenizer:
         return "".join(f"<{m['role']}>{m['content']}" for m in messages) + ("<assistant>" if add_generation_prompt else "")
 
 
-@pytest.mark.parametrize("prefill", [True, False])
-def test_rewrite_pairs_drops_truncated_and_unparsed_and_counts_them_apart(prefill):
-    from bft.config.schema import RewriterConfig
-    from bft.rewriter.rewrite import rewrite_counts, rewrite_pairs
+def _rewrite_settings(**changed) -> answer_rewrite.Settings:
+    from dataclasses import asdict
 
+    from bft.config.schema import RewriterConfig
+    from bft.tasks.base import settings_from
+
+    return settings_from(answer_rewrite.Settings, asdict(RewriterConfig(**changed)), model_name="scripted")
+
+
+def _rewrite(pairs, backend, settings) -> tuple[list[dict], dict[str, int]]:
+    rows = answer_rewrite.TASK.run(pairs, settings, backend, _TagTokenizer(), seed=0)
+    counts: dict[str, int] = {}
+    list(answer_rewrite.TASK.counting(rows, counts))
+    return rows, counts
+
+
+@pytest.mark.parametrize("prefill", [True, False])
+def test_answer_rewrite_drops_truncated_and_unparsed_and_counts_them_apart(prefill):
     tag = "" if prefill else "[RES]"  # a prefilled prompt already ends with [RES]
     script = [
         (f"{tag}Good answer.[/RES] trailing", False),
@@ -100,29 +114,26 @@ def test_rewrite_pairs_drops_truncated_and_unparsed_and_counts_them_apart(prefil
     ]
     pairs = [{"instruction": f"Q{i}?", "text": f"doc {i}"} for i in range(4)]
     backend = _ScriptedRewriter(script)
-    cfg = RewriterConfig(name="scripted", prefill_res_tag=prefill, max_new_tokens=8)
-    rows = rewrite_pairs(pairs, backend, _TagTokenizer(), cfg, seed=0, model_name="scripted")
+    rows, counts = _rewrite(pairs, backend, _rewrite_settings(prefill_res_tag=prefill, max_new_tokens=8))
     assert all(p.endswith("<assistant>[RES]" if prefill else "<assistant>") for p in backend.prompts)
     assert [r["output"] for r in rows] == ["Good answer.", None, None, "ended by EOS"]
     assert [r["rewrite_status"] for r in rows] == ["parsed", "truncated", "unparsed", "parsed"]
-    assert rewrite_counts(rows) == {"parsed": 2, "truncated": 1, "unparsed": 1}
-    assert rewrite_counts([{"output": "raw web text"}]) == {"parsed": 0, "truncated": 0, "unparsed": 0}
+    assert counts == {"parsed": 2, "truncated": 1, "unparsed": 1}
+    unrewritten: dict[str, int] = {}
+    list(answer_rewrite.TASK.counting([{"output": "raw web text"}], unrewritten))
+    assert unrewritten == {"parsed": 0, "truncated": 0, "unparsed": 0}
 
-    keep_cfg = RewriterConfig(name="scripted", prefill_res_tag=prefill, keep_unparsed=True)
-    kept = rewrite_pairs(pairs, _ScriptedRewriter(script), _TagTokenizer(), keep_cfg, seed=0, model_name="scripted")
+    kept, _ = _rewrite(pairs, _ScriptedRewriter(script), _rewrite_settings(prefill_res_tag=prefill, keep_unparsed=True))
     assert [r["output"] for r in kept] == ["Good answer.", "doc 1", "doc 2", "ended by EOS"]
     assert kept[1]["rewrite_status"] == "truncated"
 
 
 def test_distill_answers_cut_at_max_new_tokens_are_counted_as_truncated():
-    from bft.config.schema import RewriterConfig
-    from bft.rewriter.rewrite import rewrite_counts, rewrite_pairs
-
     pairs = [{"instruction": "Q?", "text": "doc"}, {"instruction": "R?", "text": "doc2"}]
     backend = _ScriptedRewriter([("A whole answer.", True), ("An answer cut", False)])
-    rows = rewrite_pairs(pairs, backend, _TagTokenizer(), RewriterConfig(name="s", mode="distill"), 0, "s")
+    rows, counts = _rewrite(pairs, backend, _rewrite_settings(mode="distill"))
     assert [r["output"] for r in rows] == ["A whole answer.", "An answer cut"]
-    assert rewrite_counts(rows) == {"parsed": 1, "truncated": 1, "unparsed": 0}
+    assert counts == {"parsed": 1, "truncated": 1, "unparsed": 0}
     assert not any(p.endswith("[RES]") for p in backend.prompts)
 
 

@@ -91,7 +91,7 @@ def test_smoke_run_through_the_server_gives_the_in_process_counts(server, tmp_pa
     assert local.returncode == 0, local.stderr[-3000:]
     server_settings = [
         f"generation.server.url={server}",
-        "generation.server.stages=[augment,rewrite,answer]",
+        "generation.server.stages=[augment,rewrite,eval_outputs,base_outputs]",
         """+generation.server.extra_body.generation_config='{"do_sample": true, "top_k": 0}'""",  # sample as asked
     ]
     served = bft(tmp_path, *common, *server_settings, artifacts=tmp_path / "served")
@@ -145,8 +145,8 @@ def test_a_refused_key_is_refused_before_any_work_and_never_written(tmp_path):
 def test_logprob_scores_read_vllms_top_logprobs():
     """vLLM's /v1/completions answer with ``logprobs: k``: the first position's top tokens; a score token the server
     did not list gets the least listed logprob."""
-    from bft.curation.score import expected_score
     from bft.generation.served import ServerUnusableError, _candidate_logprobs
+    from bft.tasks.pair_rating import expected_score
 
     answer = {"choices": [{"text": "4", "logprobs": {"tokens": ["4"], "top_logprobs": [{"4": -0.2, " 5": -1.9, "3": -3.0}]}}]}
     scores = _candidate_logprobs(answer, ["1", "2", "3", "4", "5"], "here")

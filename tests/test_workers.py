@@ -15,12 +15,14 @@ import pytest
 from bft.artifacts.shards import iter_outputs, shard_path
 from bft.data.embedded import embedded_file
 from bft.pipeline.context import PipelineError
+from bft.tasks.instruction_backtranslation import TASK, Settings
 from bft.workers import ShardJob, run_stage, stage_job
 from bft.workers.progress import StageProgress
 
 pytestmark = pytest.mark.slow  # loads a model or starts a process (make test-fast skips it)
 
 REPO = Path(__file__).resolve().parents[1]
+SETTINGS = Settings(temperature=1.0, top_p=0.9, max_new_tokens=8, keep_unfinished=False, model_key="test")
 N_DOCS, SHARD = 10, 2
 
 
@@ -33,8 +35,7 @@ def _corpus(path: Path) -> Path:
 def _job(cfg, tmp: Path, name: str) -> ShardJob:
     work = tmp / name
     work.mkdir()
-    params = {"sampling": {"temperature": 1.0, "top_p": 0.9, "max_new_tokens": 8}, "model_key": "test"}
-    return stage_job(cfg.generation, cfg.run.seed, "augment", tmp / "corpus.jsonl", work, ("tiny", None), params)
+    return stage_job(cfg.generation, cfg.run.seed, "augment", TASK, SETTINGS, tmp / "corpus.jsonl", work, ("tiny", None))
 
 
 def _shard_bytes(work: Path) -> list[bytes]:
@@ -173,15 +174,14 @@ def _stage_peak_bytes(tmp: Path, n_records: int, monkeypatch) -> int:
 
     import bft.workers.job as job_module
     from bft.artifacts.shards import write_jsonl_counted
-    from bft.workers.processors import PROCESSORS
 
     monkeypatch.setattr(job_module, "build_backend", lambda job: (_CountersOnlyBackend(), None))
-    monkeypatch.setitem(PROCESSORS, "tag_for_tests", lambda params, b, t: lambda shard, i: [{**r, "instruction": "q"} for r in shard])
+    monkeypatch.setattr(job_module, "task_process", lambda job, b, t: lambda shard, i: [{**r, "instruction": "q"} for r in shard])
     source = tmp / "corpus.jsonl"
     text = "word " * 600  # a 3,000-character document
     source.write_text("".join(json.dumps({"id": f"d{i}", "text": text}) + "\n" for i in range(n_records)))
     (tmp / "work").mkdir()
-    job = ShardJob("tag_for_tests", "augment", str(source), str(tmp / "work"), 64, "unused", None, {})
+    job = ShardJob(TASK.name, "augment", str(source), str(tmp / "work"), 64, "unused", None, {}, SETTINGS, 0)
     tracemalloc.start()
     try:
         run = run_stage(job)

@@ -202,8 +202,8 @@ class ServerConfig:
     # the model name the endpoint serves; null: the stage's model (hub id, or its folder; a trained adapter is
     # merged into a full-model folder once, so a server that loads models by path can serve it)
     model: str | None = None
-    # the stages sent to the server when generation.backend is hf or vllm (augment, curate, rewrite, answer);
-    # with generation.backend=served every stage is
+    # the stages sent to the server when generation.backend is hf or vllm (augment, curate, rewrite, eval_outputs,
+    # base_outputs); with generation.backend=served every stage is
     stages: list[str] = field(default_factory=list)
     max_concurrent: int = 64  # requests in flight per worker
     request_timeout_s: float = 600.0

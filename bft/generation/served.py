@@ -25,6 +25,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import threading
 import time
 from collections import Counter
@@ -37,7 +38,7 @@ from bft.generation.base import BackendStats, Completion, Sampling, check_contex
 
 log = logging.getLogger(__name__)
 
-STAGES = ("augment", "curate", "rewrite", "answer")
+STAGES = ("augment", "curate", "rewrite", "eval_outputs", "base_outputs")  # curate: every curate_<i> of Humpback's rounds
 TOP_LOGPROBS = 20  # how many next-token logprobs a scoring request asks for (vLLM's default cap is 20)
 PROBE_TIMEOUT_S = 120.0  # a server that loads the model on the first request (transformers serve) takes a while
 RETRIES = 5  # a dropped connection or a 5xx is retried this many times, with a growing wait
@@ -52,9 +53,11 @@ def _get(cfg: Any, key: str, default: Any = None) -> Any:
 
 
 def served_stage(gen_cfg: Any, stage: str) -> bool:
-    """Whether ``stage`` (augment, curate, rewrite, answer) generates through ``generation.server``."""
+    """Whether ``stage`` (augment, curate_<i>, rewrite, eval_outputs, base_outputs) generates through
+    ``generation.server``."""
     server = _get(gen_cfg, "server") or {}
-    return _get(gen_cfg, "backend") == "served" or stage in list(_get(server, "stages") or [])
+    name = re.sub(r"_\d+$", "", stage)  # curate_0, curate_1: curate
+    return _get(gen_cfg, "backend") == "served" or name in list(_get(server, "stages") or [])
 
 
 def api_root(url: str) -> str:
@@ -370,7 +373,7 @@ def check_served(cfg: Any) -> None:
     """Before any work: the server a run generates through answers, takes the key, serves ``generation.server.model``
     and, where curation scores by logprobs on it, returns them. One line on failure."""
     gen = cfg.generation
-    served = [s for s in STAGES if served_stage(gen, s)]
+    served = [s for s in ("augment", "curate_0", "rewrite", "eval_outputs", "base_outputs") if served_stage(gen, s)]
     if not served or gen.server.kind != "endpoint":
         return  # a started server (kind=vllm/sglang) is checked as each stage starts it
     root, key = api_root(gen.server.url), api_key(gen.server.api_key_env)
@@ -380,7 +383,7 @@ def check_served(cfg: Any) -> None:
 
         model = resolve_model_path(cfg.model.name)  # what the first stage asks for by path (a server loading by path)
     probe = {"model": model, "prompt": "1", "max_tokens": 1, "temperature": 0.0}
-    if "curate" in served and cfg.curation.scoring == "logprob":
+    if "curate_0" in served and cfg.curation.scoring == "logprob":
         probe["logprobs"] = TOP_LOGPROBS
     try:
         answer = asyncio.run(asyncio.wait_for(post(root, "/v1/completions", probe, key, PROBE_TIMEOUT_S), PROBE_TIMEOUT_S * 3))

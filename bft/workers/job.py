@@ -1,10 +1,11 @@
 """The unit of work a generation worker runs, and the loop that claims and writes shards.
 
-A :class:`ShardJob` holds only plain data (stage kind, input file, work folder, model reference, generation config,
-stage parameters), saved as ``<work>/workers/job.json``. Any number of processes, started by any engine, run
-:func:`run_worker` on it: each walks the input file once, claims the next shard nobody holds (a non-blocking file
-lock, which the OS releases if the process dies), skips shards already on disk, and writes each shard atomically.
-A killed worker leaves its shard unwritten and unclaimed, so the next run (or another worker) redoes it.
+A :class:`ShardJob` holds only data (its generation task, ``bft.tasks``, and the task's typed settings, input file,
+work folder, model reference, generation config, run seed), saved as ``<work>/workers/job.json``. Any number of
+processes, started by any engine, run :func:`run_worker` on it: each walks the input file once, claims the next
+shard nobody holds (a non-blocking file lock, which the OS releases if the process dies), skips shards already on
+disk, and writes each shard atomically. A killed worker leaves its shard unwritten and unclaimed, so the next run
+(or another worker) redoes it.
 """
 
 from __future__ import annotations
@@ -12,36 +13,46 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
 
-from bft.artifacts.shards import iter_shards, parse_lines, shard_path
+from bft.artifacts.shards import Record, iter_shards, parse_lines, shard_path
 from bft.artifacts.store import JsonJobFile, write_json_atomic
 from bft.data.io import write_jsonl_atomic
+from bft.tasks import TASKS
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class ShardJob(JsonJobFile):
-    kind: str  # a key of bft.workers.processors.PROCESSORS
-    stage: str  # the step name, for messages
+    task: str  # a key of bft.tasks.TASKS
+    stage: str  # the stage's name, for messages
     source: str  # JSONL input file, read lazily
     work: str  # the stage's work folder (``<key>.partial``)
     shard_size: int
     model_name: str  # base model name / folder
     adapter: str | None  # LoRA adapter folder or None
     generation: dict[str, Any]  # the generation config (backend, dtype, batch sizes, vllm options)
-    params: dict[str, Any] = field(default_factory=dict)  # the processor's parameters
+    settings: Any  # the task's typed Settings (saved as dataclasses.asdict, loaded back as the Settings)
+    run_seed: int  # with the task's seed namespace and the shard index, each shard's sampling seed
     threads: int | None = None  # torch threads in a worker process (None: torch's default)
     chat_template: list[str | None] | None = None  # (setting, config key) registered for model_name in the driver
 
     @property
     def folder(self) -> Path:
         return Path(self.work) / "workers"
+
+    def __post_init__(self) -> None:
+        expected = TASKS[self.task].settings
+        if isinstance(self.settings, dict):  # loaded from job.json
+            self.settings = expected(**self.settings)
+        if not isinstance(self.settings, expected):
+            given, wanted = (f"{t.__module__}.{t.__qualname__}" for t in (type(self.settings), expected))
+            raise TypeError(f"{self.task}: settings are {given}, not {wanted}")
 
 
 def stats_path(work: Path, index: int) -> Path:
@@ -60,7 +71,7 @@ def build_backend(job: ShardJob):
     from bft.generation.served import served_stage
 
     generation = OmegaConf.create(job.generation)
-    if "server" in generation and served_stage(generation, job.kind):  # generation.server.stages lists this stage
+    if "server" in generation and served_stage(generation, job.stage):  # generation.server.stages lists this stage
         generation.backend = "served"
     built = backend_for(generation, job.model_name, job.adapter)
     log.info("%s: %s backend on %s", job.stage, generation.get("backend", "hf"), backend_device(built[0]))
@@ -86,8 +97,6 @@ def process_shards(
     The backend is built on the first claimed shard (a worker with nothing left to do loads no model). Returns the
     number of shards this call computed and the backend it used (so an in-process caller can reuse it).
     """
-    from bft.workers.processors import PROCESSORS, naming_records
-
     work = Path(job.work)
     claims = job.folder / "claims"
     claims.mkdir(parents=True, exist_ok=True)
@@ -110,7 +119,7 @@ def process_shards(
                 backend_and_tokenizer = build_backend(job)
             backend, tokenizer = backend_and_tokenizer
             if process is None:
-                process = naming_records(PROCESSORS[job.kind](job.params, backend, tokenizer))
+                process = task_process(job, backend, tokenizer)
             before = dict(backend.stats())
             started = time.perf_counter()
             result = process(parse_lines(lines), index)
@@ -124,6 +133,24 @@ def process_shards(
         if on_shard is not None:
             on_shard(index)
     return done, backend_and_tokenizer
+
+
+def task_process(job: ShardJob, backend, tokenizer) -> Callable[[list[Record], int], list[Record]]:
+    """``process(records, shard_index) -> records``: the job's task on one shard, seeded by the run seed and the
+    shard index alone. A too-long prompt's error names its record (its id): a task renders one prompt per record."""
+    from bft.generation.base import PromptTooLongError
+
+    task = TASKS[job.task]
+
+    def process(shard: list[Record], index: int) -> list[Record]:
+        try:
+            return task.run(shard, job.settings, backend, tokenizer, task.shard_seed(job.run_seed, index))
+        except PromptTooLongError as err:
+            record = shard[err.index]
+            name = record.get("id", repr(str(record.get("instruction", ""))[:60]))
+            raise PromptTooLongError(f"record {name} of shard {index}: {err}", err.index) from None
+
+    return process
 
 
 def run_worker(job_path: str, rank: int = 0, count: int = 1) -> int:

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from bft.artifacts.shards import count_records, missing_shards, n_shards_for, remove_stale_temp_files
 from bft.models.chat_templates import registered_setting
 from bft.pipeline.context import PipelineError
+from bft.tasks import GenerationTask
 from bft.workers.engines import ENGINES, run_ray, run_submitit
 from bft.workers.job import ShardJob, process_shards
 from bft.workers.progress import StageProgress
@@ -137,24 +138,26 @@ def _keep_logs(source: Path, dest: Path) -> None:
 def stage_job(
     generation_cfg: DictConfig,
     run_seed: int,
-    kind: str,
+    stage: str,
+    task: GenerationTask,
+    settings: Any,
     source: Path,
     work: Path,
     model: tuple[str, str | None],
-    params: dict[str, Any],
 ) -> ShardJob:
-    """The job of a generation stage: the engine settings (``generation``), the run seed, its input file, model
-    reference and parameters."""
+    """The job of a generation stage: the engine settings (``generation``), the run seed, the task and its typed
+    settings, its input file and model reference."""
     generation = OmegaConf.to_container(generation_cfg, resolve=True)
     return ShardJob(
-        kind=kind,
-        stage=kind,
+        task=task.name,
+        stage=stage,
         source=str(source),
         work=str(work),
         shard_size=int(generation_cfg.shard_size),
         model_name=model[0],
         adapter=model[1],
         generation=generation,
-        params={**params, "run_seed": int(run_seed)},
+        settings=settings,
+        run_seed=int(run_seed),
         chat_template=list(registered_setting(model[0])),
     )

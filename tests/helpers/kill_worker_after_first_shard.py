@@ -9,14 +9,14 @@ import os
 import signal
 import sys
 
-import bft.workers.processors as processors
+import bft.workers.job as job_module
 from bft.workers.job import run_worker
 
-real_augment = processors.PROCESSORS["augment"]
+real_task_process = job_module.task_process
 
 
-def augment_then_die(params, backend, tokenizer):
-    process = real_augment(params, backend, tokenizer)
+def task_process_then_die(job, backend, tokenizer):
+    process = real_task_process(job, backend, tokenizer)
     calls = []
 
     def wrapped(shard, index):
@@ -28,5 +28,5 @@ def augment_then_die(params, backend, tokenizer):
     return wrapped
 
 
-processors.PROCESSORS["augment"] = augment_then_die
+job_module.task_process = task_process_then_die
 run_worker(sys.argv[1])

@@ -15,17 +15,20 @@ from bft.pipeline.stage import DEVICE, ENGINE, PLACEMENT, WORKERS, Stage
 from bft.pipeline.stages.common import Record
 
 
-def _answer_eval_set(c: DictConfig, work: Path, name: str, adapter: str | None, tag: str | None, generator: str) -> StageOutput:
-    """The model's answers to the eval set, shard by shard, by the workers ``workers`` asks for (bft.workers)."""
+def _answer_eval_set(
+    c: DictConfig, stage: str, work: Path, name: str, adapter: str | None, tag: str | None, generator: str
+) -> StageOutput:
+    """The model's answers to the eval set (the ``eval_answer`` task), shard by shard, by the workers ``workers``
+    asks for (bft.workers)."""
     from bft.eval.sets import load_eval_set
+    from bft.tasks.base import settings_from
+    from bft.tasks.eval_answer import TASK, Settings
     from bft.workers import run_stage, stage_job
 
-    inputs = write_jsonl_counted(work / "workers" / "inputs.jsonl", load_eval_set(c.eval.set, c.eval.max_instances))
-    sampling = {"temperature": c.eval.temperature, "top_p": c.eval.top_p, "max_new_tokens": c.eval.max_new_tokens}
-    params = {"sampling": sampling, "tag": tag, "generator": generator, "eval_set": c.eval.set}
-    run = run_stage(
-        stage_job(c.generation, c.run.seed, "answer", work / "workers" / "inputs.jsonl", work, (name, adapter), params), c.workers
-    )
+    source = work / "workers" / "inputs.jsonl"
+    inputs = write_jsonl_counted(source, load_eval_set(c.eval.set, c.eval.max_instances))
+    settings = settings_from(Settings, c.eval, tag=tag, generator=generator, eval_set=c.eval.set)
+    run = run_stage(stage_job(c.generation, c.run.seed, stage, TASK, settings, source, work, (name, adapter)), c.workers)
     outputs = list(iter_outputs(work, run.n_shards))
     (work / "model_outputs.json").write_text(json.dumps(outputs, indent=2, ensure_ascii=False))
     return StageOutput(counts={"in": inputs, "out": len(outputs)}, metrics={"shards_reused": run.reused, **run.metrics})
@@ -34,13 +37,13 @@ def _answer_eval_set(c: DictConfig, work: Path, name: str, adapter: str | None, 
 def compute_eval_outputs(c: DictConfig, upstream: dict[str, Artifact], work: Path) -> StageOutput:
     name, adapter = model_ref(upstream["final_model"])
     generator = f"bft-{c.run.name}-{upstream['final_model'].key}"
-    return _answer_eval_set(c, work, name, adapter, c.eval.inference_tag, generator)
+    return _answer_eval_set(c, "eval_outputs", work, name, adapter, c.eval.inference_tag, generator)
 
 
 def compute_base_outputs(c: DictConfig, upstream: dict[str, Artifact], work: Path) -> StageOutput:
     """The final model's base, untuned: the ``eval.reference=base`` baseline."""
     name = c.final_model.name
-    return _answer_eval_set(c, work, name, None, None, f"base-{Path(name).name}")
+    return _answer_eval_set(c, "base_outputs", work, name, None, None, f"base-{Path(name).name}")
 
 
 def reference_outputs(c: DictConfig, upstream: dict[str, Artifact]) -> list[Record]:

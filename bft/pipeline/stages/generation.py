@@ -1,5 +1,6 @@
-"""Generation stages: augment (the backward model writes an instruction for each document) and curate (a curation
-model rates each pair on the 1-5 rubric and the best are kept). Both hand their pairs on as ``pairs``."""
+"""Generation stages: augment (the backward model writes an instruction for each document: the
+``instruction_backtranslation`` task) and curate (a curation model rates each pair on the 1-5 rubric, the
+``pair_rating`` task, and the best are kept). Both hand their pairs on as ``pairs``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from bft.artifacts.shards import iter_outputs, write_jsonl_counted
 from bft.artifacts.store import Artifact, StageOutput
@@ -20,26 +21,17 @@ from bft.pipeline.stage import ENGINE, PLACEMENT, WORKERS, Stage, shard_seed
 
 def compute_augment(c: DictConfig, upstream: dict[str, Artifact], work: Path) -> StageOutput:
     """Self-augmentation over the corpus, shard by shard, by the workers ``workers`` asks for (bft.workers)."""
+    from bft.tasks.base import settings_from
+    from bft.tasks.instruction_backtranslation import TASK, Settings
     from bft.workers import run_stage, stage_job
 
     backward = upstream["backward_model"]
-    params = {"sampling": OmegaConf.to_container(c.generation.augment, resolve=True), "model_key": backward.key}
-    run = run_stage(
-        stage_job(c.generation, c.run.seed, "augment", upstream["corpus"].file("corpus.jsonl"), work, model_ref(backward), params),
-        c.workers,
-    )
-    ended = {"unfinished_instructions": 0, "empty_instructions": 0}
-
-    def kept_pairs() -> Iterator[dict]:
-        for record in iter_outputs(work, run.n_shards):
-            cut = record.get("backward_finished") is False  # cut at max_new_tokens: dropped unless keep_unfinished
-            ended["unfinished_instructions"] += cut
-            if record["instruction"]:
-                yield record
-            elif not cut:
-                ended["empty_instructions"] += 1
-
-    kept = write_jsonl_counted(work / "candidates.jsonl", kept_pairs())
+    settings = settings_from(Settings, c.generation.augment, model_key=backward.key)
+    corpus = upstream["corpus"].file("corpus.jsonl")
+    run = run_stage(stage_job(c.generation, c.run.seed, "augment", TASK, settings, corpus, work, model_ref(backward)), c.workers)
+    ended: dict[str, int] = {}  # unfinished_instructions (cut at max_new_tokens), empty_instructions
+    pairs = (r for r in TASK.counting(iter_outputs(work, run.n_shards), ended) if r["instruction"])
+    kept = write_jsonl_counted(work / "candidates.jsonl", pairs)
     return StageOutput(
         counts={"in": run.n_records, "out": kept, **ended},
         metrics={"shards_reused": run.reused, **run.metrics},
@@ -57,22 +49,21 @@ def labels_path(name: str) -> Path:
 
 def compute_curate(c: DictConfig, upstream: dict[str, Artifact], work: Path) -> StageOutput:
     from bft.curation.metrics import binarize_labels, curation_accounting, selection_quality
-    from bft.curation.score import score_pairs
     from bft.curation.select import select
+    from bft.tasks.base import settings_from
+    from bft.tasks.pair_rating import TASK, Settings
     from bft.workers import run_stage, stage_job
 
     cur = c.curation
     judge = upstream["judge"]
-    params = {"curation": OmegaConf.to_container(cur, resolve=True), "model_key": judge.key}
-    run = run_stage(
-        stage_job(c.generation, c.run.seed, "curate", upstream["augment"].export("pairs"), work, model_ref(judge), params), c.workers
-    )
+    settings = settings_from(Settings, cur, judge_model=judge.key)
+    pairs_in = upstream["augment"].export("pairs")
+    run = run_stage(stage_job(c.generation, c.run.seed, "curate", TASK, settings, pairs_in, work, model_ref(judge)), c.workers)
     # Selecting the top fraction needs every score, not every record: the records are read from the shards again.
-    scores, lengths, unfinished = [], [], 0
-    for record in iter_outputs(work, run.n_shards):
+    scores, lengths, ended = [], [], {}  # ended: unfinished_ratings (cut at max_new_tokens: no score)
+    for record in TASK.counting(iter_outputs(work, run.n_shards), ended):
         scores.append(record.get("score"))
         lengths.append(len(record["text"]))
-        unfinished += record.get("judge_unfinished", 0)  # ratings cut at max_new_tokens (no score)
     keep = select(scores, cur.threshold, cur.top_k, cur.top_fraction)
 
     def flagged() -> Iterator[dict]:
@@ -81,14 +72,14 @@ def compute_curate(c: DictConfig, upstream: dict[str, Artifact], work: Path) -> 
 
     write_jsonl_atomic(work / "scored.jsonl", flagged())
     write_jsonl_atomic(work / "curated.jsonl", (r for r in flagged() if r["kept"]))
-    accounting = curation_accounting(scores, lengths, keep, unfinished)
+    accounting = curation_accounting(scores, lengths, keep, ended["unfinished_ratings"])
     if cur.labels:
         from bft.data.io import read_records
 
         labelled = read_records(labels_path(cur.labels), required={"instruction": str, "output": str}).records
         pairs = [{"instruction": r["instruction"], "text": r["output"]} for r in labelled]
         backend, tokenizer = run.backend or backend_for(c.generation, *model_ref(judge))
-        label_scores = score_pairs(pairs, backend, tokenizer, cur, shard_seed(c.run.seed, "labels", 0))
+        label_scores = TASK.run(pairs, settings, backend, tokenizer, shard_seed(c.run.seed, "labels", 0))
         label_keep = select([r.get("score") for r in label_scores], cur.threshold, cur.top_k, cur.top_fraction)
         labels = binarize_labels([r["label"] for r in labelled])
         accounting["labels"] = selection_quality(labels, label_keep, [r.get("score") for r in label_scores])

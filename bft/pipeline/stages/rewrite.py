@@ -1,6 +1,7 @@
 """The rewrite stage, in the three forms ``rewriter.source`` selects (``bft.rewriter.source``): an aligned model
-rewrites each kept pair, M0 does (BFT's ablation), or the kept document text is the answer (filtering only). All
-read the ``pairs`` their upstream (augment or curate) exports and write ``generated.jsonl``."""
+rewrites each kept pair (the ``answer_rewrite`` task), M0 does (BFT's ablation), or the kept document text is the
+answer (filtering only). All read the ``pairs`` their upstream (augment or curate) exports and write
+``generated.jsonl``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from bft.artifacts.shards import iter_outputs, write_jsonl_counted
 from bft.artifacts.store import Artifact, StageOutput
@@ -28,29 +29,25 @@ def _no_pairs(source: Artifact) -> NoPairsError:
 def _write(work: Path, n_in: int, generated: Iterable[Record], metrics: dict[str, Any]) -> StageOutput:
     """Stream the answered pairs into ``generated.jsonl``; count how each rewrite ended (parsed, truncated at
     ``max_new_tokens``, unparsed) apart from how many were dropped."""
-    from bft.rewriter.rewrite import rewrite_counts
+    from bft.tasks.answer_rewrite import TASK
 
-    statuses: list[Record] = []
-
-    def kept() -> Iterable[Record]:
-        for record in generated:
-            if "rewrite_status" in record:
-                statuses.append({"rewrite_status": record["rewrite_status"]})
-            if record["output"]:
-                yield record
-
-    out = write_jsonl_counted(work / "generated.jsonl", kept())
-    counts = {"in": n_in, "out": out, "dropped": n_in - out, **rewrite_counts(statuses)}
+    statuses: dict[str, int] = {}  # parsed, truncated, unparsed: all 0 when no model rewrote (rewriter=none)
+    out = write_jsonl_counted(work / "generated.jsonl", (r for r in TASK.counting(generated, statuses) if r["output"]))
+    counts = {"in": n_in, "out": out, "dropped": n_in - out, **statuses}
     return StageOutput(counts=counts, metrics=metrics)
 
 
 def _rewrite(c: DictConfig, upstream: dict[str, Artifact], work: Path, name: str, adapter: str | None) -> StageOutput:
     """The rewriter answers each pair, shard by shard, by the workers ``workers`` asks for (bft.workers)."""
+    from bft.tasks.answer_rewrite import TASK, Settings
+    from bft.tasks.base import settings_from
     from bft.workers import run_stage, stage_job
 
     source = upstream["pairs"]
-    params = {"rewriter": OmegaConf.to_container(c.rewriter, resolve=True), "model_name": name}
-    run = run_stage(stage_job(c.generation, c.run.seed, "rewrite", source.export("pairs"), work, (name, adapter), params), c.workers)
+    settings = settings_from(Settings, c.rewriter, model_name=name)
+    run = run_stage(
+        stage_job(c.generation, c.run.seed, "rewrite", TASK, settings, source.export("pairs"), work, (name, adapter)), c.workers
+    )
     if not run.n_records:
         raise _no_pairs(source)
     return _write(work, run.n_records, iter_outputs(work, run.n_shards), {"shards_reused": run.reused, **run.metrics})
