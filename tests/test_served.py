@@ -154,3 +154,35 @@ def test_logprob_scores_read_vllms_top_logprobs():
     assert 3.5 < expected_score(scores)[0] < 4.5
     with pytest.raises(ServerUnusableError, match="without logprobs"):
         _candidate_logprobs({"choices": [{"text": "4", "logprobs": None}]}, ["1"], "here")
+
+
+def test_the_weighted_judge_on_a_server_without_logprobs_is_refused_before_any_work(server, tmp_path):
+    """The served judge's AE2 weighted scheme reads the m/M logprobs: a real server that returns none is refused
+    in one line before any generation (the same check passes on a server that does: tests/test_eval_endpoint.py)."""
+    from bft.models.registry import resolve_model_path
+
+    judge = [f"eval.judge_url={server}", f"eval.judge_model={resolve_model_path('tiny')}"]
+    result = bft(tmp_path, "debug=smoke", "eval.annotator=openai_compatible", *judge)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "answers without logprobs" in lines[0] and "judge_api_scheme" in lines[0], lines
+    assert not (tmp_path / "artifacts").exists() or not any((tmp_path / "artifacts").iterdir())
+
+
+def test_a_text_scheme_judges_through_the_real_server(server, tmp_path):
+    """A scheme that parses the judge's text (alpaca_eval_gpt4's ranking) runs end to end on the served judge: every
+    pair is sent to the server and its answer recorded (a tiny random judge's answers mostly do not parse)."""
+    from bft.eval.annotators import check_annotator_ready
+    from bft.eval.endpoint import endpoint_from
+    from bft.eval.score import score_outputs
+    from bft.models.registry import resolve_model_path
+
+    ep = endpoint_from(server, resolve_model_path("tiny"), None, "alpaca_eval_gpt4")
+    check_annotator_ready("openai_compatible", ep)
+    rows = [{"instruction": f"Say {w}.", "dataset": "t"} for w in ("yes", "no", "hello")]
+    model = [{**r, "output": f"{r['instruction'][4:-1]}!", "generator": "m"} for r in rows]
+    reference = [{**r, "output": "I cannot.", "generator": "ref"} for r in rows]
+    result = score_outputs(model, reference, "openai_compatible", tmp_path / "eval", judge_orders=1, endpoint=ep)
+    annotations = json.loads((tmp_path / "eval" / "alpaca_eval" / "annotations.json").read_text())
+    assert len(annotations) == 3 and all("raw_completion" in a for a in annotations), annotations[:1]
+    assert result["n_total"] == 3

@@ -2,7 +2,8 @@
 
 Example: ``bft-bench --quick --out bench.json``. FLOP conventions: see :mod:`bft.bench.measure`.
 ``bft-bench --device cuda``: the same stages on a GPU at Llama-2-7B shape with random weights, against the
-device's own measured ceilings (:mod:`bft.bench.device`).
+device's own measured ceilings (:mod:`bft.bench.device`). ``bft-bench --served URL``: generation through a server
+against the in-process backend (:mod:`bft.bench.served`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="cpu (this CPU bench, default), or cuda / cuda:N: a random Llama of --shape on that GPU (bft.bench.device)",
     )
     p.add_argument("--shape", default="llama2_7b", choices=["llama2_7b", "small"], help="model shape for --device cuda")
+    p.add_argument(
+        "--served",
+        default=None,
+        metavar="URL",
+        help="an OpenAI-compatible server's base URL serving --model: the served path against the in-process hf "
+        "backend on the same real documents (bft.bench.served); --prompts (default 32) and --new-tokens (default 32)",
+    )
     return p.parse_args(argv)
 
 
@@ -243,7 +251,14 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as err:
             print(f"bft-bench: error: {err}", file=sys.stderr)
             return 2
-    if args.device != "cpu":
+    if args.served:
+        from bft.bench.served import compare
+        from bft.bench.served import render as render_served
+
+        corpus = Path(args.corpus) if args.corpus else None
+        report = compare(args.served, args.model, args.prompts or 32, args.new_tokens or 32, corpus)
+        Console(width=200).print(render_served(report))
+    elif args.device != "cpu":
         from bft.bench.device import render as render_device
 
         report = run_on_device(args)

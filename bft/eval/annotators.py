@@ -112,7 +112,7 @@ def check_annotator_ready(name: str, endpoint: Endpoint | None = None) -> None:
         if endpoint is None:
             raise AnnotatorError(f"annotator '{ENDPOINT}' needs judge_url and judge_model")
         try:
-            check_endpoint(endpoint)
+            check_endpoint(endpoint, needs_logprobs=is_weighted(scheme_settings(endpoint.scheme)))
         except EndpointError as e:
             raise AnnotatorNotReadyError(str(e)) from e
         return

@@ -77,8 +77,9 @@ def endpoint_for(
     return endpoint_from(url, model, key_env, scheme)
 
 
-def check_endpoint(ep: Endpoint) -> None:
-    """Fail now, in one line, if the key is missing, the server does not answer, or does not serve the model."""
+def check_endpoint(ep: Endpoint, needs_logprobs: bool = False) -> None:
+    """Fail now, in one line, if the key is missing, the server does not answer, or does not serve the model; with
+    ``needs_logprobs`` (a weighted scheme reads the m/M logprobs), also if its chat answers carry none."""
     import openai
 
     client = openai.OpenAI(base_url=ep.url, api_key=ep.api_key(), timeout=PROBE_TIMEOUT_S, max_retries=0)
@@ -96,6 +97,18 @@ def check_endpoint(ep: Endpoint) -> None:
         raise EndpointError(f"judge_url={ep.url} answered {e.status_code} to GET /models") from e
     if served and ep.model not in served:
         raise EndpointError(f"judge_url={ep.url} does not serve judge_model={ep.model} (it serves: {', '.join(served[:5])})")
+    if needs_logprobs:
+        messages = [{"role": "user", "content": "Answer m or M."}]
+        try:
+            answer = client.chat.completions.create(model=ep.model, messages=messages, max_tokens=1, logprobs=True, top_logprobs=5)
+        except openai.APIError as e:
+            raise EndpointError(f"judge_url={ep.url} refused a one-token chat request: {e}") from e
+        content = answer.choices[0].logprobs.content if answer.choices and answer.choices[0].logprobs else None
+        if not content or not content[0].top_logprobs:
+            raise EndpointError(
+                f"judge_url={ep.url} answers without logprobs, which judge_api_scheme={ep.scheme} reads: serve the judge "
+                "with vLLM or SGLang, or pick a scheme that parses text (judge_api_scheme=alpaca_eval_gpt4, judge_orders=1)"
+            )
 
 
 def _choice_logprobs(record: dict[str, Any]) -> tuple[float, float] | None:

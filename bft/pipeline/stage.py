@@ -87,5 +87,6 @@ WORKERS = ("workers",)
 # used is recorded in the stage's metrics (``device``). The server a stage generates through
 # (``generation.server``: URL, key, concurrency; bft.generation.served) is placement in the same way; choosing it
 # for every stage (``generation.backend=served``) changes the keys, as any backend does.
-DEVICE = ("generation.device", "generation.server")
-PLACEMENT = (*WORKERS, *DEVICE)
+DEVICE = ("generation.device",)
+SERVER = ("generation.server",)
+PLACEMENT = (*WORKERS, *DEVICE, *SERVER)

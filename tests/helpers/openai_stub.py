@@ -44,7 +44,10 @@ class StubJudge:
 
     def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         user = "\n".join(m["content"] for m in body["messages"] if m["role"] == "user")
-        p = self.p_first(*extract_pair(user))
+        try:
+            p = self.p_first(*extract_pair(user))
+        except ValueError:  # not a judging prompt (a client's one-token probe): no preference
+            p = 0.5
         tops = [
             {"token": "m", "logprob": math.log(p), "bytes": None},
             {"token": "M", "logprob": math.log(1 - p), "bytes": None},
