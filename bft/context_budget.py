@@ -110,9 +110,9 @@ def count_tokens(tokenizer, texts: list[str]) -> list[int]:
 
 
 def model_context(model: str, backend: str, max_model_len: int | None) -> tuple[int | None, str]:
-    """(context, where it comes from): vLLM's ``generation.max_model_len`` when set, else the model's
-    ``max_position_embeddings`` (what the hf backend and vLLM's default use)."""
-    if backend == "vllm" and max_model_len is not None:
+    """(context, where it comes from): ``generation.max_model_len`` when set for vLLM or a server (what it was
+    started with), else the model's ``max_position_embeddings`` (what the hf backend and vLLM's default use)."""
+    if backend in ("vllm", "served") and max_model_len is not None:
         return int(max_model_len), "generation.max_model_len"
     from transformers import AutoConfig
 
