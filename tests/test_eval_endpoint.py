@@ -42,6 +42,12 @@ def _preferences(out_dir: Path) -> dict[str, float]:
     return {a["instruction"]: a["preference"] for a in annotations}
 
 
+def judging_requests(stub) -> list[dict]:
+    """The stub's chat requests that judge a pair (not the one-token logprob probe of the readiness check)."""
+    chats = [r for r in stub.requests if r["path"].endswith("/chat/completions")]
+    return [r for r in chats if "Answer m or M." not in r["body"]["messages"][-1]["content"]]
+
+
 def _all_text(folder: Path) -> str:
     return "".join(p.read_text(errors="replace") for p in folder.rglob("*") if p.is_file())
 
@@ -59,7 +65,7 @@ def test_served_judge_preferences_land_on_the_longer_output(tmp_path, monkeypatc
     assert prefs == pytest.approx(expected)
     assert result["win_rate"] == pytest.approx(50.0) and result["n_total"] == 6
     assert result["judge_model"] == "stub-judge" + (", both orders" if orders == 2 else "")
-    chats = [r for r in stub.requests if r["path"].endswith("/chat/completions")]
+    chats = judging_requests(stub)
     assert len(chats) == 6 * orders  # both orders: every pair also shown swapped
     assert all(r["authorization"] == f"Bearer {SECRET}" for r in stub.requests)
     body = chats[0]["body"]
@@ -218,7 +224,7 @@ def test_evaluate_stage_uses_the_served_judge(compose_cfg, tmp_path, monkeypatch
         overrides = [f"eval.judge_url={stub.url}", f"eval.judge_model={stub.model}", f"eval.judge_api_key_env={KEY_ENV}"]
         cfg = compose_cfg("eval.annotator=openai_compatible", *overrides)
         out = compute_evaluate(EVALUATE.config_slice(resolve(cfg)), upstream, work)
-    chats = [r for r in stub.requests if r["path"].endswith("/chat/completions")]
+    chats = judging_requests(stub)
     assert cfg.eval.judge_orders == 2 and len(chats) == 2 * 6  # both orders by default
     assert _preferences(work) == pytest.approx({f"q{i}": 1.9 if i % 2 == 0 else 1.1 for i in range(6)})
     assert out.metrics["win_rate"] == pytest.approx(50.0) and out.metrics["judge_model"] == "stub-judge, both orders"

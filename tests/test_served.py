@@ -170,8 +170,9 @@ def test_the_weighted_judge_on_a_server_without_logprobs_is_refused_before_any_w
 
 
 def test_a_text_scheme_judges_through_the_real_server(server, tmp_path):
-    """A scheme that parses the judge's text (alpaca_eval_gpt4's ranking) runs end to end on the served judge: every
-    pair is sent to the server and its answer recorded (a tiny random judge's answers mostly do not parse)."""
+    """A scheme that parses the judge's text (alpaca_eval_gpt4's ranking) runs through the served judge: every pair
+    goes to the real server and its answer is judged by alpaca_eval's parser. A tiny random judge's answers never
+    parse (alpaca_eval records -1), so there is no win rate to compute and alpaca_eval says so."""
     from bft.eval.annotators import check_annotator_ready
     from bft.eval.endpoint import endpoint_from
     from bft.eval.score import score_outputs
@@ -182,7 +183,8 @@ def test_a_text_scheme_judges_through_the_real_server(server, tmp_path):
     rows = [{"instruction": f"Say {w}.", "dataset": "t"} for w in ("yes", "no", "hello")]
     model = [{**r, "output": f"{r['instruction'][4:-1]}!", "generator": "m"} for r in rows]
     reference = [{**r, "output": "I cannot.", "generator": "ref"} for r in rows]
-    result = score_outputs(model, reference, "openai_compatible", tmp_path / "eval", judge_orders=1, endpoint=ep)
-    annotations = json.loads((tmp_path / "eval" / "alpaca_eval" / "annotations.json").read_text())
-    assert len(annotations) == 3 and all("raw_completion" in a for a in annotations), annotations[:1]
-    assert result["n_total"] == 3
+    with pytest.raises(ValueError, match="no valid preference"):
+        score_outputs(model, reference, "openai_compatible", tmp_path / "eval", judge_orders=1, endpoint=ep)
+    judged = json.loads((tmp_path / "eval" / "annotations_cache.json").read_text())
+    assert sorted(a["instruction"] for a in judged) == sorted(r["instruction"] for r in rows)
+    assert all(a["preference"] == -1 for a in judged)
