@@ -17,9 +17,45 @@ REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
 
 
+# The files that take a minute or more of `make test`, heaviest first (CI durations). Under `-n 2 --dist loadfile`
+# each worker takes the next whole file when it is free, so these go first (longest job first) and the short files
+# fill in behind them; xdist's own order (most tests first) left a 6-minute one-test file to start last, alone.
+HEAVY_FILES_FIRST = (
+    "test_paper_smoke.py",
+    "test_multidevice.py",
+    "test_fault_injection.py",
+    "test_slurm.py",
+    "test_bad_input.py",
+    "test_stage_keys.py",
+    "test_sft.py",
+    "test_sft_learning.py",
+    "test_pipeline_smoke.py",
+    "test_memcheck.py",
+    "test_console.py",
+    "test_data_target.py",
+    "test_bench.py",
+    "test_export.py",
+    "test_workers.py",
+    "test_distributed_sft.py",
+)
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist: keep the file order set below
+        config.option.loadscopereorder = False
+
+
+def _file_rank(item) -> int:
+    name = item.path.name
+    return HEAVY_FILES_FIRST.index(name) if name in HEAVY_FILES_FIRST else len(HEAVY_FILES_FIRST)
+
+
 def pytest_collection_modifyitems(config, items):
-    """``@pytest.mark.gpu`` (``gpu(devices=N)``): skipped where this machine has fewer CUDA GPUs, as Lightning's
+    """Heavy files first (see HEAVY_FILES_FIRST; a stable sort keeps each file's own order).
+
+    ``@pytest.mark.gpu`` (``gpu(devices=N)``): skipped where this machine has fewer CUDA GPUs, as Lightning's
     ``RunIf(min_cuda_gpus=N)``; ``make test-gpu`` (``pytest -m gpu``) runs the lane, ``make test`` includes it."""
+    items.sort(key=_file_rank)
     marked = [item for item in items if item.get_closest_marker("gpu")]
     if not marked:
         return
