@@ -23,6 +23,7 @@ CONF_DIR = REPO / "conf"
 HEAVY_FILES_FIRST = (
     "test_paper_smoke.py",
     "test_multidevice.py",
+    "test_served.py",
     "test_fault_injection.py",
     "test_slurm.py",
     "test_bad_input.py",
