@@ -20,6 +20,7 @@ from rich.table import Table
 from bft.bench import measure
 from bft.bench.workload import real_documents
 from bft.generation.base import Sampling
+from bft.models.registry import load_model
 
 
 def _path(backend, prompts: list[str], new_tokens: int) -> dict[str, float]:
@@ -71,9 +72,9 @@ def compare(url: str, model: str, n_prompts: int, new_tokens: int, corpus: Path 
     finally:
         served.close()
     peak = (peak_start + measure.matmul_flops(torch.float32)) / 2
-    params = sum(p.numel() for p in local.model.parameters()) if hasattr(local, "model") else None
+    params = measure.n_params(load_model(model, dtype="float32").model)  # the backend packs its weights as buffers
     for p in paths.values():
-        p["roofline_fraction"] = p["processed_tokens_per_s"] * measure.GEN_FLOPS_PER_PARAM * params / peak if params else None
+        p["roofline_fraction"] = p["processed_tokens_per_s"] * measure.GEN_FLOPS_PER_PARAM * params / peak
     same = sum(a == b for a, b in zip(paths["served"].pop("texts"), paths["hf"].pop("texts"), strict=True))
     return {
         "url": url,
@@ -97,7 +98,7 @@ def render(report: dict[str, Any]) -> Table:
     for col in ("path", "records/s", "new tok/s", "% fp32 roofline", "seconds"):
         t.add_column(col, justify="left" if col == "path" else "right")
     for name, p in report["paths"].items():
-        roof = f"{100 * p['roofline_fraction']:.1f}" if p["roofline_fraction"] is not None else "-"
+        roof = f"{100 * p['roofline_fraction']:.1f}"
         t.add_row(name, f"{p['records_per_s']:.2f}", f"{p['new_tokens_per_s']:.1f}", roof, f"{p['seconds']:.1f}")
     t.add_row("served / hf", f"{report['served_over_hf_records']:.2f}x", f"{report['served_over_hf_new_tokens']:.2f}x", "", "")
     t.caption = (
