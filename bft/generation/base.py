@@ -114,6 +114,11 @@ class BackendStats:
         }
 
 
+def setting(cfg: Any, key: str, default: Any = None) -> Any:
+    """``cfg[key]`` of a generation config that is a DictConfig, a dict or a dataclass (job files carry dicts)."""
+    return cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
+
+
 def single_token_ids(tokenizer, candidates: list[str]) -> list[int]:
     """The token id of each candidate string, which must be exactly one token (e.g. the scores "1".."5")."""
     ids = []

@@ -34,7 +34,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from bft.errors import ConfigError
-from bft.generation.base import BackendStats, Completion, Sampling, check_context
+from bft.generation.base import BackendStats, Completion, Sampling, check_context, setting
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +48,12 @@ class ServerUnusableError(ConfigError):
     """The configured server cannot be used: one line saying what to do."""
 
 
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    return cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
-
-
 def served_stage(gen_cfg: Any, stage: str) -> bool:
     """Whether ``stage`` (augment, curate_<i>, rewrite, eval_outputs, base_outputs) generates through
     ``generation.server``."""
-    server = _get(gen_cfg, "server") or {}
+    server = setting(gen_cfg, "server") or {}
     name = re.sub(r"_\d+$", "", stage)  # curate_0, curate_1: curate
-    return _get(gen_cfg, "backend") == "served" or name in list(_get(server, "stages") or [])
+    return setting(gen_cfg, "backend") == "served" or name in list(setting(server, "stages") or [])
 
 
 def api_root(url: str) -> str:
@@ -77,13 +73,13 @@ def api_key(key_env: str | None) -> str | None:
 
 def check_server_config(gen_cfg: Any) -> None:
     """The ``generation.server`` settings, without the network: one line naming the key."""
-    server = _get(gen_cfg, "server")
-    unknown = sorted(set(_get(server, "stages") or []) - set(STAGES))
+    server = setting(gen_cfg, "server")
+    unknown = sorted(set(setting(server, "stages") or []) - set(STAGES))
     if unknown:
         raise ConfigError(f"generation.server.stages: unknown stage '{unknown[0]}' (stages: {', '.join(STAGES)})")
-    if _get(gen_cfg, "backend") != "served" and not _get(server, "stages"):
+    if setting(gen_cfg, "backend") != "served" and not setting(server, "stages"):
         return
-    kind, url = _get(server, "kind"), _get(server, "url")
+    kind, url = setting(server, "kind"), setting(server, "url")
     if kind == "endpoint":
         if not url:
             raise ConfigError("generation.server.url is not set: the base URL of the server, e.g. http://127.0.0.1:8000/v1")
@@ -96,7 +92,7 @@ def check_server_config(gen_cfg: Any) -> None:
 
         if shutil.which(kind) is None and kind == "vllm":
             raise ConfigError("generation.server.kind=vllm starts `vllm serve`, which is not installed: pip install 'bft[vllm]'")
-    api_key(_get(server, "api_key_env"))
+    api_key(setting(server, "api_key_env"))
 
 
 def merged_model_folder(name: str, adapter: str, dtype: str = "auto") -> str:
@@ -187,16 +183,16 @@ class ServedBackend:
     def __init__(self, server_cfg: Any, model: str, tokenizer: Any, context_length: int | None, tp: int = 1, dp: int = 1):
         from datatrove.pipeline.inference.run_inference import InferenceConfig
 
-        self.kind = str(_get(server_cfg, "kind"))
+        self.kind = str(setting(server_cfg, "kind"))
         self.model = model
         self.tokenizer = tokenizer
         self.context_length = context_length
-        self.max_concurrent = int(_get(server_cfg, "max_concurrent", 64))
-        self.timeout = float(_get(server_cfg, "request_timeout_s", 600.0))
-        self.key = api_key(_get(server_cfg, "api_key_env"))
-        self.extra_body = dict(_get(server_cfg, "extra_body") or {})
-        url = _get(server_cfg, "url")
-        start = float(_get(server_cfg, "start_timeout_s", 1800.0))
+        self.max_concurrent = int(setting(server_cfg, "max_concurrent", 64))
+        self.timeout = float(setting(server_cfg, "request_timeout_s", 600.0))
+        self.key = api_key(setting(server_cfg, "api_key_env"))
+        self.extra_body = dict(setting(server_cfg, "extra_body") or {})
+        url = setting(server_cfg, "url")
+        start = float(setting(server_cfg, "start_timeout_s", 1800.0))
         self.config = InferenceConfig(
             server_type="endpoint" if self.kind == "endpoint" else self.kind,
             model_name_or_path=model,
@@ -207,7 +203,7 @@ class ServedBackend:
             tp=tp,
             dp=dp,
             request_timeout=self.timeout,
-            model_kwargs=dict(_get(server_cfg, "args") or {}) or None,
+            model_kwargs=dict(setting(server_cfg, "args") or {}) or None,
             server_start_timeout_sec=start,
             server_ready_max_attempts=max(1, int(start // 5)),
         )
@@ -232,14 +228,14 @@ class ServedBackend:
 
         from bft.models.registry import load_tokenizer, resolve_model_path
 
-        server = _get(gen_cfg, "server")
+        server = setting(gen_cfg, "server")
         tokenizer = load_tokenizer(model_name)
-        folder = merged_model_folder(model_name, adapter, str(_get(gen_cfg, "dtype", "auto"))) if adapter else None
-        served_name = _get(server, "model") or folder or resolve_model_path(model_name)
+        folder = merged_model_folder(model_name, adapter, str(setting(gen_cfg, "dtype", "auto"))) if adapter else None
+        served_name = setting(server, "model") or folder or resolve_model_path(model_name)
         config = AutoConfig.from_pretrained(resolve_model_path(model_name))
         text = getattr(config, "get_text_config", lambda: config)()
-        context = _get(gen_cfg, "max_model_len") or getattr(text, "max_position_embeddings", None)
-        tp, dp = int(_get(gen_cfg, "tensor_parallel_size", 1)), int(_get(gen_cfg, "data_parallel_size", 1))
+        context = setting(gen_cfg, "max_model_len") or getattr(text, "max_position_embeddings", None)
+        tp, dp = int(setting(gen_cfg, "tensor_parallel_size", 1)), int(setting(gen_cfg, "data_parallel_size", 1))
         backend = cls(server, served_name, tokenizer, context, tp, dp)
         backend.probe()
         return backend
@@ -373,7 +369,7 @@ def check_served(cfg: Any) -> None:
     """Before any work: the server a run generates through answers, takes the key, serves ``generation.server.model``
     and, where curation scores by logprobs on it, returns them. One line on failure."""
     gen = cfg.generation
-    served = [s for s in ("augment", "curate_0", "rewrite", "eval_outputs", "base_outputs") if served_stage(gen, s)]
+    served = [s for s in STAGES if served_stage(gen, s)]
     if not served or gen.server.kind != "endpoint":
         return  # a started server (kind=vllm/sglang) is checked as each stage starts it
     root, key = api_root(gen.server.url), api_key(gen.server.api_key_env)
@@ -383,7 +379,7 @@ def check_served(cfg: Any) -> None:
 
         model = resolve_model_path(cfg.model.name)  # what the first stage asks for by path (a server loading by path)
     probe = {"model": model, "prompt": "1", "max_tokens": 1, "temperature": 0.0}
-    if "curate_0" in served and cfg.curation.scoring == "logprob":
+    if "curate" in served and cfg.curation.scoring == "logprob":
         probe["logprobs"] = TOP_LOGPROBS
     try:
         answer = asyncio.run(asyncio.wait_for(post(root, "/v1/completions", probe, key, PROBE_TIMEOUT_S), PROBE_TIMEOUT_S * 3))

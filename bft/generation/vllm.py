@@ -15,7 +15,7 @@ from collections import Counter
 from typing import Any
 
 from bft.config.validate import ConfigError
-from bft.generation.base import BackendStats, Completion, Sampling, check_context, single_token_ids
+from bft.generation.base import BackendStats, Completion, Sampling, check_context, setting, single_token_ids
 from bft.generation.sampling import prompt_seed
 
 PLACEMENT_KEYS = ("tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "max_model_len", "dtype")
@@ -32,20 +32,16 @@ def _import_vllm():
     return vllm
 
 
-def _get(gen_cfg: Any, key: str, default: Any = None) -> Any:
-    return gen_cfg.get(key, default) if hasattr(gen_cfg, "get") else getattr(gen_cfg, key, default)
-
-
 def engine_kwargs(gen_cfg: Any) -> dict[str, Any]:
     """The ``vllm.LLM`` arguments of a generation config (dataclass or DictConfig); ConfigError names a bad key."""
-    extra = dict(_get(gen_cfg, "vllm") or {})
+    extra = dict(setting(gen_cfg, "vllm") or {})
     clash = sorted(set(extra) & set(PLACEMENT_KEYS))
     if clash:
         raise ConfigError(f"generation.vllm.{clash[0]}: set generation.{clash[0]} instead (placement keys live there)")
-    tp = _get(gen_cfg, "tensor_parallel_size", 1)
-    dp = _get(gen_cfg, "data_parallel_size", 1)
-    memory = _get(gen_cfg, "gpu_memory_utilization", 0.9)
-    max_len = _get(gen_cfg, "max_model_len")
+    tp = setting(gen_cfg, "tensor_parallel_size", 1)
+    dp = setting(gen_cfg, "data_parallel_size", 1)
+    memory = setting(gen_cfg, "gpu_memory_utilization", 0.9)
+    max_len = setting(gen_cfg, "max_model_len")
     for key, value in (("tensor_parallel_size", tp), ("data_parallel_size", dp)):
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"generation.{key} must be an integer >= 1, got {value!r}")
@@ -56,7 +52,7 @@ def engine_kwargs(gen_cfg: Any) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "enable_prefix_caching": True,
         **extra,
-        "dtype": _get(gen_cfg, "dtype", "auto"),
+        "dtype": setting(gen_cfg, "dtype", "auto"),
         "tensor_parallel_size": tp,
         "gpu_memory_utilization": float(memory),
     }
