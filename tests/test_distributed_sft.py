@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 
 from bft.models.registry import resolve_model_path
 from bft.sft.export import consolidated_state_dict, is_sharded_strategy, save_full_model
+from bft.sft.rendezvous import rendezvous_port
 
 pytestmark = pytest.mark.slow  # starts training processes (make test-fast skips it)
 
@@ -71,12 +71,6 @@ if __name__ == "__main__":
 """
 
 
-def _free_port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
-
-
 def _run(script: Path, *args: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     done = subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True, text=True, timeout=600)
@@ -127,7 +121,7 @@ def test_fsdp_sharded_checkpoint_consolidates_to_a_pretrained_folder(tmp_path):
     script = tmp_path / "shard.py"
     script.write_text(FSDP_SCRIPT)
     checkpoint = tmp_path / "final-sharded.ckpt"
-    _run(script, str(checkpoint), _free_port())
+    _run(script, str(checkpoint), str(rendezvous_port()))
     assert sorted(p.name for p in checkpoint.glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
 
     state = consolidated_state_dict(checkpoint)

@@ -35,7 +35,9 @@ from bft.models.registry import cpu_has_bf16, load_tokenizer, pick_dtype
 from bft.sft.compile import can_compile
 from bft.sft.data import build_dataloader, encode_examples
 from bft.sft.export import consolidated_state_dict, is_sharded_strategy, save_full_model
+from bft.sft.launchers import single_cpu_process
 from bft.sft.module import SFTModule
+from bft.sft.rendezvous import ensure_rendezvous_port
 
 log = logging.getLogger(__name__)
 
@@ -263,6 +265,8 @@ def train_sft(
                 enable_version_counter=False,
             )
         )
+    if not single_cpu_process(trainer):
+        ensure_rendezvous_port()  # bft.sft.rendezvous: a port no outgoing connection can take
     pl_trainer = L.Trainer(
         max_steps=stage.max_steps,
         max_epochs=-1,
