@@ -358,13 +358,29 @@ def test_a_launched_job_trains_as_one_process_resumes_and_fails_in_one_line(tmp_
     assert (out / "checkpoints" / "last.ckpt").is_file() and (out / "model").is_dir()  # finished work kept
 
 
-@pytest.mark.slow  # the whole smoke pipeline through the real CLI, each training stage on 2 processes (gloo)
-def test_cli_smoke_on_two_cpu_devices_from_a_clean_store(tmp_path):
-    """The reported hang: every training stage on 2 DDP processes; the CLI must finish (a hang fails at the
-    timeout) and the final model must load and generate."""
+@pytest.mark.slow  # a paper experiment through the real CLI, each training stage on 2 processes (gloo)
+def test_paper_experiment_on_two_cpu_devices_through_the_cli_from_a_clean_store(tmp_path):
+    """The reported hang, on the run users came for: ``bft +experiment=backandforth_paper debug=paper_smoke`` (full
+    fine-tuning, the papers' prompt format, oasst1 and Dolma in their hub layouts) with every training stage on 2
+    DDP processes, each a launched job. The CLI must finish (a hang fails at the timeout), each trained model must
+    record 2 processes and the same files as an in-process training, and the final model must load and generate.
+    The in-process run of this experiment, with the paper checks, is tests/test_paper_smoke.py's."""
+    from helpers.hub_mirrors import write_dolma, write_oasst1
+
     artifacts = tmp_path / "artifacts"
-    args = ["debug=smoke", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
-    args += ["eval.max_instances=2", f"run.artifacts_dir={artifacts}", f"hydra.run.dir={tmp_path / 'run'}"]
+    url_list, mirror = write_dolma(tmp_path / "dolma", shards=2, docs=5)
+    args = ["+experiment=backandforth_paper", "debug=paper_smoke", f"seed.mirror={write_oasst1(tmp_path / 'oasst1')}"]
+    args += [f"corpus.url_list={url_list}", f"corpus.mirror={mirror}", "corpus.tokenizer=tiny"]
+    # what a random model cannot do offline (conf/debug/paper_smoke.yaml): local judge, logprob curation, raw rewrites
+    args += ["eval.annotator=local", "curation.scoring=logprob", "curation.threshold=null", "curation.top_fraction=0.5"]
+    args += [
+        "rewriter.keep_unparsed=true",
+        "generation.augment.keep_unfinished=true",
+        "trainer.devices=2",
+        "trainer.precision=32-true",
+        "eval.max_instances=2",
+    ]
+    args += [f"run.artifacts_dir={artifacts}", f"hydra.run.dir={tmp_path / 'run'}"]
     done = subprocess.run(
         [sys.executable, "-m", "bft.cli", *args], env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=1200
     )
@@ -372,11 +388,12 @@ def test_cli_smoke_on_two_cpu_devices_from_a_clean_store(tmp_path):
     manifests = {p.parent.parent.name: json.loads(p.read_text()) for p in artifacts.glob("*/*/manifest.json")}
     for stage in ("backward_model", "seed_model", "final_model"):
         assert manifests[stage]["metrics"]["world_size"] == 2, stage
+        assert manifests[stage]["is_adapter"] is False, stage  # the experiment's full fine-tuning
         assert not any(name.startswith("launch/") for name in manifests[stage]["files"])  # same files as in-process
-    final = next(artifacts.glob("final_model/*/model"))
+    (final,) = artifacts.glob("final_model/*/model")
     from bft.models.registry import load_model
 
-    loaded = load_model("tiny", adapter=str(final))
+    loaded = load_model(str(final))
     ids = loaded.tokenizer("Say red.", return_tensors="pt").input_ids
     out = loaded.model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=loaded.tokenizer.pad_token_id)
     assert out.shape[1] > ids.shape[1]

@@ -175,9 +175,8 @@ def _compose(experiment: str, overrides: list[str]):
 
 
 def test_every_paper_experiment_has_a_paper_smoke_test():
-    """test_paper_smoke is parametrised over the experiment files themselves: a new one is smoke-tested unasked
-    (TWO_DEVICE_EXPERIMENT by test_paper_smoke_on_two_cpu_devices)."""
-    assert len(PAPER_EXPERIMENTS) >= 7 and TWO_DEVICE_EXPERIMENT in PAPER_EXPERIMENTS
+    """test_paper_smoke is parametrised over the experiment files themselves: a new one is smoke-tested unasked."""
+    assert len(PAPER_EXPERIMENTS) >= 7
     assert {"backandforth_paper", "humpback_paper", "distill_paper", "backandforth_70b_paper"} <= set(PAPER_EXPERIMENTS)
 
 
@@ -225,23 +224,11 @@ def _compose_plain(experiment: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ the smoke runs
 
 
-# This one's smoke run is test_paper_smoke_on_two_cpu_devices (every check below, on 2 processes); a second run of it
-# on one device would repeat the in-process training the other experiments' runs already take.
-TWO_DEVICE_EXPERIMENT = "backandforth_paper"
-
-
-@pytest.mark.parametrize("experiment", [e for e in PAPER_EXPERIMENTS if e != TWO_DEVICE_EXPERIMENT])
+@pytest.mark.parametrize("experiment", PAPER_EXPERIMENTS)
 def test_paper_smoke(experiment, tiny_llama, scripted, tmp_path):
+    """In this process, one device. backandforth_paper on 2 processes through the CLI (each training stage a
+    launched DDP job): tests/test_multidevice.py."""
     _paper_smoke(experiment, tiny_llama, tmp_path)
-
-
-def test_paper_smoke_on_two_cpu_devices(tiny_llama, scripted, tmp_path):
-    """A paper experiment with every training stage on 2 processes: each runs as its own launched job
-    (bft.sft.launch), DDP over gloo (Lightning refuses the experiment's fsdp on CPU; debug=paper_smoke picks ddp).
-    Also that experiment's paper smoke test: the same checks as test_paper_smoke's."""
-    ctx = _paper_smoke(TWO_DEVICE_EXPERIMENT, tiny_llama, tmp_path, ["trainer.devices=2", "trainer.precision=32-true"])
-    for name in ("backward_model", "seed_model", "final_model"):
-        assert ctx.artifacts[name].manifest["metrics"]["world_size"] == 2, name
 
 
 def _paper_smoke(experiment: str, tiny_llama: Path, tmp_path: Path, extra: list[str] | None = None):

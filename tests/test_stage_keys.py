@@ -104,6 +104,18 @@ def _reads(step: Step, paths: list[str], cfg: DictConfig) -> bool:
     return any(_reads_one(step, p, cfg) for p in paths)
 
 
+_NULL_FALLBACKS: dict[int, tuple[DictConfig, list[tuple[str, str]]]] = {}
+
+
+def _null_fallbacks(cfg: DictConfig) -> list[tuple[str, str]]:
+    """(role, source) of the FALLBACKS whose role is null in ``cfg`` (once per config: selecting is slow)."""
+    cached = _NULL_FALLBACKS.get(id(cfg))
+    if cached is None or cached[0] is not cfg:
+        cached = (cfg, [(role, source) for role, source in FALLBACKS.items() if OmegaConf.select(cfg, role) is None])
+        _NULL_FALLBACKS[id(cfg)] = cached
+    return cached[1]
+
+
 def _reads_one(step: Step, path: str, cfg: DictConfig) -> bool:
     """Whether ``step`` reads setting ``path`` of the unresolved ``cfg``: declared, or reached through a fallback."""
     if any(_under(path, u) for u in step.stage.unkeyed):
@@ -111,12 +123,11 @@ def _reads_one(step: Step, path: str, cfg: DictConfig) -> bool:
     overridden = backward_seed_overrides(cfg) or {} if step.name == "seed_full" else {}
     if path in overridden:
         return False
+    fallbacks = _null_fallbacks(cfg)
     for setting in step.stage.settings:
         if _under(path, setting):
             return True
-        for role, source in FALLBACKS.items():
-            if OmegaConf.select(cfg, role) is not None:
-                continue
+        for role, source in fallbacks:
             if _under(setting, role) and _under(path, source + setting[len(role) :]):  # final_model.name <- model.name
                 return True
             if _under(role, setting) and _under(path, source):  # the rewriter node holds rewriter.name <- model.name

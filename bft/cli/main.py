@@ -37,10 +37,10 @@ def run(cfg: DictConfig) -> float | None:
         print_plan(cfg)
         return None
     check_machine(cfg)  # a dry run plans for any machine; a real run needs this one to have what the config asks
-    setup_console(is_verbose(HydraConfig.get().verbose))
     check_annotator_ready(cfg.eval.annotator, endpoint)
     for name in models_to_load(cfg):  # a missing model folder fails here, before any work
         resolve_model_path(name)
+    setup_console(is_verbose(HydraConfig.get().verbose))  # after the checks: it imports Lightning (seconds)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     ctx = run_pipeline(cfg, run_dir)
     print_summary(ctx)

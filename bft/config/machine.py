@@ -61,6 +61,10 @@ def resolve_device(value: str, key: str = "generation.device", cuda_count: int |
 
 
 def check_machine(cfg: DictConfig) -> None:
+    from bft.data.seed import seed_source_problem
+
+    if problem := seed_source_problem(str(cfg.seed.source)):  # a file of this machine: a dry run plans without it
+        raise ConfigError(f"seed.source={cfg.seed.source}: {problem}")
     if cfg.generation.backend == "hf":
         resolve_device(str(cfg.generation.device))  # cuda asked for on a machine without one: before any work
     accelerator = str(cfg.trainer.accelerator)

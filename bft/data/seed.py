@@ -154,6 +154,13 @@ def _load_file(path: Path, cfg: SeedConfig, on_error: str, source: str) -> list[
     return assign_ids(records, prefix=path.stem if source != EMBEDDED else "seed")
 
 
+def seed_source_problem(source: str) -> str | None:
+    """Why ``seed.source`` names no seed (None when it does): checked before any work, and by :func:`load_seed`."""
+    if source in (EMBEDDED, OASST) or Path(source).is_file():
+        return None
+    return f"unknown seed source (use {EMBEDDED!r}, {OASST!r} or an existing file)"
+
+
 def load_seed(cfg: SeedConfig, seed: int = 0, on_error: str = "raise") -> list[dict[str, Any]]:
     """Load seed pairs as ``{"id", "instruction", "output", "source", ...}`` records, subsampled to ``cfg.size``."""
     check_on_error(on_error)
@@ -172,7 +179,7 @@ def load_seed(cfg: SeedConfig, seed: int = 0, on_error: str = "raise") -> list[d
     elif Path(cfg.source).is_file():
         records = _load_file(Path(cfg.source), cfg, on_error, Path(cfg.source).stem)
     else:
-        raise DataError(str(cfg.source), f"unknown seed source (use {EMBEDDED!r}, {OASST!r} or an existing file)", "not_found")
+        raise DataError(str(cfg.source), seed_source_problem(str(cfg.source)) or "not a file", "not_found")
     if not records:
         raise DataError(str(cfg.source), "no seed pairs loaded", "empty")
     return subsample(records, cfg.size, seed)

@@ -14,12 +14,15 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from filelock import FileLock
 
 from bft.artifacts.store import atomic_folder
 from bft.errors import BftError
+
+if TYPE_CHECKING:
+    import torch
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -72,6 +75,7 @@ def _save_atomically(folder: Path, model, tokenizer) -> None:
 
 
 def _convert_smollm2(folder: Path) -> None:
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     src = _smollm2_gguf_dir()
@@ -88,6 +92,7 @@ def _convert_smollm2(folder: Path) -> None:
 
 def _build_tiny(folder: Path) -> None:
     """A 2-layer random Llama with SmolLM2's tokenizer (and chat template): fast, real code paths."""
+    import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("smollm2_135m"))
@@ -180,6 +185,8 @@ def model_name_problem(name: str) -> str | None:
 
 def pick_dtype(name: str, device: str = "cpu") -> torch.dtype:
     """``auto`` = bfloat16 where the hardware computes it natively, else float32."""
+    import torch
+
     if name != "auto":
         return getattr(torch, name)
     if device.startswith("cuda"):

@@ -17,18 +17,25 @@ tests.record_stage_digests``).
 
 from __future__ import annotations
 
+import json
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from bft.artifacts.shards import shard_seed  # noqa: F401  (re-exported: stages seed their own extra passes)
 from bft.artifacts.store import Artifact, StageOutput
 from bft.config.schema import GenerationConfig
 
 Compute = Callable[[DictConfig, dict[str, Artifact], Path], StageOutput]
+
+# Recently built slices by (stage, settings' values): see Stage.config_slice. The stage is kept beside its slice
+# so that an id reused after a stage object is freed never returns another stage's slice.
+_SLICES: OrderedDict[tuple[int, str], tuple[Stage, DictConfig]] = OrderedDict()
+_SLICES_KEPT = 512
 
 
 @dataclass(frozen=True, eq=False)  # identity: two declarations with equal fields are still two stages
@@ -43,16 +50,29 @@ class Stage:
     version: int = 1  # the code version, in the key: bump when a code change changes results (module doc)
 
     def config_slice(self, cfg: DictConfig) -> DictConfig:
-        """The stage's typed slice of ``cfg``: only its settings, read-only, unknown keys raise."""
+        """The stage's typed slice of ``cfg``: only its settings, read-only, unknown keys raise.
+
+        Slices are read-only, so equal settings share one (:data:`_SLICES`): building a typed slice deep-copies
+        its nodes, which made planning a sweep (and the key property test) spend most of its time here."""
+        values = [OmegaConf.select(cfg, path, throw_on_missing=True) for path in self.settings]
+        plain = [OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig | ListConfig) else v for v in values]
+        cache_key = (id(self), json.dumps(plain, sort_keys=True, default=repr))
+        cached = _SLICES.get(cache_key)
+        if cached is not None and cached[0] is self:
+            _SLICES.move_to_end(cache_key)
+            return cached[1]
         nested: dict[str, Any] = {}
-        for path in self.settings:
+        for path, value in zip(self.settings, values, strict=True):
             *parents, leaf = path.split(".")
             node = nested
             for part in parents:
                 node = node.setdefault(part, {})
-            node[leaf] = OmegaConf.select(cfg, path, throw_on_missing=True)
+            node[leaf] = value
         out = OmegaConf.create(nested, flags={"readonly": True})
         OmegaConf.set_struct(out, True)
+        _SLICES[cache_key] = (self, out)
+        if len(_SLICES) > _SLICES_KEPT:
+            _SLICES.popitem(last=False)
         return out
 
     def key_config(self, config_slice: DictConfig) -> dict[str, Any]:
