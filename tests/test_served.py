@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -82,13 +83,36 @@ def test_greedy_served_generation_is_the_in_process_generation_on_real_documents
     assert served.stats()["requests"] == len(prompts) and served.stats()["new_tokens"] == sum(c.new_tokens for c in want)
 
 
+def _in_process_run(tmp: Path, *overrides: str, artifacts: Path) -> Path:
+    """``bft <overrides>`` in this process (imports already paid); returns its run folder."""
+    from hydra import compose, initialize_config_dir
+
+    from bft.config.schema import register_configs
+    from bft.pipeline.runner import run_pipeline
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*overrides, f"run.artifacts_dir={artifacts}"])
+    run_dir = tmp / "run_local"
+    run_dir.mkdir()
+    run_pipeline(cfg, run_dir)
+    return run_dir
+
+
+# Stages the served run takes from the in-process store: no generation in them, and their keys are the served
+# run's (placement is not in keys), so the served run reuses them instead of training three models again.
+COPIED = ("seed", "corpus", "backward_model", "seed_model", "final_model")
+
+
 def test_smoke_run_through_the_server_gives_the_in_process_counts(server, tmp_path):
     """``bft debug=smoke`` with its generating stages on the server (trained adapters merged into folders the
     server loads by path; curation scores by logprobs, which transformers serve does not return, so it stays in
-    process) finishes with the in-process run's record counts. Separate stores: placement is not in the keys."""
+    process) finishes with the in-process run's record counts. Separate stores for the generation stages: placement
+    is not in the keys."""
     common = ["debug=smoke", "generation.dtype=float32", *GREEDY]
-    local = bft(tmp_path, *common, artifacts=tmp_path / "local")
-    assert local.returncode == 0, local.stderr[-3000:]
+    local_run = _in_process_run(tmp_path, *common, artifacts=tmp_path / "local")
+    for stage in COPIED:
+        shutil.copytree(tmp_path / "local" / stage, tmp_path / "served" / stage)
     server_settings = [
         f"generation.server.url={server}",
         "generation.server.stages=[augment,rewrite,eval_outputs,base_outputs]",
@@ -97,10 +121,12 @@ def test_smoke_run_through_the_server_gives_the_in_process_counts(server, tmp_pa
     served = bft(tmp_path, *common, *server_settings, artifacts=tmp_path / "served")
     assert served.returncode == 0, served.stderr[-3000:]
     counts = stage_counts(served.run_dir)
-    assert counts == stage_counts(local.run_dir) and counts["augment"][1] > 0
+    assert counts == stage_counts(local_run) and counts["augment"][1] > 0
+    summary = json.loads((served.run_dir / "summary.json").read_text())["stages"]
+    assert [name for name, s in summary.items() if s["reused"]] == list(COPIED)
     for stage in ("augment", "rewrite", "eval_outputs", "base_outputs"):
         assert manifest(served.run_dir, "served", stage)["metrics"]["device"].startswith("server:http://127.0.0.1"), stage
-        assert manifest(local.run_dir, "local", stage)["metrics"]["device"] == "cpu", stage
+        assert manifest(local_run, "local", stage)["metrics"]["device"] == "cpu", stage
     assert manifest(served.run_dir, "served", "curate_0")["metrics"]["device"] == "cpu"
     pairs = read_jsonl(manifest_folder(served.run_dir, "served", "augment") / "candidates.jsonl")
     assert all(p["instruction"] and p["backward_model"] for p in pairs)
