@@ -26,7 +26,7 @@ slurm:
 
 test: setup slurm
 	WANDB_MODE=offline OMP_NUM_THREADS=$(TEST_THREADS) $(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadfile \
-		--durations=15 $(PYTEST_ARGS)
+		--durations=30 $(PYTEST_ARGS)
 
 test-fast: setup  # the sub-minute loop: everything that loads no model and starts no process
 	WANDB_MODE=offline $(PYTHON) -m pytest -q -m "not slow" $(PYTEST_ARGS)
