@@ -1,11 +1,11 @@
-"""Distributed fine-tuning on CPU: a real 2-process DDP run (gloo) exports a model that loads and generates, and a
-checkpoint sharded by 2 FSDP processes (gloo) consolidates into one ``save_pretrained`` folder. Lightning refuses
-``strategy=fsdp`` without a GPU, so the sharded checkpoint is written by torch's own FSDP (``fully_shard``) in the
-layout Lightning's sharded FSDP checkpoints use (``{"model": <LightningModule state dict>}``)."""
+"""Distributed fine-tuning on CPU: a checkpoint sharded by 2 FSDP processes (gloo) consolidates into one
+``save_pretrained`` folder. Lightning refuses ``strategy=fsdp`` without a GPU, so the sharded checkpoint is written by
+torch's own FSDP (``fully_shard``) in the layout Lightning's sharded FSDP checkpoints use (``{"model": <LightningModule
+state dict>}``). 2 DDP processes exporting a full model that loads and generates: the paper experiment through the
+CLI in tests/test_multidevice.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -21,26 +21,6 @@ from bft.sft.rendezvous import rendezvous_port
 pytestmark = pytest.mark.slow  # starts training processes (make test-fast skips it)
 
 REPO = Path(__file__).resolve().parents[1]
-
-DDP_SCRIPT = """
-import json, os, sys
-from pathlib import Path
-from bft.config.schema import PeftConfig, SFTStageConfig, TrainerConfig
-from bft.sft.train import train_sft
-
-out = Path(sys.argv[1])
-examples = [{"prompt": f"Say {w}.", "completion": f"{w} {w}."} for w in ("red", "green", "blue", "cyan", "pink", "gold")]
-result = train_sft(
-    examples, "tiny", out,
-    SFTStageConfig(max_steps=2, batch_size=4, micro_batch_size=1, max_seq_len=64, lr=1e-3, dropout=0.0),
-    PeftConfig(method="full"),
-    TrainerConfig(accelerator="cpu", devices=2, strategy="ddp", precision="32-true", enable_progress_bar=False,
-                  checkpoint_every_n_steps=0),
-    seed=0,
-)
-rank = int(os.environ.get("LOCAL_RANK", 0))
-(out / f"result_rank{rank}.json").write_text(json.dumps({"model_dir": result.model_dir, **result.metrics}))
-"""
 
 FSDP_SCRIPT = """
 import os, sys, torch, torch.distributed as dist, torch.multiprocessing as mp
@@ -92,24 +72,6 @@ def _base_weights() -> dict[str, torch.Tensor]:
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(resolve_model_path("tiny"), dtype=torch.float32).state_dict()
-
-
-@pytest.mark.slow  # two training processes: about a minute on 2 CPU cores
-def test_ddp_two_processes_export_a_model_that_loads_and_generates(tmp_path):
-    script = tmp_path / "train_ddp.py"
-    script.write_text(DDP_SCRIPT)
-    out = tmp_path / "run"
-    _run(script, str(out))
-    results = [json.loads((out / f"result_rank{r}.json").read_text()) for r in (0, 1)]
-    assert all(r["world_size"] == 2 and r["steps"] == 2 for r in results)
-    assert results[0]["model_dir"] == results[1]["model_dir"] == str(out / "model")
-    from transformers import AutoModelForCausalLM
-
-    trained = AutoModelForCausalLM.from_pretrained(results[0]["model_dir"]).state_dict()
-    base = _base_weights()
-    assert trained.keys() == base.keys()
-    assert any(not torch.equal(trained[k], base[k]) for k in base)  # full fine-tuning changed the weights
-    _generates(results[0]["model_dir"])
 
 
 @pytest.mark.slow  # two sharding processes: about 45 s on 2 CPU cores

@@ -393,7 +393,10 @@ def test_paper_experiment_on_two_cpu_devices_through_the_cli_from_a_clean_store(
     (final,) = artifacts.glob("final_model/*/model")
     from bft.models.registry import load_model
 
-    loaded = load_model(str(final))
+    loaded = load_model(str(final), dtype="float32")
+    base = load_model("tiny", dtype="float32").model.state_dict()
+    trained = loaded.model.state_dict()
+    assert trained.keys() == base.keys() and any(not torch.equal(trained[k], base[k]) for k in base)  # trained in full
     ids = loaded.tokenizer("Say red.", return_tensors="pt").input_ids
     out = loaded.model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=loaded.tokenizer.pad_token_id)
     assert out.shape[1] > ids.shape[1]

@@ -143,6 +143,7 @@ def test_submitit_sweep_with_slurm_workers_reports_each_job_where_it_started(par
         "workers.mem_gb=3",
         "workers.cpus_per_task=1",
         "workers.poll_seconds=0.5",
+        "corpus.max_documents=6",  # each job: the smoke pipeline on half its documents
         "rewriter=none,seed_model",
         f"run.artifacts_dir={store}",
     ]
@@ -156,7 +157,7 @@ def test_submitit_sweep_with_slurm_workers_reports_each_job_where_it_started(par
     jobs = [line for line in lines if line.startswith(("0_", "1_")) and "win rate" in line]
     assert len(jobs) == 2 and "rewriter=none" in jobs[0] and "rewriter=seed_model" in jobs[1], jobs
     summaries = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/summary.json"))]
-    names = ["backandforth[debug=smoke,rewriter=none]", "backandforth[debug=smoke,rewriter=seed_model]"]
+    names = [f"backandforth[debug=smoke,corpus.max_documents=6,rewriter={r}]" for r in ("none", "seed_model")]
     assert [s["wandb"]["name"] for s in summaries] == names
     assert len({s["wandb"]["group"] for s in summaries}) == 1
     assert list(store.glob("augment/*/logs/workers/*/*.out"))  # generation ran as Slurm arrays, logs kept
