@@ -13,10 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.in_process import run_in_process
 
 pytestmark = pytest.mark.slow  # loads a model or starts a process (make test-fast skips it)
-
-REPO = Path(__file__).resolve().parents[1]
 
 COMMON = ["debug=smoke", "trainer.checkpoint_every_n_steps=1", "sft.final.max_steps=4", "generation.shard_size=2"]
 COMPARED = [
@@ -71,17 +70,8 @@ def _run_and_kill_when(artifacts: Path, run_dir: Path, pattern: str, timeout: fl
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> dict[str, str]:
     """The same config run once without interruption, in this process (the interrupted runs are the CLI's)."""
-    from hydra import compose, initialize_config_dir
-
-    from bft.config.schema import register_configs
-    from bft.pipeline.runner import run_pipeline
-
     root = tmp_path_factory.mktemp("clean")
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[*COMMON, f"run.artifacts_dir={root / 'a'}"])
-    (root / "run").mkdir()
-    run_pipeline(cfg, root / "run")
+    run_in_process(root / "run", *COMMON, f"run.artifacts_dir={root / 'a'}")
     return _outputs(root / "a")
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from bft.data.io import read_jsonl
+from tests.helpers.in_process import run_in_process
 from tests.helpers.openai_stub import StubJudge
 from tests.helpers.transformers_server import free_port, transformers_server
 
@@ -83,22 +84,6 @@ def test_greedy_served_generation_is_the_in_process_generation_on_real_documents
     assert served.stats()["requests"] == len(prompts) and served.stats()["new_tokens"] == sum(c.new_tokens for c in want)
 
 
-def _in_process_run(tmp: Path, *overrides: str, artifacts: Path) -> Path:
-    """``bft <overrides>`` in this process (imports already paid); returns its run folder."""
-    from hydra import compose, initialize_config_dir
-
-    from bft.config.schema import register_configs
-    from bft.pipeline.runner import run_pipeline
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[*overrides, f"run.artifacts_dir={artifacts}"])
-    run_dir = tmp / "run_local"
-    run_dir.mkdir()
-    run_pipeline(cfg, run_dir)
-    return run_dir
-
-
 # Stages the served run takes from the in-process store: no generation in them, and their keys are the served
 # run's (placement is not in keys), so the served run reuses them instead of training three models again.
 COPIED = ("seed", "corpus", "backward_model", "seed_model", "final_model")
@@ -110,7 +95,8 @@ def test_smoke_run_through_the_server_gives_the_in_process_counts(server, tmp_pa
     process) finishes with the in-process run's record counts. Separate stores for the generation stages: placement
     is not in the keys."""
     common = ["debug=smoke", "generation.dtype=float32", *GREEDY]
-    local_run = _in_process_run(tmp_path, *common, artifacts=tmp_path / "local")
+    local_run = tmp_path / "run_local"
+    run_in_process(local_run, *common, f"run.artifacts_dir={tmp_path / 'local'}")
     for stage in COPIED:
         shutil.copytree(tmp_path / "local" / stage, tmp_path / "served" / stage)
     server_settings = [
