@@ -3,6 +3,11 @@
 A finished stage leaves models, optimizers and Lightning trainers in reference cycles until the garbage collector
 runs, and glibc keeps freed heap pages in its arenas. Measured on the embedded default: the resident set grew from
 3.5 GB after the first training stage to 5.6 GB in curation without this.
+
+A full collection walks every object the garbage collector tracks, and after torch, transformers and Lightning are
+imported that is about half a million module-level objects: 0.3 s per collection here, after every stage.
+:func:`long_lived_objects_frozen` moves what exists when a run starts (modules, config) out of the collector's
+sight for the run (``gc.freeze``), so a collection walks only what the stages made.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import ctypes.util
 import gc
 import resource
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 
 
@@ -35,6 +42,23 @@ def release_memory() -> None:
     torch = sys.modules.get("torch")  # never imported here: a process that never loaded torch has no GPU memory
     if torch is not None and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
+
+
+@contextmanager
+def long_lived_objects_frozen() -> Iterator[None]:
+    """For the block: what is alive now is left out of every collection (``gc.freeze``), then put back.
+
+    Collected first, so only live objects are frozen; one that dies in a reference cycle during the block is freed
+    at the first collection after it. Nested blocks keep the outermost one's freeze."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def peak_cuda_mb() -> float | None:

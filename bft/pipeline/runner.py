@@ -15,7 +15,7 @@ from bft.artifacts.store import Artifact, ArtifactStore
 from bft.errors import NoPairsError
 from bft.logger.run_logger import RunLogger
 from bft.pipeline.context import RunContext, StageReport
-from bft.pipeline.memory import peak_cuda_mb, peak_rss_mb, release_memory
+from bft.pipeline.memory import long_lived_objects_frozen, peak_cuda_mb, peak_rss_mb, release_memory
 from bft.pipeline.plan import Step, build_plan
 from bft.pipeline.samples import log_samples
 from bft.pipeline.summary import print_summary, summarize
@@ -141,9 +141,10 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> RunContext:
     ctx = RunContext(cfg=cfg, store=store, run_dir=run_dir, logger=logger)
     exit_code = 1
     try:
-        run_plan(ctx)
-        log_samples(ctx)
-        ctx.summary = summarize(ctx)
+        with long_lived_objects_frozen():  # the collections after each stage walk only what the stages made
+            run_plan(ctx)
+            log_samples(ctx)
+            ctx.summary = summarize(ctx)
         logger.summary(ctx.summary)
         (run_dir / "summary.json").write_text(json.dumps(ctx.summary, indent=2, default=str))
         exit_code = 0

@@ -23,6 +23,7 @@ eager (a warning, not a failure).
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 
@@ -60,4 +61,12 @@ def head_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor)
     return F.cross_entropy(F.linear(hidden, weight).float(), targets)
 
 
-compiled_head_loss = torch.compile(head_loss, dynamic=True)
+@functools.cache
+def _compiled_head_loss():
+    return torch.compile(head_loss, dynamic=True)
+
+
+def compiled_head_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """:func:`head_loss` through ``torch.compile``, built on the first call: building it imports inductor (seconds),
+    which a process that never compiles (every ``trainer.compile=false`` or short training) does not pay."""
+    return _compiled_head_loss()(hidden, weight, targets)
