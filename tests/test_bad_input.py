@@ -73,9 +73,14 @@ def test_malformed_corpus_fails_with_one_line_naming_file_and_line(tmp_path):
     assert list((tmp_path / "a" / "seed").glob("*/manifest.json"))
 
 
-def test_a_document_past_the_models_context_is_dropped_and_counted_by_the_corpus_stage(tmp_path):
+def test_a_document_past_the_models_context_is_dropped_and_counted_by_the_corpus_stage(tmp_path, capsys):
     """No stage stops on it: the corpus stage's context budget (bft.context_budget) drops it, counts it in
-    filters.json and the run summary, and the run finishes."""
+    filters.json and the run summary, and the run finishes. In this process: the command's config and pipeline
+    (tests/helpers/in_process.py) and its summary table; the command's own failures are the tests around it."""
+    from helpers.in_process import run_in_process
+
+    from bft.pipeline.runner import print_summary
+
     rng = random.Random(0)
     words = [topic.split()[0] for topic in TOPICS] + ["the", "a", "of", "soil", "chain", "dough", "river", "wall", "board", "fire"]
     corpus = tmp_path / "docs.jsonl"
@@ -83,23 +88,15 @@ def test_a_document_past_the_models_context_is_dropped_and_counted_by_the_corpus
         handle.writelines(good_documents())
         sentences = (" ".join(rng.choice(words) for _ in range(12)).capitalize() + "." for _ in range(900))
         handle.write(json.dumps({"id": "long", "text": " ".join(sentences)}) + "\n")  # ~60k characters
-    result = run_cli(
-        "debug=smoke",
-        "corpus=file",
-        f"corpus.source={corpus}",
-        "corpus.max_chars=100000",
-        f"run.artifacts_dir={tmp_path / 'a'}",
-        f"hydra.run.dir={tmp_path / 'run'}",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-1500:]
+    overrides = ["debug=smoke", "corpus=file", f"corpus.source={corpus}", "corpus.max_chars=100000"]
+    print_summary(run_in_process(tmp_path / "run", *overrides, f"run.artifacts_dir={tmp_path / 'a'}"))
     report = json.loads(next((tmp_path / "a" / "corpus").glob("*/filters.json")).read_text())
     context = next(f for f in report["filters"] if f["filter"] == "context")
     assert context["removed"] == 1 and [e["id"] for e in context["examples"]] == ["long"]
     assert {b["context"] for b in report["context_budget"]} == {2048}  # the tiny model's max_position_embeddings
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["corpus_filters"]["removed"]["context"] == 1
-    assert "context 1" in result.stdout
+    assert "context 1" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

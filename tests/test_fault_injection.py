@@ -1,5 +1,5 @@
-"""Kill the pipeline (SIGKILL) in the middle of a generation stage and of training, restart it with the same
-command, and check that the artifacts equal those of an uninterrupted run."""
+"""Fill the disk under the pipeline, then kill it (SIGKILL) in the middle of a generation stage and of training,
+restart it with the same command each time, and check that the artifacts equal those of an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -75,21 +75,6 @@ def uninterrupted(tmp_path_factory) -> dict[str, str]:
     return _outputs(root / "a")
 
 
-def test_kill_in_generation_and_training_then_resume_gives_identical_artifacts(uninterrupted, tmp_path):
-    artifacts = tmp_path / "a"
-    # 1) SIGKILL once the augment stage has written its second shard (mid generation stage)
-    _run_and_kill_when(artifacts, tmp_path / "r1", "augment/*.partial/shards/shard-00001.jsonl")
-    assert not list(artifacts.glob("augment/*/manifest.json"))
-    # 2) restart; SIGKILL once the final model has a checkpoint (mid training)
-    _run_and_kill_when(artifacts, tmp_path / "r2", "final_model/*.partial/checkpoints/last.ckpt")
-    assert list(artifacts.glob("augment/*/manifest.json")), "augment did not complete on the restart"
-    assert not list(artifacts.glob("final_model/*/manifest.json"))
-    # 3) restart again and let it finish
-    result = subprocess.run(_cmd(artifacts, tmp_path / "r3"), env=_env(), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert _outputs(artifacts) == uninterrupted
-
-
 def _limit_file_size(max_bytes: int):
     """preexec_fn: any write past ``max_bytes`` fails with EFBIG, as a write to a full disk fails with ENOSPC."""
 
@@ -100,9 +85,12 @@ def _limit_file_size(max_bytes: int):
     return apply
 
 
-def test_disk_full_mid_run_gives_one_line_keeps_finished_work_and_resumes(uninterrupted, tmp_path):
+def test_disk_full_then_kills_in_generation_and_training_resume_to_identical_artifacts(uninterrupted, tmp_path):
+    """One store through four starts of the same command: the disk fills at the first model save, then SIGKILL in
+    the middle of a generation stage, then in the middle of training, then a run to the end, whose artifacts are
+    those of the uninterrupted run."""
     artifacts = tmp_path / "a"
-    # 1 MB: the small JSONL stages fit, the first model save (tokenizer.json, ~2 MB) does not
+    # 1) 1 MB: the small JSONL stages fit, the first model save (tokenizer.json, ~2 MB) does not
     full = subprocess.run(
         _cmd(artifacts, tmp_path / "r1"),
         env=_env(),
@@ -119,8 +107,15 @@ def test_disk_full_mid_run_gives_one_line_keeps_finished_work_and_resumes(uninte
     assert not [p for p in artifacts.rglob("*") if ".tmp" in p.name], "temp files left behind"
     for manifest in artifacts.glob("*/*/manifest.json"):  # every published artifact is complete and verified
         assert ".partial" not in str(manifest)
-    # room again: the same command finishes, reusing what was done, with the artifacts of an uninterrupted run
-    result = subprocess.run(_cmd(artifacts, tmp_path / "r2"), env=_env(), capture_output=True, text=True, timeout=600)
+    # 2) room again; SIGKILL once the augment stage has written its second shard (mid generation stage)
+    _run_and_kill_when(artifacts, tmp_path / "r2", "augment/*.partial/shards/shard-00001.jsonl")
+    assert not list(artifacts.glob("augment/*/manifest.json"))
+    # 3) restart; SIGKILL once the final model has a checkpoint (mid training)
+    _run_and_kill_when(artifacts, tmp_path / "r3", "final_model/*.partial/checkpoints/last.ckpt")
+    assert list(artifacts.glob("augment/*/manifest.json")), "augment did not complete on the restart"
+    assert not list(artifacts.glob("final_model/*/manifest.json"))
+    # 4) restart again and let it finish, reusing what was done
+    result = subprocess.run(_cmd(artifacts, tmp_path / "r4"), env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "reused" in result.stdout + result.stderr
     assert _outputs(artifacts) == uninterrupted

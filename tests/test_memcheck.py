@@ -11,18 +11,19 @@ from pathlib import Path
 import pytest
 
 
-@pytest.mark.slow  # two subprocesses, each loading the tiny model
-def test_memcheck_runs_the_augment_stage_at_each_factor(tmp_path: Path):
+@pytest.mark.slow  # a subprocess loading the tiny model
+def test_memcheck_runs_the_augment_stage_on_the_raw_file_replicated(tmp_path: Path):
+    """``--raw``: the file as it is, replicated (factor 2 here; the factors side by side are the test below)."""
     corpus = tmp_path / "corpus.jsonl"
     texts = [f"Document {i}. " + "Plain words about gardens and tools. " * 20 for i in range(3)]
     corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
-    lines = [line for line in _memcheck(corpus, "--raw") if re.match(r"^\d+x: ", line)]
-    assert [line.split(" records")[0] for line in lines] == ["1x: 3", "2x: 6"]
+    lines = [line for line in _memcheck(corpus, "--raw", times=("2",)) if re.match(r"^\d+x: ", line)]
+    assert [line.split(" records")[0] for line in lines] == ["2x: 6"]
     assert all(float(re.search(r"peak RSS ([\d.]+) MB", line).group(1)) > 0 for line in lines)
 
 
-def _memcheck(corpus: Path, *args: str) -> list[str]:
-    cmd = [sys.executable, "-m", "bft.workers.memcheck", str(corpus), "--times", "1", "2", "--override=model.name=tiny"]
+def _memcheck(corpus: Path, *args: str, times: tuple[str, ...] = ("1", "2")) -> list[str]:
+    cmd = [sys.executable, "-m", "bft.workers.memcheck", str(corpus), "--times", *times, "--override=model.name=tiny"]
     done = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout.splitlines()

@@ -90,3 +90,18 @@ def test_tokenizer_without_chat_template_is_refused_naming_the_key(no_template_m
         load_tokenizer(str(no_template_model))
     message = str(err.value)
     assert "\n" not in message and message.startswith("model.chat_template:") and "llama2_inst" in message
+
+
+def test_a_tokenizer_is_loaded_once_per_folder_and_prompt_format(local_folder, tmp_path):
+    """One object per (folder, format) in a process; another format, or the folder rewritten, loads again."""
+    import shutil
+
+    first = load_tokenizer(str(local_folder))
+    assert load_tokenizer(str(local_folder)) is first
+    chatml = load_tokenizer(str(local_folder), chat_template="chatml")
+    assert chatml is not first and chatml.chat_template != first.chat_template
+    copy = tmp_path / "copy"
+    shutil.copytree(local_folder, copy)
+    before = load_tokenizer(str(copy))
+    (copy / "tokenizer_config.json").write_text((copy / "tokenizer_config.json").read_text() + "\n")
+    assert load_tokenizer(str(copy)) is not before

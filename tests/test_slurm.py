@@ -144,7 +144,12 @@ def test_submitit_sweep_with_slurm_workers_reports_each_job_where_it_started(par
         "workers.cpus_per_task=1",
         "workers.poll_seconds=0.5",
         "corpus.max_documents=6",  # each job: the smoke pipeline on half its documents
-        "rewriter=none,seed_model",
+        # the jobs differ from the final model on: they share (or wait for) the corpus, the models and the augment
+        # and curation arrays in the store, then each trains and answers the eval set as its own array; no rewriting
+        # or base-model answers, whose arrays are those of the tests above (each task starts a process, loads torch)
+        "rewriter=none",
+        "eval.reference=dataset",
+        "sft.final.max_steps=1,2",
         f"run.artifacts_dir={store}",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
@@ -155,10 +160,12 @@ def test_submitit_sweep_with_slurm_workers_reports_each_job_where_it_started(par
     lines = [line.strip() for line in result.stdout.splitlines()]
     assert f"sweep {sweep}: 2 job(s) with a summary" in lines, result.stdout[-2000:]
     jobs = [line for line in lines if line.startswith(("0_", "1_")) and "win rate" in line]
-    assert len(jobs) == 2 and "rewriter=none" in jobs[0] and "rewriter=seed_model" in jobs[1], jobs
+    assert len(jobs) == 2 and "max_steps=1" in jobs[0] and "max_steps=2" in jobs[1], jobs
     summaries = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/summary.json"))]
-    names = [f"backandforth[debug=smoke,corpus.max_documents=6,rewriter={r}]" for r in ("none", "seed_model")]
+    fixed = "debug=smoke,corpus.max_documents=6,rewriter=none,eval.reference=dataset"
+    names = [f"backandforth[{fixed},sft.final.max_steps={steps}]" for steps in (1, 2)]
     assert [s["wandb"]["name"] for s in summaries] == names
     assert len({s["wandb"]["group"] for s in summaries}) == 1
     assert list(store.glob("augment/*/logs/workers/*/*.out"))  # generation ran as Slurm arrays, logs kept
+    assert len(list(store.glob("eval_outputs/*/logs/workers/*/*.out"))) == 2  # one array per job
     assert not [name for name in _queued() if name.startswith("bft")]

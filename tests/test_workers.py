@@ -1,5 +1,5 @@
-"""Generation across workers: 2 local worker processes equal 1 in-process run byte for byte, a killed worker's
-shards are redone on rerun, and the progress display degrades to a few log lines off a terminal."""
+"""Generation across workers: a killed worker's shards are redone on rerun by 2 local worker processes, which
+equal 1 in-process run byte for byte, and the progress display degrades to a few log lines off a terminal."""
 
 from __future__ import annotations
 
@@ -72,15 +72,6 @@ def test_one_in_process_worker_computes_every_shard(setting):
     assert not (setting["tmp"] / "one" / "workers").exists()  # worker-only files are not part of the artifact
 
 
-def test_two_local_worker_processes_give_byte_identical_shards(setting):
-    job = _job(setting["cfg"], setting["tmp"], "two")
-    run = run_stage(job, setting["local"])
-    assert run.metrics["workers"] == 2 and run.metrics["engine"] == "submitit" and run.reused == 0
-    assert _shard_bytes(Path(job.work)) == setting["reference"]
-    assert sorted(p.name for p in Path(job.work).iterdir()) == ["logs", "shards"]  # worker-only files are gone
-    assert len(list((Path(job.work) / "logs" / "workers").rglob("*.err"))) == 2  # each worker's log is kept
-
-
 def test_two_ray_workers_give_byte_identical_shards(setting):
     ray = pytest.importorskip("ray")  # the 'workers' extra
     job = _job(setting["cfg"], setting["tmp"], "ray")
@@ -92,7 +83,9 @@ def test_two_ray_workers_give_byte_identical_shards(setting):
     assert _shard_bytes(Path(job.work)) == setting["reference"]
 
 
-def test_a_killed_worker_leaves_its_shard_to_the_rerun(setting):
+def test_a_killed_worker_leaves_its_shard_to_the_rerun_by_two_workers_that_give_the_in_process_bytes(setting):
+    """A worker killed after its first shard; the rerun's 2 local worker processes compute the other 4 and the
+    shards equal the in-process run's byte for byte."""
     job = _job(setting["cfg"], setting["tmp"], "killed")
     job.save()
     helper = REPO / "tests" / "helpers" / "kill_worker_after_first_shard.py"
@@ -102,8 +95,10 @@ def test_a_killed_worker_leaves_its_shard_to_the_rerun(setting):
     work = Path(job.work)
     assert [shard_path(work, i).exists() for i in range(5)] == [True, False, False, False, False]
     run = run_stage(job, setting["local"])
-    assert run.reused == 1 and run.metrics["workers"] == 2
+    assert run.reused == 1 and run.metrics["workers"] == 2 and run.metrics["engine"] == "submitit"
     assert _shard_bytes(work) == setting["reference"]
+    assert sorted(p.name for p in work.iterdir()) == ["logs", "shards"]  # worker-only files are gone
+    assert len(list((work / "logs" / "workers").rglob("*.err"))) == 2  # each worker's log is kept
 
 
 def test_shards_still_missing_after_the_workers_fail_with_one_line(setting, tmp_path):

@@ -9,6 +9,7 @@ own FLOPs are under 1% at r=16 and are ignored).
 
 from __future__ import annotations
 
+import copy
 import math
 import tempfile
 import time
@@ -45,6 +46,7 @@ def matmul_flops(dtype: torch.dtype, size: int = 2048, seconds: float = 2.0) -> 
 
 def _plain_generate_b16(plain, tok, prompts: list[str], **generate_kwargs) -> list[torch.Tensor]:
     """The new token ids of a plain ``model.generate`` loop at batch 16 (left padding), one tensor per batch."""
+    tok = copy.copy(tok)  # load_tokenizer's object is shared
     tok.padding_side = "left"
     new_ids = []
     with torch.inference_mode():

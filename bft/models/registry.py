@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
 
@@ -209,24 +210,50 @@ class LoadedModel:
     path: str
 
 
+# Tokenizers loaded in this process, most recent last: see load_tokenizer.
+_TOKENIZERS: OrderedDict[tuple, Any] = OrderedDict()
+_TOKENIZERS_KEPT = 4
+
+
+def _folder_stamp(path: str) -> tuple:
+    """(name, size, mtime) of every file in a model folder: a folder rewritten in place gets a new stamp."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return ()
+    return tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir() if f.is_file()))
+
+
 def load_tokenizer(name: str, chat_template: str | None = None):
     """The tokenizer of ``name`` with the prompt format of its role (:mod:`bft.models.chat_templates`).
 
     ``chat_template`` (a setting: ``model``, ``llama2_inst``, ``chatml`` or a .jinja path) defaults to the one the
     pipeline registered for ``name``; a tokenizer left without a template raises ConfigError naming the key.
+
+    One object per (folder, prompt format) in a process, shared by its callers, who must not change it (copy it
+    first): parsing a 49k-token ``tokenizer.json`` takes 0.3 s, and a run loads the same few tokenizers a dozen
+    times (every stage and every model role).
     """
     from transformers import AutoTokenizer
 
     from bft.models.chat_templates import apply_chat_template_setting, registered_setting
 
     path = resolve_model_path(name)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     key = "model.chat_template"
     if chat_template is None:
         chat_template, key = registered_setting(name)
-    return apply_chat_template_setting(tokenizer, name, chat_template, key)
+    cache_key = (path, name, chat_template, key, _folder_stamp(path))
+    cached = _TOKENIZERS.get(cache_key)
+    if cached is not None:
+        _TOKENIZERS.move_to_end(cache_key)
+        return cached
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = apply_chat_template_setting(tokenizer, name, chat_template, key)
+    _TOKENIZERS[cache_key] = tokenizer
+    if len(_TOKENIZERS) > _TOKENIZERS_KEPT:
+        _TOKENIZERS.popitem(last=False)
+    return tokenizer
 
 
 def load_model(
