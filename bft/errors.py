@@ -72,10 +72,26 @@ def describe(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+class SweepJobError(RuntimeError):
+    """An expected error in a sweep job that runs under submitit (``hydra/launcher=submitit_slurm``), raised
+    instead of exiting: submitit records a job's exception as its result, but an exit leaves no result, and on a
+    cluster without Slurm accounting the launching process then waits for that job forever."""
+
+
+def under_submitit(environ: dict[str, str] | None = None) -> bool:
+    """Whether this process is a job submitit started (it exports ``SUBMITIT_EXECUTOR``)."""
+    return bool((os.environ if environ is None else environ).get("SUBMITIT_EXECUTOR"))
+
+
 @contextmanager
-def one_line_errors() -> Iterator[None]:
+def one_line_errors(raise_for_submitit: bool = False) -> Iterator[None]:
+    """Expected errors: their line on stderr, then exit 2 (or, with ``raise_for_submitit`` in a submitit job,
+    :class:`SweepJobError` with the line, which reaches the process that launched the sweep)."""
     try:
         yield
     except expected_errors() as err:
-        print(f"bft: error: {describe(err)}", file=sys.stderr)
+        line = f"bft: error: {describe(err)}"
+        print(line, file=sys.stderr)
+        if raise_for_submitit and under_submitit():
+            raise SweepJobError(line) from None
         sys.exit(2)

@@ -169,3 +169,20 @@ def test_submitit_sweep_with_slurm_workers_reports_each_job_where_it_started(par
     assert list(store.glob("augment/*/logs/workers/*/*.out"))  # generation ran as Slurm arrays, logs kept
     assert len(list(store.glob("eval_outputs/*/logs/workers/*/*.out"))) == 2  # one array per job
     assert not [name for name in _queued() if name.startswith("bft")]
+
+
+def test_a_sweep_job_refused_by_its_config_ends_the_sweep_with_its_line(partition, tmp_path):
+    """A sweep job exits on a config error before any work: submitit must learn that it ended (this cluster keeps
+    no accounting, so only the job's recorded result can say so) and the launching command must end with the
+    job's line, instead of waiting for it."""
+    argv = ["-m", "hydra/launcher=submitit_slurm", f"hydra.launcher.partition={partition}", "hydra.launcher.mem_gb=2"]
+    argv += ["hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=5", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    argv += ["debug=smoke", "curation=none", "rewriter=none", f"run.artifacts_dir={tmp_path / 'artifacts'}"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-m", "bft.cli", *argv], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
+    assert result.returncode != 0
+    assert "rewriter=none with curation disabled" in result.stdout + result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "artifacts").exists()  # refused before any work
+    assert not [name for name in _queued() if name.startswith("bft")]

@@ -140,3 +140,19 @@ def test_real_cli_exits_2_in_one_line_within_seconds(tmp_path, overrides):
     assert "Traceback" not in result.stderr
     assert seconds < 20, f"took {seconds:.1f} s"  # about 2 s on an idle 2-core machine
     assert not (tmp_path / "a").exists() and not (tmp_path / "run").exists()  # no work, not even a run folder
+
+
+@pytest.mark.parametrize(("environ", "raised"), [({}, SystemExit), ({"SUBMITIT_EXECUTOR": "slurm"}, "SweepJobError")])
+def test_a_config_error_exits_2_or_reaches_the_sweep_that_submitted_the_job(monkeypatch, capsys, environ, raised):
+    """Under submitit (a sweep job of hydra/launcher=submitit_slurm) an exit leaves the job without a result:
+    the error is raised for submitit to record; tests/test_slurm.py runs it on the cluster."""
+    from bft.errors import SweepJobError, one_line_errors
+
+    monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    expected = SweepJobError if raised == "SweepJobError" else raised
+    with pytest.raises(expected) as caught, one_line_errors(raise_for_submitit=True):
+        raise ConfigError("seed.size=-1: must be >= 1")
+    assert capsys.readouterr().err == "bft: error: seed.size=-1: must be >= 1\n"
+    assert caught.value.code == 2 if expected is SystemExit else str(caught.value).endswith("must be >= 1")

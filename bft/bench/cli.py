@@ -32,6 +32,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--new-tokens", type=int, default=None, help="new tokens per augment prompt, twice per answer prompt (default 64, quick 32)"
     )
+    p.add_argument("--pairs", type=int, default=None, help="curation pairs rated by generation (default 16, quick 8)")
+    p.add_argument(
+        "--logprob-pairs", type=int, default=None, help="curation pairs scored by logprob, each kind (default 64, quick 32)"
+    )
     p.add_argument("--batch-size", type=int, default=64, help="batch size of the bft hf backend")
     p.add_argument("--sft-steps", type=int, default=None, help="SFT steps, the first untimed (default 10, quick 3)")
     p.add_argument(
@@ -89,7 +93,8 @@ def run(args: argparse.Namespace) -> dict:
         args.model, n_prompts, new_tokens, args.batch_size, 16 if q else 32, max_batch_tokens=args.max_batch_tokens, corpus=corpus
     )
     backend, plain = gen.pop("_backend"), gen.pop("_plain")
-    cur = measure.curation(backend, n_pairs=8 if q else 16, n_logprob=32 if q else 64, plain=plain, corpus=corpus)
+    n_pairs, n_logprob = args.pairs or (8 if q else 16), args.logprob_pairs or (32 if q else 64)
+    cur = measure.curation(backend, n_pairs=n_pairs, n_logprob=n_logprob, plain=plain, corpus=corpus)
     del backend, plain
     if not args.skip_sft:
         report["sft"] = {

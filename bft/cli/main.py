@@ -51,7 +51,7 @@ def run(cfg: DictConfig) -> float | None:
 def app(cfg: DictConfig) -> float | None:
     from bft.errors import one_line_errors
 
-    with one_line_errors():
+    with one_line_errors(raise_for_submitit=True):  # a sweep job's error reaches the launching process
         return run(cfg)
 
 
