@@ -5,10 +5,12 @@ The plan is built from the RESOLVED config (``bft.pipeline.roles.resolve``): eac
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from bft.pipeline.roles import backward_seed_overrides, resolve
 from bft.pipeline.stage import Stage
@@ -41,12 +43,25 @@ class Step:
         return self.stage.key_config(self.slice)
 
 
+# The plan being built: its resolved config as plain containers (Stage.config_slice finds cached slices in it).
+_PLAIN: dict[int, dict[str, Any]] = {}
+
+
 def _step(cfg: DictConfig, name: str, stage: Stage, upstream: dict[str, str] | None = None) -> Step:
-    return Step(name, stage, upstream or {}, stage.config_slice(cfg))
+    return Step(name, stage, upstream or {}, stage.config_slice(cfg, _PLAIN.get(id(cfg))))
 
 
 def build_plan(cfg: DictConfig) -> list[Step]:
     cfg = resolve(cfg)
+    with contextlib.suppress(OmegaConfBaseException):  # a value no stage reads fails: each slice resolves its own
+        _PLAIN[id(cfg)] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    try:
+        return _build_plan(cfg)
+    finally:
+        _PLAIN.pop(id(cfg), None)
+
+
+def _build_plan(cfg: DictConfig) -> list[Step]:
     steps = [_step(cfg, "seed", SEED)]
     if cfg.data.baseline_file:
         return [*steps, _step(cfg, "baseline_data", BASELINE_DATA), *_training_and_eval(cfg, "baseline_data")]

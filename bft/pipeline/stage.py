@@ -38,6 +38,22 @@ _SLICES: OrderedDict[tuple[int, str], tuple[Stage, DictConfig]] = OrderedDict()
 _SLICES_KEPT = 512
 
 
+def _plain_values(plain_cfg: dict[str, Any], paths: tuple[str, ...]) -> list[Any] | None:
+    """The value of each path in a plain config, or None where one is absent or missing (``???``): the caller
+    then selects from the DictConfig, which raises for a missing value as it should."""
+    values = []
+    for path in paths:
+        node: Any = plain_cfg
+        for part in path.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        if "???" in json.dumps(node, default=repr):
+            return None
+        values.append(node)
+    return values
+
+
 @dataclass(frozen=True, eq=False)  # identity: two declarations with equal fields are still two stages
 class Stage:
     name: str  # the artifact folder: <artifacts_dir>/<name>/<key>
@@ -49,18 +65,25 @@ class Stage:
     exports: Mapping[str, str] = field(default_factory=dict)  # logical output name -> file
     version: int = 1  # the code version, in the key: bump when a code change changes results (module doc)
 
-    def config_slice(self, cfg: DictConfig) -> DictConfig:
+    def config_slice(self, cfg: DictConfig, plain_cfg: dict[str, Any] | None = None) -> DictConfig:
         """The stage's typed slice of ``cfg``: only its settings, read-only, unknown keys raise.
 
         Slices are read-only, so equal settings share one (:data:`_SLICES`): building a typed slice deep-copies
-        its nodes, which made planning a sweep (and the key property test) spend most of its time here."""
-        values = [OmegaConf.select(cfg, path, throw_on_missing=True) for path in self.settings]
-        plain = [OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig | ListConfig) else v for v in values]
+        its nodes, which made planning a sweep (and the key property test) spend most of its time here.
+        ``plain_cfg``, ``cfg`` as resolved plain containers (one conversion for a whole plan), finds a cached
+        slice without selecting each setting from ``cfg``."""
+        plain = _plain_values(plain_cfg, self.settings) if plain_cfg is not None else None
+        values = None
+        if plain is None:
+            values = [OmegaConf.select(cfg, path, throw_on_missing=True) for path in self.settings]
+            plain = [OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig | ListConfig) else v for v in values]
         cache_key = (id(self), json.dumps(plain, sort_keys=True, default=repr))
         cached = _SLICES.get(cache_key)
         if cached is not None and cached[0] is self:
             _SLICES.move_to_end(cache_key)
             return cached[1]
+        if values is None:
+            values = [OmegaConf.select(cfg, path, throw_on_missing=True) for path in self.settings]
         nested: dict[str, Any] = {}
         for path, value in zip(self.settings, values, strict=True):
             *parents, leaf = path.split(".")
