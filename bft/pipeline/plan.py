@@ -5,7 +5,6 @@ The plan is built from the RESOLVED config (``bft.pipeline.roles.resolve``): eac
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,77 +42,80 @@ class Step:
         return self.stage.key_config(self.slice)
 
 
-# The plan being built: its resolved config as plain containers (Stage.config_slice finds cached slices in it).
-_PLAIN: dict[int, dict[str, Any]] = {}
+@dataclass(frozen=True)
+class _Planning:
+    """The resolved config of the plan being built, and the same as plain containers, converted once
+    (``Stage.config_slice`` finds cached slices in it without selecting each setting)."""
 
+    cfg: DictConfig
+    plain: dict[str, Any] | None
 
-def _step(cfg: DictConfig, name: str, stage: Stage, upstream: dict[str, str] | None = None) -> Step:
-    return Step(name, stage, upstream or {}, stage.config_slice(cfg, _PLAIN.get(id(cfg))))
+    @classmethod
+    def of(cls, cfg: DictConfig) -> _Planning:
+        try:
+            plain = OmegaConf.to_container(cfg, resolve=True)
+        except OmegaConfBaseException:  # a value no stage reads fails to resolve: each slice resolves its own
+            plain = None
+        return cls(cfg, plain)  # type: ignore[arg-type]
+
+    def step(self, name: str, stage: Stage, upstream: dict[str, str] | None = None) -> Step:
+        return Step(name, stage, upstream or {}, stage.config_slice(self.cfg, self.plain))
 
 
 def build_plan(cfg: DictConfig) -> list[Step]:
-    cfg = resolve(cfg)
-    with contextlib.suppress(OmegaConfBaseException):  # a value no stage reads fails: each slice resolves its own
-        _PLAIN[id(cfg)] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    try:
-        return _build_plan(cfg)
-    finally:
-        _PLAIN.pop(id(cfg), None)
-
-
-def _build_plan(cfg: DictConfig) -> list[Step]:
-    steps = [_step(cfg, "seed", SEED)]
-    if cfg.data.baseline_file:
-        return [*steps, _step(cfg, "baseline_data", BASELINE_DATA), *_training_and_eval(cfg, "baseline_data")]
+    p = _Planning.of(resolve(cfg))
+    steps = [p.step("seed", SEED)]
+    if p.cfg.data.baseline_file:
+        return [*steps, p.step("baseline_data", BASELINE_DATA), *_training_and_eval(p, "baseline_data")]
     backward_seed = "seed"
-    overrides = backward_seed_overrides(cfg)
+    overrides = backward_seed_overrides(p.cfg)
     if overrides is not None:
-        full = cfg.copy()
+        full = p.cfg.copy()
         for path, value in overrides.items():
             OmegaConf.update(full, path, value)
-        steps.append(_step(full, "seed_full", SEED))
+        steps.append(_Planning(full, None).step("seed_full", SEED))
         backward_seed = "seed_full"
-    return [*steps, *_generation(cfg, backward_seed), *_training_and_eval(cfg, "rewrite")]
+    return [*steps, *_generation(p, backward_seed), *_training_and_eval(p, "rewrite")]
 
 
-def _generation(cfg: DictConfig, backward_seed: str) -> list[Step]:
+def _generation(p: _Planning, backward_seed: str) -> list[Step]:
     """corpus -> backward model -> augment -> [seed model -> curate_i]* -> rewrite."""
-    source = rewriter_source(cfg)
+    source = rewriter_source(p.cfg)
     steps = [
-        _step(cfg, "corpus", CORPUS),
-        _step(cfg, "backward_model", BACKWARD_MODEL, {"seed": backward_seed}),
-        _step(cfg, "augment", AUGMENT, {"corpus": "corpus", "backward_model": "backward_model"}),
+        p.step("corpus", CORPUS),
+        p.step("backward_model", BACKWARD_MODEL, {"seed": backward_seed}),
+        p.step("augment", AUGMENT, {"corpus": "corpus", "backward_model": "backward_model"}),
     ]
-    if cfg.curation.enabled or source.uses_seed_model:
-        steps.append(_step(cfg, "seed_model", SEED_MODEL, {"seed": "seed"}))
+    if p.cfg.curation.enabled or source.uses_seed_model:
+        steps.append(p.step("seed_model", SEED_MODEL, {"seed": "seed"}))
     pairs = "augment"
-    if cfg.curation.enabled:
+    if p.cfg.curation.enabled:
         judge = "seed_model"
-        for i in range(cfg.curation.iterations):
+        for i in range(p.cfg.curation.iterations):
             if i > 0:
                 judge = f"curation_model_{i}"
-                steps.append(_step(cfg, judge, CURATION_MODEL, {"seed": "seed", "curated": pairs}))
-            steps.append(_step(cfg, f"curate_{i}", CURATE, {"augment": "augment", "judge": judge}))
+                steps.append(p.step(judge, CURATION_MODEL, {"seed": "seed", "curated": pairs}))
+            steps.append(p.step(f"curate_{i}", CURATE, {"augment": "augment", "judge": judge}))
             pairs = f"curate_{i}"
     if source.kind == "none":
-        steps.append(_step(cfg, "rewrite", KEEP_TEXT, {"pairs": pairs}))
+        steps.append(p.step("rewrite", KEEP_TEXT, {"pairs": pairs}))
     elif source.uses_seed_model:
-        steps.append(_step(cfg, "rewrite", REWRITE_BY_SEED_MODEL, {"pairs": pairs, "rewriter": "seed_model"}))
+        steps.append(p.step("rewrite", REWRITE_BY_SEED_MODEL, {"pairs": pairs, "rewriter": "seed_model"}))
     else:
-        steps.append(_step(cfg, "rewrite", REWRITE_BY_MODEL, {"pairs": pairs}))
+        steps.append(p.step("rewrite", REWRITE_BY_MODEL, {"pairs": pairs}))
     return steps
 
 
-def _training_and_eval(cfg: DictConfig, generated: str) -> list[Step]:
+def _training_and_eval(p: _Planning, generated: str) -> list[Step]:
     """train_data -> final model -> eval outputs (+ base outputs) -> evaluate."""
     steps = [
-        _step(cfg, "train_data", TRAIN_DATA, {"seed": "seed", "generated": generated}),
-        _step(cfg, "final_model", FINAL_MODEL, {"train_data": "train_data"}),
-        _step(cfg, "eval_outputs", EVAL_OUTPUTS, {"final_model": "final_model"}),
+        p.step("train_data", TRAIN_DATA, {"seed": "seed", "generated": generated}),
+        p.step("final_model", FINAL_MODEL, {"train_data": "train_data"}),
+        p.step("eval_outputs", EVAL_OUTPUTS, {"final_model": "final_model"}),
     ]
     evaluate_upstream = {"eval_outputs": "eval_outputs"}
-    if cfg.eval.reference == "base":
-        steps.append(_step(cfg, "base_outputs", BASE_OUTPUTS))
+    if p.cfg.eval.reference == "base":
+        steps.append(p.step("base_outputs", BASE_OUTPUTS))
         evaluate_upstream["base_outputs"] = "base_outputs"
-    steps.append(_step(cfg, "evaluate", EVALUATE, evaluate_upstream))
+    steps.append(p.step("evaluate", EVALUATE, evaluate_upstream))
     return steps
