@@ -78,9 +78,9 @@ class SweepJobError(RuntimeError):
     cluster without Slurm accounting the launching process then waits for that job forever."""
 
 
-def under_submitit(environ: dict[str, str] | None = None) -> bool:
+def under_submitit() -> bool:
     """Whether this process is a job submitit started (it exports ``SUBMITIT_EXECUTOR``)."""
-    return bool((os.environ if environ is None else environ).get("SUBMITIT_EXECUTOR"))
+    return bool(os.environ.get("SUBMITIT_EXECUTOR"))
 
 
 @contextmanager

@@ -16,26 +16,16 @@ from bft.export.cli import export, parse_args
 
 pytestmark = pytest.mark.slow  # loads a model or starts a process (make test-fast skips it)
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     """One full smoke run with W&B offline, as ``bft debug=smoke logger=wandb_offline`` runs it."""
     import wandb
-    from hydra import compose, initialize_config_dir
+    from helpers.in_process import run_in_process
 
-    from bft.config.schema import register_configs
-    from bft.pipeline.runner import run_pipeline
-
-    register_configs()
     root = tmp_path_factory.mktemp("export")
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        overrides = ["debug=smoke", "logger=wandb_offline", f"run.artifacts_dir={root / 'artifacts'}"]
-        cfg = compose(config_name="config", overrides=overrides)
     run_dir = root / "run"
-    run_dir.mkdir()
-    ctx = run_pipeline(cfg, run_dir)
+    ctx = run_in_process(run_dir, "debug=smoke", "logger=wandb_offline", f"run.artifacts_dir={root / 'artifacts'}")
     wandb.teardown()  # flush the offline run files
     return {"root": root, "run_dir": run_dir, "ctx": ctx}
 

@@ -9,33 +9,22 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.in_process import run_in_process
 
 from bft.data.io import read_jsonl
-from bft.pipeline.runner import run_pipeline
 
 pytestmark = pytest.mark.slow  # loads a model or starts a process (make test-fast skips it)
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     """One full smoke run (tiny model), shared by the tests of this module."""
-    from hydra import compose, initialize_config_dir
-
-    from bft.config.schema import register_configs
-
-    register_configs()
     root = tmp_path_factory.mktemp("smoke")
     artifacts = root / "artifacts"
 
     def run(*overrides: str, name: str):
-        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            base = ["debug=smoke", "curation.labels=embedded", f"run.artifacts_dir={artifacts}"]
-            cfg = compose(config_name="config", overrides=[*base, *overrides])
-        run_dir = root / name
-        run_dir.mkdir()
-        return run_pipeline(cfg, run_dir)
+        base = ["debug=smoke", "curation.labels=embedded", f"run.artifacts_dir={artifacts}"]
+        return run_in_process(root / name, *base, *overrides)
 
     return {"first": run(name="first"), "run": run, "artifacts": artifacts, "root": root}
 

@@ -39,8 +39,8 @@ _SLICES_KEPT = 512
 
 
 def _plain_values(plain_cfg: dict[str, Any], paths: tuple[str, ...]) -> list[Any] | None:
-    """The value of each path in a plain config, or None where one is absent or missing (``???``): the caller
-    then selects from the DictConfig, which raises for a missing value as it should."""
+    """The value of each path in a plain config, or None where one is absent (the caller then selects from the
+    DictConfig)."""
     values = []
     for path in paths:
         node: Any = plain_cfg
@@ -48,8 +48,6 @@ def _plain_values(plain_cfg: dict[str, Any], paths: tuple[str, ...]) -> list[Any
             if not isinstance(node, dict) or part not in node:
                 return None
             node = node[part]
-        if "???" in json.dumps(node, default=repr):
-            return None
         values.append(node)
     return values
 
@@ -73,17 +71,19 @@ class Stage:
         ``plain_cfg``, ``cfg`` as resolved plain containers (one conversion for a whole plan), finds a cached
         slice without selecting each setting from ``cfg``."""
         plain = _plain_values(plain_cfg, self.settings) if plain_cfg is not None else None
+        text = None if plain is None else json.dumps(plain, sort_keys=True, default=repr)
         values = None
-        if plain is None:
-            values = [OmegaConf.select(cfg, path, throw_on_missing=True) for path in self.settings]
+        if text is None or "???" in text:  # no plain copy, or a missing value: select, which raises for it
+            values = self._selected(cfg)
             plain = [OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig | ListConfig) else v for v in values]
-        cache_key = (id(self), json.dumps(plain, sort_keys=True, default=repr))
+            text = json.dumps(plain, sort_keys=True, default=repr)
+        cache_key = (id(self), text)
         cached = _SLICES.get(cache_key)
         if cached is not None and cached[0] is self:
             _SLICES.move_to_end(cache_key)
             return cached[1]
         if values is None:
-            values = [OmegaConf.select(cfg, path, throw_on_missing=True) for path in self.settings]
+            values = self._selected(cfg)
         nested: dict[str, Any] = {}
         for path, value in zip(self.settings, values, strict=True):
             *parents, leaf = path.split(".")
@@ -97,6 +97,10 @@ class Stage:
         if len(_SLICES) > _SLICES_KEPT:
             _SLICES.popitem(last=False)
         return out
+
+    def _selected(self, cfg: DictConfig) -> list[Any]:
+        """Each setting's node or value in ``cfg`` (a missing value raises)."""
+        return [OmegaConf.select(cfg, path, throw_on_missing=True) for path in self.settings]
 
     def key_config(self, config_slice: DictConfig) -> dict[str, Any]:
         """The part of the slice hashed into the artifact key: the slice minus ``unkeyed`` paths."""
