@@ -124,14 +124,11 @@ def model_context(model: str, backend: str, max_model_len: int | None) -> tuple[
 
 
 def load_role_tokenizer(spec: PromptSpec):
-    """The tokenizer of the spec's model with the role's chat template (as the generation backend renders)."""
-    from transformers import AutoTokenizer
+    """The tokenizer of the spec's model with the role's chat template (as the generation backend renders); shared
+    with the process's other callers (:func:`bft.models.registry.load_tokenizer`): not to be changed."""
+    from bft.models.registry import load_tokenizer
 
-    from bft.models.chat_templates import apply_chat_template_setting
-    from bft.models.registry import resolve_model_path
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(spec.model))
-    return apply_chat_template_setting(tokenizer, spec.model, spec.chat_template, spec.template_key)
+    return load_tokenizer(spec.model, spec.chat_template, spec.template_key)
 
 
 def measure(spec: PromptSpec, backend: str, max_model_len: int | None, tokenizer=None) -> PromptBudget:

@@ -105,3 +105,18 @@ def test_a_tokenizer_is_loaded_once_per_folder_and_prompt_format(local_folder, t
     before = load_tokenizer(str(copy))
     (copy / "tokenizer_config.json").write_text((copy / "tokenizer_config.json").read_text() + "\n")
     assert load_tokenizer(str(copy)) is not before
+
+
+def test_roles_sharing_a_folder_and_template_share_one_tokenizer(local_folder, no_template_model):
+    """The config key only names errors: two roles with the same template text get one object, and a key whose
+    setting leaves no template still fails naming that key."""
+    from bft.config.validate import ConfigError
+    from bft.models.registry import load_plain_tokenizer
+
+    backward = load_tokenizer(str(local_folder), "chatml", "backward_model.chat_template")
+    assert load_tokenizer(str(local_folder), "chatml", "rewriter.chat_template") is backward
+    plain = load_plain_tokenizer(str(local_folder))
+    assert load_plain_tokenizer(str(local_folder)) is plain and plain is not backward
+    assert plain.chat_template != backward.chat_template  # the shared plain one keeps the template it ships
+    with pytest.raises(ConfigError, match=r"^rewriter\.chat_template: model"):
+        load_tokenizer(str(no_template_model), None, "rewriter.chat_template")

@@ -210,9 +210,9 @@ class LoadedModel:
     path: str
 
 
-# Tokenizers loaded in this process, most recent last: see load_tokenizer.
+# Tokenizers loaded in this process, most recent last: see load_tokenizer and load_plain_tokenizer.
 _TOKENIZERS: OrderedDict[tuple, Any] = OrderedDict()
-_TOKENIZERS_KEPT = 4
+_TOKENIZERS_KEPT = 8  # a paper run's roles share a base model folder in a few prompt formats; each trained model adds one
 
 
 def _folder_stamp(path: str) -> tuple:
@@ -224,37 +224,57 @@ def _folder_stamp(path: str) -> tuple:
     return tuple(sorted((name, st.st_size, st.st_mtime_ns) for name, st in stats))
 
 
-def load_tokenizer(name: str, chat_template: str | None = None):
+def _kept_tokenizer(cache_key: tuple, load: Any) -> Any:
+    """The tokenizer kept under ``cache_key``, or ``load()`` kept there (the least recently used one goes)."""
+    cached = _TOKENIZERS.get(cache_key)
+    if cached is not None:
+        _TOKENIZERS.move_to_end(cache_key)
+        return cached
+    tokenizer = load()
+    _TOKENIZERS[cache_key] = tokenizer
+    if len(_TOKENIZERS) > _TOKENIZERS_KEPT:
+        _TOKENIZERS.popitem(last=False)
+    return tokenizer
+
+
+def load_plain_tokenizer(path: str):
+    """``AutoTokenizer.from_pretrained(path)`` as it ships (for counting tokens), one object per folder in a
+    process, shared by its callers, who must not change it: the corpus stage's filters count tokens with it in every
+    datatrove task."""
+    from transformers import AutoTokenizer
+
+    return _kept_tokenizer(("plain", path, _folder_stamp(path)), lambda: AutoTokenizer.from_pretrained(path))
+
+
+def load_tokenizer(name: str, chat_template: str | None = None, template_key: str | None = None):
     """The tokenizer of ``name`` with the prompt format of its role (:mod:`bft.models.chat_templates`).
 
     ``chat_template`` (a setting: ``model``, ``llama2_inst``, ``chatml`` or a .jinja path) defaults to the one the
     pipeline registered for ``name``; a tokenizer left without a template raises ConfigError naming the key.
+    ``template_key`` (the config key the setting comes from) makes ``chat_template`` the setting as given, also
+    when it is None (the model's own template).
 
-    One object per (folder, prompt format) in a process, shared by its callers, who must not change it (copy it
+    One object per (folder, template text) in a process, shared by its callers, who must not change it (copy it
     first): parsing a 49k-token ``tokenizer.json`` takes 0.3 s, and a run loads the same few tokenizers a dozen
     times (every stage and every model role).
     """
     from transformers import AutoTokenizer
 
-    from bft.models.chat_templates import apply_chat_template_setting, registered_setting
+    from bft.models.chat_templates import apply_chat_template_setting, registered_setting, template_text
 
     path = resolve_model_path(name)
-    key = "model.chat_template"
-    if chat_template is None:
+    key = template_key or "model.chat_template"
+    if chat_template is None and template_key is None:
         chat_template, key = registered_setting(name)
-    cache_key = (path, name, chat_template, key, _folder_stamp(path))
-    cached = _TOKENIZERS.get(cache_key)
-    if cached is not None:
-        _TOKENIZERS.move_to_end(cache_key)
-        return cached
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer = apply_chat_template_setting(tokenizer, name, chat_template, key)
-    _TOKENIZERS[cache_key] = tokenizer
-    if len(_TOKENIZERS) > _TOKENIZERS_KEPT:
-        _TOKENIZERS.popitem(last=False)
-    return tokenizer
+
+    def load() -> Any:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return apply_chat_template_setting(tokenizer, name, chat_template, key)
+
+    # The same folder and template text give the same tokenizer under any name or key (they only name errors).
+    return _kept_tokenizer((path, template_text(chat_template, key), _folder_stamp(path)), load)
 
 
 def load_model(

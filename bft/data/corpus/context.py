@@ -32,11 +32,9 @@ class ContextFilter(BaseFilter):
 
     def _tokenizer(self, model: str) -> Any:
         if model not in self._tokenizers:
-            from transformers import AutoTokenizer
+            from bft.models.registry import load_plain_tokenizer, resolve_model_path
 
-            from bft.models.registry import resolve_model_path
-
-            self._tokenizers[model] = AutoTokenizer.from_pretrained(resolve_model_path(model))
+            self._tokenizers[model] = load_plain_tokenizer(resolve_model_path(model))
         return self._tokenizers[model]
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:

@@ -158,8 +158,8 @@ class MaxTokensFilter(BaseFilter):
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
         if self._tokenizer is None:
-            from transformers import AutoTokenizer
+            from bft.models.registry import load_plain_tokenizer
 
-            self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_name)
+            self._tokenizer = load_plain_tokenizer(self.tokenizer_name)
         n = len(self._tokenizer(doc.text, add_special_tokens=False)["input_ids"])
         return True if n <= self.max_tokens else (False, "too_many_tokens")
