@@ -17,6 +17,7 @@ tests.record_stage_digests``).
 
 from __future__ import annotations
 
+import copy
 import json
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -36,6 +37,8 @@ Compute = Callable[[DictConfig, dict[str, Artifact], Path], StageOutput]
 # so that an id reused after a stage object is freed never returns another stage's slice.
 _SLICES: OrderedDict[tuple[int, str], tuple[Stage, DictConfig]] = OrderedDict()
 _SLICES_KEPT = 512
+# id(slice) -> (slice, stage, its key config): see Stage.key_config (the slice is kept, so its id is not reused)
+_KEY_CONFIGS: dict[int, tuple[DictConfig, Stage, dict[str, Any]]] = {}
 
 
 def _plain_values(plain_cfg: dict[str, Any], paths: tuple[str, ...]) -> list[Any] | None:
@@ -103,7 +106,17 @@ class Stage:
         return [OmegaConf.select(cfg, path, throw_on_missing=True) for path in self.settings]
 
     def key_config(self, config_slice: DictConfig) -> dict[str, Any]:
-        """The part of the slice hashed into the artifact key: the slice minus ``unkeyed`` paths."""
+        """The part of the slice hashed into the artifact key: the slice minus ``unkeyed`` paths (a fresh copy;
+        converted once per cached slice: a sweep's plans share their slices)."""
+        kept = _KEY_CONFIGS.get(id(config_slice))
+        if kept is None or kept[0] is not config_slice or kept[1] is not self:
+            kept = (config_slice, self, self._key_config(config_slice))
+            _KEY_CONFIGS[id(config_slice)] = kept
+            if len(_KEY_CONFIGS) > _SLICES_KEPT:
+                _KEY_CONFIGS.pop(next(iter(_KEY_CONFIGS)))
+        return copy.deepcopy(kept[2])
+
+    def _key_config(self, config_slice: DictConfig) -> dict[str, Any]:
         plain = OmegaConf.to_container(config_slice, resolve=True)
         for path in self.unkeyed:
             *parents, leaf = path.split(".")
