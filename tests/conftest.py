@@ -17,26 +17,32 @@ REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
 
 
-# The files that take a minute or more of `make test`, heaviest first (CI durations). Under `-n 2 --dist loadfile`
+# The files that take 20 s or more of `make test`, heaviest first (CI durations). Under `-n 2 --dist loadfile`
 # each worker takes the next whole file when it is free, so these go first (longest job first) and the short files
 # fill in behind them; xdist's own order (most tests first) left a 6-minute one-test file to start last, alone.
 HEAVY_FILES_FIRST = (
-    "test_paper_smoke.py",
     "test_multidevice.py",
     "test_served.py",
-    "test_fault_injection.py",
     "test_slurm.py",
-    "test_bad_input.py",
+    "test_fault_injection.py",
+    "test_paper_smoke.py",
     "test_stage_keys.py",
-    "test_sft.py",
-    "test_sft_learning.py",
+    "test_bad_input.py",
+    "test_config.py",
     "test_pipeline_smoke.py",
-    "test_memcheck.py",
-    "test_console.py",
-    "test_data_target.py",
-    "test_bench.py",
-    "test_export.py",
     "test_workers.py",
+    "test_bench.py",
+    "test_sft_learning.py",
+    "test_sft.py",
+    "test_memcheck.py",
+    "test_strict_config.py",
+    "test_wandb_lineage.py",
+    "test_console.py",
+    "test_corpus_engine.py",
+    "test_export.py",
+    "test_paper_configs.py",
+    "test_alpaca_eval_cli.py",
+    "test_data_target.py",
     "test_distributed_sft.py",
 )
 
