@@ -48,8 +48,8 @@ def release_memory() -> None:
 def long_lived_objects_frozen() -> Iterator[None]:
     """For the block: what is alive now is left out of every collection (``gc.freeze``), then put back.
 
-    The young generations are collected first (milliseconds; a full collection here is the 0.3-0.4 s this saves per
-    stage), so the run's start-up garbage is not frozen; older garbage waits until the block ends. One that dies in
+    The young generations are collected first (a millisecond, where a full collection takes 0.3-0.4 s), so the
+    run's start-up garbage is not frozen; older garbage waits until the block ends. One that dies in
     a reference cycle during the block is freed at the first collection after it. Nested blocks keep the outermost
     one's freeze."""
     if gc.get_freeze_count():

@@ -108,6 +108,8 @@ class Stage:
     def key_config(self, config_slice: DictConfig) -> dict[str, Any]:
         """The part of the slice hashed into the artifact key: the slice minus ``unkeyed`` paths (a fresh copy;
         converted once per cached slice: a sweep's plans share their slices)."""
+        if not OmegaConf.is_readonly(config_slice):  # a slice that may still change is converted every time
+            return self._key_config(config_slice)
         kept = _KEY_CONFIGS.get(id(config_slice))
         if kept is None or kept[0] is not config_slice or kept[1] is not self:
             kept = (config_slice, self, self._key_config(config_slice))
