@@ -120,3 +120,18 @@ def test_roles_sharing_a_folder_and_template_share_one_tokenizer(local_folder, n
     assert plain.chat_template != backward.chat_template  # the shared plain one keeps the template it ships
     with pytest.raises(ConfigError, match=r"^rewriter\.chat_template: model"):
         load_tokenizer(str(no_template_model), None, "rewriter.chat_template")
+
+
+def test_folders_with_the_same_tokenizer_files_share_one_tokenizer(local_folder, tmp_path):
+    """Every model a run trains saves its base model's tokenizer: one parse for all of them; a tokenizer file
+    rewritten in place is read again."""
+    import shutil
+
+    copies = [shutil.copytree(local_folder, tmp_path / name) for name in ("backward_model", "final_model")]
+    (copies[1] / "model.safetensors").unlink()  # the weights are not what a tokenizer is made of
+    first, second = (load_tokenizer(str(c), "chatml", "model.chat_template") for c in copies)
+    assert second is first and load_tokenizer(str(local_folder), "chatml", "model.chat_template") is first
+    config = copies[1] / "tokenizer_config.json"
+    config.write_text(config.read_text().replace('"pad_token"', '"cls_token": "<|im_start|>", "pad_token"'))
+    changed = load_tokenizer(str(copies[1]), "chatml", "model.chat_template")
+    assert changed is not first and changed.cls_token == "<|im_start|>" and first.cls_token is None

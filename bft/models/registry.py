@@ -10,6 +10,7 @@ Tokenizers alone (``corpus.tokenizer``) resolve the same names with :func:`resol
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 from collections import OrderedDict
@@ -212,16 +213,41 @@ class LoadedModel:
 
 # Tokenizers loaded in this process, most recent last: see load_tokenizer and load_plain_tokenizer.
 _TOKENIZERS: OrderedDict[tuple, Any] = OrderedDict()
-_TOKENIZERS_KEPT = 8  # a paper run's roles share a base model folder in a few prompt formats; each trained model adds one
+_TOKENIZERS_KEPT = 8  # a paper run's roles share a base model folder in a few prompt formats
+# What AutoTokenizer reads from a local folder (the configs name its class; an adapter folder names its base model).
+_TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja",
+    "chat_template.json", "vocab.json", "vocab.txt", "merges.txt", "tokenizer.model", "spiece.model",
+    "sentencepiece.bpe.model", "config.json", "adapter_config.json",
+)  # fmt: skip
+_TEMPLATE_FOLDER = "additional_chat_templates"
+_DIGESTS: dict[tuple, str] = {}  # (folder, stamp of its tokenizer files) -> their digest
 
 
-def _folder_stamp(path: str) -> tuple:
-    """(name, size, mtime) of every file in a model folder: a folder rewritten in place gets a new stamp."""
+def _tokenizer_files(folder: Path) -> list[Path]:
+    files = [folder / name for name in _TOKENIZER_FILES if (folder / name).is_file()]
+    extra = folder / _TEMPLATE_FOLDER
+    return files + (sorted(f for f in extra.iterdir() if f.is_file()) if extra.is_dir() else [])
+
+
+def _tokenizer_source(path: str) -> tuple:
+    """What a tokenizer loaded from ``path`` is made of: for a local folder, the sha256 of the files AutoTokenizer
+    reads there, so folders with the same files share one tokenizer (every model a run trains saves its base
+    model's; a folder rewritten in place gets a new digest); for a hub name, the name."""
     folder = Path(path)
     if not folder.is_dir():
-        return ()
-    stats = [(f.name, f.stat()) for f in folder.iterdir() if f.is_file()]
-    return tuple(sorted((name, st.st_size, st.st_mtime_ns) for name, st in stats))
+        return ("name", path)
+    files = _tokenizer_files(folder)
+    stats = [(f, f.stat()) for f in files]
+    stamp = (path, tuple((str(f.relative_to(folder)), st.st_size, st.st_mtime_ns) for f, st in stats))
+    digest = _DIGESTS.get(stamp)
+    if digest is None:
+        h = hashlib.sha256()
+        for file, _ in stats:
+            h.update(f"{file.relative_to(folder)}\0{file.stat().st_size}\0".encode())
+            h.update(file.read_bytes())
+        digest = _DIGESTS[stamp] = h.hexdigest()
+    return ("files", digest)
 
 
 def _kept_tokenizer(cache_key: tuple, load: Any) -> Any:
@@ -243,7 +269,7 @@ def load_plain_tokenizer(path: str):
     datatrove task."""
     from transformers import AutoTokenizer
 
-    return _kept_tokenizer(("plain", path, _folder_stamp(path)), lambda: AutoTokenizer.from_pretrained(path))
+    return _kept_tokenizer(("plain", _tokenizer_source(path)), lambda: AutoTokenizer.from_pretrained(path))
 
 
 def load_tokenizer(name: str, chat_template: str | None = None, template_key: str | None = None):
@@ -254,9 +280,9 @@ def load_tokenizer(name: str, chat_template: str | None = None, template_key: st
     ``template_key`` (the config key the setting comes from) makes ``chat_template`` the setting as given, also
     when it is None (the model's own template).
 
-    One object per (folder, template text) in a process, shared by its callers, who must not change it (copy it
-    first): parsing a 49k-token ``tokenizer.json`` takes 0.3 s, and a run loads the same few tokenizers a dozen
-    times (every stage and every model role).
+    One object per (tokenizer files, template text) in a process, shared by its callers, who must not change it
+    (copy it first): parsing a 49k-token ``tokenizer.json`` takes 0.2-0.3 s, and a run loads the same few tokenizers
+    a dozen times (every stage, every model role and every model it trains).
     """
     from transformers import AutoTokenizer
 
@@ -273,8 +299,9 @@ def load_tokenizer(name: str, chat_template: str | None = None, template_key: st
             tokenizer.pad_token = tokenizer.eos_token
         return apply_chat_template_setting(tokenizer, name, chat_template, key)
 
-    # The same folder and template text give the same tokenizer under any name or key (they only name errors).
-    return _kept_tokenizer((path, template_text(chat_template, key), _folder_stamp(path)), load)
+    # The same tokenizer files and template text give the same tokenizer under any folder, name or key (the name
+    # and the key only name errors).
+    return _kept_tokenizer((_tokenizer_source(path), template_text(chat_template, key)), load)
 
 
 def load_model(
