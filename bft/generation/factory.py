@@ -12,6 +12,10 @@ if TYPE_CHECKING:
 
 def make_backend(gen_cfg: GenerationConfig, model_name: str, adapter: str | None = None) -> GenerationBackend:
     """Build the backend named by ``gen_cfg.backend`` (``hf``, ``vllm`` or ``served``) for ``model_name`` (+ LoRA adapter)."""
+    if gen_cfg.backend in ("hf", "vllm"):
+        from bft.models.registry import resolve_model_path
+
+        resolve_model_path(model_name)  # a model that is not there fails now, not after the engine's imports (8 s)
     if gen_cfg.backend == "hf":
         from bft.generation.hf import HFBackend
 

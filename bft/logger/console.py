@@ -15,6 +15,7 @@ import contextlib
 import io
 import logging
 import warnings
+from collections.abc import Iterator
 
 # (warning category, message regex) of third-party warnings a bft user cannot act on
 KNOWN_WARNINGS: list[tuple[type[Warning], str]] = [
@@ -50,22 +51,20 @@ class DropAdvertisements(logging.Filter):
         return not any(marker in message for marker in _ADVERTISEMENTS)
 
 
+# the level setup_console chose, for the Lightning loggers of a process that imports Lightning after it
+_CONSOLE: dict[str, int] = {}
+
+
 def setup_console(verbose: bool = False) -> None:
-    """Route third-party logging through the root handler and quiet what a user cannot act on (idempotent)."""
-    _import_quietly()
-    for name in THIRD_PARTY_LOGGERS:
-        logger = logging.getLogger(name)
-        for handler in list(logger.handlers):
-            logger.removeHandler(handler)
-        logger.propagate = True
-    ads = DropAdvertisements()
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        target = logging.getLogger(name)
-        if not any(isinstance(f, DropAdvertisements) for f in target.filters):
-            target.addFilter(ads)
+    """Route third-party logging through the root handler and quiet what a user cannot act on (idempotent).
+
+    Lightning is not imported here (its import takes seconds that a run which trains nothing, or fails first, does
+    not pay): training calls :func:`route_lightning_loggers` once it has imported Lightning."""
     level = logging.INFO if verbose else logging.WARNING
+    _CONSOLE["level"] = level
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(level)
+    route_lightning_loggers()
     try:
         import transformers.utils.logging as tlog
 
@@ -106,13 +105,32 @@ def _short_console_format() -> None:
                 handler.addFilter(BftOrImportant())
 
 
-def _import_quietly() -> None:
-    """Import what prints on import (transformers' W&B integration prints ``[INFO] Running in WANDB offline mode``)."""
+def route_lightning_loggers() -> None:
+    """Lightning's loggers through the root handler, at the console's level, advertisements dropped. Importing
+    Lightning adds a handler of its own (every line would print twice) and sets INFO, so a process that imports it
+    after :func:`setup_console` calls this before its first Trainer; without setup_console, this does nothing."""
+    level = _CONSOLE.get("level")
+    if level is None:
+        return
+    for name in THIRD_PARTY_LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.propagate = True
+        logger.setLevel(level)
+    ads = DropAdvertisements()
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        target = logging.getLogger(name)
+        if not any(isinstance(f, DropAdvertisements) for f in target.filters):
+            target.addFilter(ads)
+
+
+@contextlib.contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """Swallow what an import prints: transformers' W&B integration prints ``[INFO] Running in WANDB offline mode``
+    when sentence-transformers imports it."""
     with contextlib.redirect_stdout(io.StringIO()):
-        with contextlib.suppress(ImportError):
-            import lightning.pytorch  # noqa: F401
-        with contextlib.suppress(ImportError):
-            import transformers.integrations.integration_utils  # noqa: F401
+        yield
 
 
 def is_verbose(hydra_verbose: object = None) -> bool:

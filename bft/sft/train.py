@@ -31,6 +31,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from bft.artifacts.store import atomic_folder
 from bft.config.schema import PeftConfig, SFTStageConfig, TrainerConfig
 from bft.config.validate import ConfigError
+from bft.logger.console import route_lightning_loggers
 from bft.models.registry import cpu_has_bf16, load_tokenizer, pick_dtype
 from bft.sft.compile import can_compile
 from bft.sft.data import build_dataloader, encode_examples
@@ -221,6 +222,7 @@ def train_sft(
     ``chat_template`` formats the examples (a ``model.chat_template`` setting); ``None`` = the one registered for
     ``base_model`` by the pipeline, else the model's own. The saved tokenizer carries it.
     """
+    route_lightning_loggers()  # this module imported Lightning: its loggers through the console's handler
     out_dir = Path(out_dir)
     if not examples:
         raise ValueError(f"no training examples for {out_dir} (base model {base_model!r}): nothing to fine-tune on")
