@@ -40,7 +40,7 @@ def run(cfg: DictConfig) -> float | None:
     check_annotator_ready(cfg.eval.annotator, endpoint)
     for name in models_to_load(cfg):  # a missing model folder fails here, before any work
         resolve_model_path(name)
-    setup_console(is_verbose(HydraConfig.get().verbose))  # after the checks: it imports Lightning (seconds)
+    setup_console(is_verbose(HydraConfig.get().verbose))  # after the checks: it imports transformers (seconds)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     ctx = run_pipeline(cfg, run_dir)
     print_summary(ctx)
