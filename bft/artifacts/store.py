@@ -50,8 +50,8 @@ def package_versions() -> dict[str, str]:
 
 @cache
 def _versions() -> dict[str, str]:
-    """Read once per process, like :func:`code_provenance`: each read parses every package's metadata (about
-    40 ms for all of them here, once per stage before)."""
+    """Read once per process, like :func:`code_provenance`: a read parses every package's metadata (about 40 ms
+    here), and every stage's manifest records them."""
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {"python": platform.python_version()}

@@ -237,15 +237,15 @@ def _tokenizer_source(path: str) -> tuple:
     folder = Path(path)
     if not folder.is_dir():
         return ("name", path)
-    files = _tokenizer_files(folder)
-    stats = [(f, f.stat()) for f in files]
-    stamp = (path, tuple((str(f.relative_to(folder)), st.st_size, st.st_mtime_ns) for f, st in stats))
+    files = {str(f.relative_to(folder)): f for f in _tokenizer_files(folder)}
+    stats = {name: f.stat() for name, f in files.items()}
+    stamp = (path, tuple((name, st.st_size, st.st_mtime_ns) for name, st in stats.items()))
     digest = _DIGESTS.get(stamp)
     if digest is None:
         h = hashlib.sha256()
-        for file, _ in stats:
-            h.update(f"{file.relative_to(folder)}\0{file.stat().st_size}\0".encode())
-            h.update(file.read_bytes())
+        for name, size, _ in stamp[1]:
+            h.update(f"{name}\0{size}\0".encode())
+            h.update(files[name].read_bytes())
         digest = _DIGESTS[stamp] = h.hexdigest()
     return ("files", digest)
 

@@ -111,7 +111,7 @@ class Stage:
         if not OmegaConf.is_readonly(config_slice):  # a slice that may still change is converted every time
             return self._key_config(config_slice)
         kept = _KEY_CONFIGS.get(id(config_slice))
-        if kept is None or kept[0] is not config_slice or kept[1] is not self:
+        if kept is None or kept[1] is not self:  # the entry holds the slice: its id is not reused while kept
             kept = (config_slice, self, self._key_config(config_slice))
             _KEY_CONFIGS[id(config_slice)] = kept
             if len(_KEY_CONFIGS) > _SLICES_KEPT:
