@@ -37,8 +37,8 @@ slurm:
 	@.ci/slurm-cluster start || { [ "$$BFT_REQUIRE_SLURM" = 1 ] && exit 1; echo "no Slurm cluster: the Slurm tests skip"; }
 
 test: setup slurm
-	PYTHONDONTWRITEBYTECODE= WANDB_MODE=offline OMP_NUM_THREADS=$(TEST_THREADS) $(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadfile \
-		--durations=30 $(PYTEST_ARGS)
+	PYTHONDONTWRITEBYTECODE= WANDB_MODE=offline OMP_NUM_THREADS=$(TEST_THREADS) \
+		$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=30 $(PYTEST_ARGS)
 
 test-fast: setup  # the sub-minute loop: everything that loads no model and starts no process
 	WANDB_MODE=offline $(PYTHON) -m pytest -q -m "not slow" $(PYTEST_ARGS)
