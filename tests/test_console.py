@@ -117,3 +117,20 @@ def test_advertisement_filter_and_warning_filters():
     for name, message in (("alpaca_eval", "Saving_path is given but not 'auto', make sure"), ("submitit", "Bypassing sacct error")):
         assert not BftOrImportant().filter(logging.LogRecord(name, logging.WARNING, __file__, 1, message, None, None))
     assert BftOrImportant().filter(logging.LogRecord("alpaca_eval", logging.WARNING, __file__, 1, "judge failed", None, None))
+
+
+def test_datasets_bars_follow_the_console_without_importing_datasets(monkeypatch):
+    import bft.logger.console as console
+
+    variable = "HF_DATASETS_DISABLE_PROGRESS_BARS"  # read by datasets when something imports it later
+    monkeypatch.delitem(sys.modules, "datasets", raising=False)
+    monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(console, "_CONSOLE", {})
+    setup_console(verbose=False)
+    assert os.environ[variable] == "1" and "datasets" not in sys.modules
+    setup_console(verbose=True)
+    assert variable not in os.environ and "datasets" not in sys.modules
+    monkeypatch.setenv(variable, "0")  # the user's own setting stays, either way
+    setup_console(verbose=True)
+    setup_console(verbose=False)  # and the console as the other tests of this process expect it
+    assert os.environ[variable] == "0"

@@ -251,6 +251,34 @@ def test_the_job_does_not_inherit_the_pipelines_rank():
     assert env == {"PATH": "/bin"}
 
 
+# The job's side replaced by what it leaves when it succeeded (rank 0's result.json); the real one runs in the launched
+# tests below. What stays is the pipeline side of bft.pipeline.stages.training._launch: write the job, wait, read.
+_PIPELINE_SIDE = """
+import json, sys
+from pathlib import Path
+import bft.pipeline.stages.training
+import bft.sft.launch as launch
+
+def finished_job(path, job):
+    (job.folder / "result.json").write_text(json.dumps({"model_dir": "m", "is_adapter": True}))
+    return 0
+
+launch.run_local = finished_job
+job = launch.TrainJob("examples.jsonl", "tiny", sys.argv[1], {}, {}, {"accelerator": "cpu", "devices": 2}, seed=0)
+assert launch.launch_training(job, "final_model").is_adapter
+print(sorted({"lightning", "torchmetrics", "torch", "transformers", "datasets"} & set(sys.modules)))
+"""
+
+
+def test_the_pipeline_side_of_a_launched_training_imports_no_training_library(tmp_path):
+    """The pipeline process only writes the job, waits and reads rank 0's result: Lightning (with torchmetrics),
+    torch and transformers are the job's imports, seconds it would otherwise pay once more per run."""
+    done = subprocess.run(
+        [sys.executable, "-c", _PIPELINE_SIDE, str(tmp_path)], env=_env(), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
 @pytest.mark.parametrize(
     ("environ", "exits"),
     [

@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
+import sys
 import warnings
 from collections.abc import Iterator
 
@@ -74,12 +76,7 @@ def setup_console(verbose: bool = False) -> None:
         (tlog.enable_progress_bar if verbose else tlog.disable_progress_bar)()
     except ImportError:
         pass
-    try:
-        import datasets
-
-        (datasets.enable_progress_bars if verbose else datasets.disable_progress_bars)()
-    except ImportError:
-        pass
+    quiet_datasets_progress(verbose)
     if not verbose:
         for category, message in KNOWN_WARNINGS:
             warnings.filterwarnings("ignore", message=message, category=category)
@@ -94,6 +91,23 @@ class BftOrImportant(logging.Filter):
         if record.name == "bft" or record.name.startswith(("bft.", "__main__")):
             return True
         return record.levelno >= logging.WARNING and not any(line in record.getMessage() for line in KNOWN_LOG_LINES)
+
+
+def quiet_datasets_progress(verbose: bool) -> None:
+    """Hugging Face ``datasets`` bars at the console's level without importing it (a second that most bft processes
+    do not otherwise pay): sentence-transformers, alpaca-eval and the export import it later and read the variable,
+    as do the processes this one starts. A variable the user set is left alone."""
+    variable = "HF_DATASETS_DISABLE_PROGRESS_BARS"
+    if not verbose and variable not in os.environ:
+        os.environ[variable] = "1"
+        _CONSOLE["datasets_bars_off"] = 1
+    elif verbose and _CONSOLE.pop("datasets_bars_off", None):
+        os.environ.pop(variable, None)
+    if "datasets" in sys.modules:  # imported first: its switch (it warns where the variable, read at import, wins)
+        datasets = sys.modules["datasets"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            (datasets.enable_progress_bars if verbose else datasets.disable_progress_bars)()
 
 
 def _short_console_format() -> None:

@@ -8,8 +8,12 @@ __all__ = ["TrainResult", "train_sft"]
 
 
 def __getattr__(name: str):
-    if name in __all__:
-        from bft.sft import train
+    if name == "TrainResult":
+        from bft.sft.result import TrainResult
 
-        return getattr(train, name)
+        return TrainResult
+    if name == "train_sft":
+        from bft.sft.train import train_sft
+
+        return train_sft
     raise AttributeError(f"module 'bft.sft' has no attribute {name!r}")

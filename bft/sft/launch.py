@@ -178,7 +178,7 @@ def run_slurm(job_path: Path, job: TrainJob, stage_name: str) -> str | None:
 
 def launch_training(job: TrainJob, stage_name: str):
     """Run ``job`` with its trainer's launcher (``local`` or ``slurm``); return rank 0's :class:`TrainResult`."""
-    from bft.sft.train import TrainResult
+    from bft.sft.result import TrainResult
 
     trainer = TrainerConfig(**job.trainer)
     launcher = resolve_launcher(trainer)

@@ -21,7 +21,7 @@ import json
 import logging
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
@@ -39,6 +39,7 @@ from bft.sft.export import consolidated_state_dict, is_sharded_strategy, save_fu
 from bft.sft.launchers import single_cpu_process
 from bft.sft.module import SFTModule
 from bft.sft.rendezvous import ensure_rendezvous_port
+from bft.sft.result import TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +47,6 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 MODEL_DIR = "model"
 FINAL_SHARDED = "final-sharded.ckpt"  # the final Lightning checkpoint of a sharded run, consolidated for export
-
-
-@dataclass
-class TrainResult:
-    model_dir: str  # LoRA: load_model(base_name, adapter=model_dir); full fine-tuning: load_model(model_dir)
-    is_adapter: bool
-    metrics: dict[str, float] = field(default_factory=dict)
-    precision: str = ""  # what training ran in (resolve_precision): float32 where bf16 was asked but is not native
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
