@@ -28,7 +28,6 @@ def run(cfg: DictConfig) -> float | None:
     from bft.models.registry import resolve_model_path
     from bft.pipeline.dryrun import print_plan
     from bft.pipeline.roles import models_to_load, resolve
-    from bft.pipeline.runner import print_summary, run_pipeline
 
     validate(cfg)
     e = resolve(cfg).eval
@@ -41,6 +40,8 @@ def run(cfg: DictConfig) -> float | None:
     for name in models_to_load(cfg):  # a missing model folder fails here, before any work
         resolve_model_path(name)
     setup_console(is_verbose(HydraConfig.get().verbose))  # after the checks: it imports transformers (seconds)
+    from bft.pipeline.runner import print_summary, run_pipeline  # after them too: pandas, for the summary's figures
+
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     ctx = run_pipeline(cfg, run_dir)
     print_summary(ctx)
