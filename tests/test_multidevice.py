@@ -270,6 +270,7 @@ print(sorted({"lightning", "torchmetrics", "torch", "transformers", "datasets"} 
 """
 
 
+@pytest.mark.slow  # starts a process
 def test_the_pipeline_side_of_a_launched_training_imports_no_training_library(tmp_path):
     """The pipeline process only writes the job, waits and reads rank 0's result: Lightning (with torchmetrics),
     torch and transformers are the job's imports, seconds it would otherwise pay once more per run."""
