@@ -255,7 +255,6 @@ def test_the_job_does_not_inherit_the_pipelines_rank():
 # tests below. What stays is the pipeline side of bft.pipeline.stages.training._launch: write the job, wait, read.
 _PIPELINE_SIDE = """
 import json, sys
-from pathlib import Path
 import bft.pipeline.stages.training
 import bft.sft.launch as launch
 
@@ -272,8 +271,8 @@ print(sorted({"lightning", "torchmetrics", "torch", "transformers", "datasets"} 
 
 @pytest.mark.slow  # starts a process
 def test_the_pipeline_side_of_a_launched_training_imports_no_training_library(tmp_path):
-    """The pipeline process only writes the job, waits and reads rank 0's result: Lightning (with torchmetrics),
-    torch and transformers are the job's imports, seconds it would otherwise pay once more per run."""
+    """Writing the job, waiting for it and reading rank 0's result import no training library: Lightning (with
+    torchmetrics, seconds) is the job's import, which the pipeline process would otherwise pay once more per run."""
     done = subprocess.run(
         [sys.executable, "-c", _PIPELINE_SIDE, str(tmp_path)], env=_env(), capture_output=True, text=True, timeout=60
     )
