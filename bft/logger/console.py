@@ -76,7 +76,7 @@ def setup_console(verbose: bool = False) -> None:
         (tlog.enable_progress_bar if verbose else tlog.disable_progress_bar)()
     except ImportError:
         pass
-    quiet_datasets_progress(verbose)
+    datasets_progress_bars(verbose)
     if not verbose:
         for category, message in KNOWN_WARNINGS:
             warnings.filterwarnings("ignore", message=message, category=category)
@@ -93,10 +93,10 @@ class BftOrImportant(logging.Filter):
         return record.levelno >= logging.WARNING and not any(line in record.getMessage() for line in KNOWN_LOG_LINES)
 
 
-def quiet_datasets_progress(verbose: bool) -> None:
-    """Hugging Face ``datasets`` bars at the console's level without importing it (a second that most bft processes
-    do not otherwise pay): sentence-transformers, alpaca-eval and the export import it later and read the variable,
-    as do the processes this one starts. A variable the user set is left alone."""
+def datasets_progress_bars(verbose: bool) -> None:
+    """Hugging Face ``datasets`` bars on where verbose, off elsewhere, without importing it (a second that most bft
+    processes do not otherwise pay): sentence-transformers, alpaca-eval and the export import it later and read the
+    variable, as do the processes this one starts. A variable the user set is left alone."""
     variable = "HF_DATASETS_DISABLE_PROGRESS_BARS"
     if not verbose and variable not in os.environ:
         os.environ[variable] = "1"
