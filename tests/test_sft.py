@@ -132,8 +132,8 @@ def test_packing_has_no_cross_sample_attention(tokenizer, attention):
     assert not torch.allclose(leaky, separate, atol=1e-3)  # the check can see leakage
 
 
-def _adapter_loss(model, tokenizer) -> float:
-    items = [encode_example(tokenizer, e["prompt"], e["completion"], 128) for e in EXAMPLES]
+def _adapter_loss(model, tokenizer, examples=EXAMPLES) -> float:
+    items = [encode_example(tokenizer, e["prompt"], e["completion"], 128) for e in examples]
     with torch.no_grad():
         return float(_token_losses(model, collate_padded(items, tokenizer.pad_token_id)).mean())
 
@@ -283,15 +283,24 @@ def test_compiled_training_gives_the_eager_loss_and_gradients(tokenizer):
         assert F.cosine_similarity(eager_grad, compiled_grad, dim=0) > 0.99
 
 
+# Examples of one token length (59): every micro-batch has one shape, so the layers compile once. A second length
+# recompiles them with dynamic shapes, which the test above covers; on a cold inductor cache that is ~20 s more here.
+SAME_LENGTH_EXAMPLES = [
+    {"prompt": f"Question {i}: what is {i} plus {i}?", "completion": f"The answer is {2 * i:02d}. " * 2} for i in range(8)
+]
+
+
 def test_compiled_training_saves_a_loadable_adapter(tmp_path: Path, tokenizer):
     if (reason := can_compile("cpu")) is not None:
         pytest.skip(reason)
+    encoded, _ = encode_examples(tokenizer, SAME_LENGTH_EXAMPLES, STAGE.max_seq_len)
+    assert len({len(e) for e in encoded}) == 1
     trainer = replace(TRAINER, compile=True)
-    result = train_sft(EXAMPLES, "tiny", tmp_path / "run", STAGE, PeftConfig(r=8), trainer, seed=0)
+    result = train_sft(SAME_LENGTH_EXAMPLES, "tiny", tmp_path / "run", STAGE, PeftConfig(r=8), trainer, seed=0)
     assert result.metrics["compiled_layers"] > 0 and result.metrics["steady_tokens_per_s"] > 0
     tuned = load_model("tiny", dtype="float32", adapter=result.model_dir).model
     base = load_model("tiny", dtype="float32").model
-    assert _adapter_loss(tuned, tokenizer) < _adapter_loss(base, tokenizer)
+    assert _adapter_loss(tuned, tokenizer, SAME_LENGTH_EXAMPLES) < _adapter_loss(base, tokenizer, SAME_LENGTH_EXAMPLES)
 
 
 def test_compile_only_for_runs_long_enough_to_pay_for_it(tokenizer):
@@ -328,5 +337,6 @@ def test_a_failing_compiler_gives_a_one_line_config_error(tmp_path: Path, monkey
 
     monkeypatch.setattr(bft.sft.module, "compiled_head_loss", broken_toolchain)
     with pytest.raises(ConfigError, match=r"trainer.compile=false") as info:
-        train_sft(EXAMPLES, "tiny", tmp_path / "run", STAGE, PeftConfig(r=8), replace(TRAINER, compile=True), seed=0)
+        trainer = replace(TRAINER, compile=True)  # the examples of the test above: its compiled layers are cached
+        train_sft(SAME_LENGTH_EXAMPLES, "tiny", tmp_path / "run", STAGE, PeftConfig(r=8), trainer, seed=0)
     assert "RuntimeError: cc1plus: not found" in str(info.value) and "\n" not in str(info.value)
