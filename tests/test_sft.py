@@ -250,14 +250,27 @@ def test_causal_blocks_attention_equals_eager_on_packed_and_padded_rows(tokenize
         torch.testing.assert_close(blocks, eager, atol=1e-4, rtol=1e-4)
 
 
+# Examples of one token length (59): micro-batches of one shape, so train_sft's layers compile once. The module test
+# below compiles that graph first (its first batch has that shape, and its settings are train_sft's), then recompiles
+# for packed rows and for padded rows of other lengths; train_sft then finds its graph in inductor's cache. On a cold
+# cache each compile takes 10-20 s here: the three tests took 92 CPU-s when train_sft compiled graphs of its own.
+SAME_LENGTH_EXAMPLES = [
+    {"prompt": f"Question {i}: what is {i} plus {i}?", "completion": f"The answer is {2 * i:02d}. " * 2} for i in range(8)
+]
+COMPILE_STAGE, COMPILE_PEFT = replace(STAGE, dropout=0.0), PeftConfig(dropout=0.0)
+
+
 def test_compiled_training_gives_the_eager_loss_and_gradients(tokenizer):
     from bft.sft.module import SFTModule
 
     if (reason := can_compile("cpu")) is not None:
         pytest.skip(reason)
-    stage, peft = replace(STAGE, dropout=0.0), PeftConfig(dropout=0.0)
+    stage, peft = COMPILE_STAGE, COMPILE_PEFT
+    same = [encode_example(tokenizer, e["prompt"], e["completion"], 128) for e in SAME_LENGTH_EXAMPLES[:2]]
     items = [encode_example(tokenizer, e["prompt"], e["completion"], 128) for e in EXAMPLES[:3]]
-    batches = [collate_packed([items], tokenizer.pad_token_id), collate_padded(items, tokenizer.pad_token_id)]
+    pad = tokenizer.pad_token_id
+    batches = [collate_padded(same, pad), collate_packed([items], pad), collate_padded(items, pad)]
+    assert (batches[2]["labels"][:, -1] == IGNORE_INDEX).any()  # the last batch has padding
     results = {}
     for compiled in (False, True):
         torch.manual_seed(0)  # same LoRA initialisation
@@ -268,7 +281,7 @@ def test_compiled_training_gives_the_eager_loss_and_gradients(tokenizer):
             for name, param in module.model.named_parameters():
                 if "lora_B" in name:
                     param.normal_(0, 0.02)
-        for i, batch in enumerate(batches):  # packed rows (position_ids), then padded rows of another length
+        for i, batch in enumerate(batches):  # rows of one length, packed rows (position_ids), padded rows
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 loss = module.compute_loss(batch)
             loss.backward()
@@ -283,20 +296,13 @@ def test_compiled_training_gives_the_eager_loss_and_gradients(tokenizer):
         assert F.cosine_similarity(eager_grad, compiled_grad, dim=0) > 0.99
 
 
-# Examples of one token length (59): every micro-batch has one shape, so the layers compile once. A second length
-# recompiles them with dynamic shapes, which the test above covers; on a cold inductor cache that is ~20 s more here.
-SAME_LENGTH_EXAMPLES = [
-    {"prompt": f"Question {i}: what is {i} plus {i}?", "completion": f"The answer is {2 * i:02d}. " * 2} for i in range(8)
-]
-
-
 def test_compiled_training_saves_a_loadable_adapter(tmp_path: Path, tokenizer):
     if (reason := can_compile("cpu")) is not None:
         pytest.skip(reason)
     encoded, _ = encode_examples(tokenizer, SAME_LENGTH_EXAMPLES, STAGE.max_seq_len)
     assert len({len(e) for e in encoded}) == 1
     trainer = replace(TRAINER, compile=True)
-    result = train_sft(SAME_LENGTH_EXAMPLES, "tiny", tmp_path / "run", STAGE, PeftConfig(r=8), trainer, seed=0)
+    result = train_sft(SAME_LENGTH_EXAMPLES, "tiny", tmp_path / "run", COMPILE_STAGE, COMPILE_PEFT, trainer, seed=0)
     assert result.metrics["compiled_layers"] > 0 and result.metrics["steady_tokens_per_s"] > 0
     tuned = load_model("tiny", dtype="float32", adapter=result.model_dir).model
     base = load_model("tiny", dtype="float32").model
@@ -338,5 +344,5 @@ def test_a_failing_compiler_gives_a_one_line_config_error(tmp_path: Path, monkey
     monkeypatch.setattr(bft.sft.module, "compiled_head_loss", broken_toolchain)
     with pytest.raises(ConfigError, match=r"trainer.compile=false") as info:
         trainer = replace(TRAINER, compile=True)  # the examples of the test above: its compiled layers are cached
-        train_sft(SAME_LENGTH_EXAMPLES, "tiny", tmp_path / "run", STAGE, PeftConfig(r=8), trainer, seed=0)
+        train_sft(SAME_LENGTH_EXAMPLES, "tiny", tmp_path / "run", COMPILE_STAGE, COMPILE_PEFT, trainer, seed=0)
     assert "RuntimeError: cc1plus: not found" in str(info.value) and "\n" not in str(info.value)
