@@ -16,7 +16,7 @@ from bft.models.registry import cpu_has_bf16
 def test_bench_reports_every_measure(tmp_path: Path, capsys):
     out = tmp_path / "bench.json"
     args = ["--model", "tiny", "--quick", "--skip-sft", "--prompts", "4", "--new-tokens", "4", "--pairs", "4"]
-    args += ["--logprob-pairs", "4", "--corpus", "", "--out", str(out)]
+    args += ["--logprob-pairs", "4", "--corpus", "", "--roofline-seconds", "0.25", "--out", str(out)]
     assert main(args) == 0
     report = json.loads(out.read_text())
     assert report["matmul"]["fp32_flops"] > 0

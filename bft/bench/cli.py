@@ -47,6 +47,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="JSONL whose 600-3,000 character documents give the real workload; '' or a missing file: synthetic "
         "documents with the shipped token lengths of such a corpus",
     )
+    p.add_argument(
+        "--roofline-seconds",
+        type=float,
+        default=2.0,
+        help="how long each peak-matmul measurement runs, per dtype, at the start and at the end (default 2)",
+    )
     p.add_argument("--out", type=Path, default=None, help="write the JSON report here")
     p.add_argument("--quick", action="store_true", help="fewer prompts, pairs and steps (about two minutes)")
     p.add_argument("--skip-sft", action="store_true")
@@ -87,7 +93,7 @@ def run(args: argparse.Namespace) -> dict:
         },
     }
     t0 = time.perf_counter()
-    start_mm = _matmul_now()
+    start_mm = _matmul_now(args.roofline_seconds)
     corpus = Path(args.corpus) if args.corpus else None
     gen = measure.generation(
         args.model, n_prompts, new_tokens, args.batch_size, 16 if q else 32, max_batch_tokens=args.max_batch_tokens, corpus=corpus
@@ -102,7 +108,7 @@ def run(args: argparse.Namespace) -> dict:
             "bft_compiled": measure.sft_bft(args.model, steps, compile=True),
             "plain_fp32_lora": measure.sft_plain(args.model, steps),
         }
-    end_mm = _matmul_now()
+    end_mm = _matmul_now(args.roofline_seconds)
     # this shared machine's speed drifts: the roofline is the mean of the peaks measured before and after
     report["matmul"] = {key: _mean(start_mm[key], end_mm[key]) for key in start_mm} | {"start": start_mm, "end": end_mm}
     peak = report["matmul"]["bf16_flops"] if gen["dtype"] == "bfloat16" else report["matmul"]["fp32_flops"]
@@ -121,11 +127,12 @@ def run(args: argparse.Namespace) -> dict:
     return report
 
 
-def _matmul_now() -> dict[str, float | None]:
-    """Peak matmul FLOP/s now. bf16 only where the CPU computes it natively: elsewhere it is emulated (0.3
-    GFLOP/s on an AVX2-only machine, a minute per 2048^3 product), the backend runs float32, and so does its roofline."""
-    bf16 = measure.matmul_flops(torch.bfloat16) if cpu_has_bf16() else None
-    return {"fp32_flops": measure.matmul_flops(torch.float32), "bf16_flops": bf16}
+def _matmul_now(seconds: float) -> dict[str, float | None]:
+    """Peak matmul FLOP/s now, each dtype measured for ``seconds``. bf16 only where the CPU computes it natively:
+    elsewhere it is emulated (0.3 GFLOP/s on an AVX2-only machine, a minute per 2048^3 product), the backend runs
+    float32, and so does its roofline."""
+    bf16 = measure.matmul_flops(torch.bfloat16, seconds=seconds) if cpu_has_bf16() else None
+    return {"fp32_flops": measure.matmul_flops(torch.float32, seconds=seconds), "bf16_flops": bf16}
 
 
 def _mean(a: float | None, b: float | None) -> float | None:
