@@ -118,7 +118,7 @@ def test_device_bench_runs_every_figure_on_the_cpu_at_a_small_shape():
 
     report = run_device(
         "cpu", shape="small", n_prompts=3, new_tokens=4, sft_steps=1, sft_seq_len=256, corpus=None,
-        matmul_size=128, copy_bytes=1 << 20, dtype=torch.float32,
+        matmul_size=128, copy_bytes=1 << 20, dtype=torch.float32, ceiling_seconds=0.1,
     )  # fmt: skip
     assert report["ceilings"]["matmul_flops"] > 0 and report["ceilings"]["copy_bytes_per_s"] > 0
     assert report["real_documents"].startswith("synthetic")

@@ -258,10 +258,11 @@ def run_device(
     matmul_size: int = 8192,
     copy_bytes: int = 2 << 30,
     dtype: torch.dtype = torch.bfloat16,
+    ceiling_seconds: float = 1.0,
 ) -> dict:
     """Every figure of the device bench (see the module docstring), as one JSON-ready dict. ``dtype``: of the
     model, the matmul ceiling and the KV cache (bfloat16; the CPU test of this function runs float32 where the
-    CPU has no bf16 units)."""
+    CPU has no bf16 units). ``ceiling_seconds``: how long each ceiling (matmul, copy) is measured."""
     from bft.generation.hf import HFBackend
     from bft.models.registry import load_tokenizer
     from bft.prompts import backtranslation_prompt, render_chat
@@ -272,8 +273,8 @@ def run_device(
     if where.type == "cuda":
         report["device_name"] = torch.cuda.get_device_name(where)
         torch.cuda.reset_peak_memory_stats(where)
-    peak = matmul_flops(where, dtype, size=matmul_size)
-    bw = copy_bandwidth(where, copy_bytes)
+    peak = matmul_flops(where, dtype, size=matmul_size, seconds=ceiling_seconds)
+    bw = copy_bandwidth(where, copy_bytes, seconds=ceiling_seconds)
     report["ceilings"] = {"matmul_flops": peak, "copy_bytes_per_s": bw}
     tok = load_tokenizer("tiny")
     config = llama_config(shape, tok)
