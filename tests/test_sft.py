@@ -250,14 +250,15 @@ def test_causal_blocks_attention_equals_eager_on_packed_and_padded_rows(tokenize
         torch.testing.assert_close(blocks, eager, atol=1e-4, rtol=1e-4)
 
 
-# Examples of one token length (59): micro-batches of one shape, so train_sft's layers compile once. The module test
-# below compiles that graph first (its first batch has that shape, and its settings are train_sft's), then recompiles
-# for packed rows and for padded rows of other lengths; train_sft then finds its graph in inductor's cache. On a cold
-# cache each compile takes 10-20 s here: the three tests took 92 CPU-s when train_sft compiled graphs of its own.
+# Examples of one token length (59), packed two to a row: every micro-batch of train_sft is 2 rows of 118 tokens, so
+# its layers compile once. The module test below compiles that graph first (its first batch is such a micro-batch, with
+# train_sft's settings), then recompiles with dynamic shapes for padded rows; train_sft then finds its graph in
+# inductor's cache. On a cold cache each compile takes 10-20 s here: the three compile tests took 92 CPU-s when
+# train_sft compiled graphs of its own, 58 now.
 SAME_LENGTH_EXAMPLES = [
     {"prompt": f"Question {i}: what is {i} plus {i}?", "completion": f"The answer is {2 * i:02d}. " * 2} for i in range(8)
 ]
-COMPILE_STAGE, COMPILE_PEFT = replace(STAGE, dropout=0.0), PeftConfig(dropout=0.0)
+COMPILE_STAGE, COMPILE_PEFT = replace(STAGE, dropout=0.0, grouping="packing"), PeftConfig(dropout=0.0)
 
 
 def test_compiled_training_gives_the_eager_loss_and_gradients(tokenizer):
@@ -266,11 +267,11 @@ def test_compiled_training_gives_the_eager_loss_and_gradients(tokenizer):
     if (reason := can_compile("cpu")) is not None:
         pytest.skip(reason)
     stage, peft = COMPILE_STAGE, COMPILE_PEFT
-    same = [encode_example(tokenizer, e["prompt"], e["completion"], 128) for e in SAME_LENGTH_EXAMPLES[:2]]
+    same = [encode_example(tokenizer, e["prompt"], e["completion"], 128) for e in SAME_LENGTH_EXAMPLES[:4]]
     items = [encode_example(tokenizer, e["prompt"], e["completion"], 128) for e in EXAMPLES[:3]]
     pad = tokenizer.pad_token_id
-    batches = [collate_padded(same, pad), collate_packed([items], pad), collate_padded(items, pad)]
-    assert (batches[2]["labels"][:, -1] == IGNORE_INDEX).any()  # the last batch has padding
+    batches = [collate_packed([same[:2], same[2:]], pad), collate_padded(items, pad)]
+    assert (batches[1]["labels"][:, -1] == IGNORE_INDEX).any()  # padded rows
     results = {}
     for compiled in (False, True):
         torch.manual_seed(0)  # same LoRA initialisation
@@ -281,7 +282,7 @@ def test_compiled_training_gives_the_eager_loss_and_gradients(tokenizer):
             for name, param in module.model.named_parameters():
                 if "lora_B" in name:
                     param.normal_(0, 0.02)
-        for i, batch in enumerate(batches):  # rows of one length, packed rows (position_ids), padded rows
+        for i, batch in enumerate(batches):  # packed rows (position_ids), then padded rows of another length
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 loss = module.compute_loss(batch)
             loss.backward()
