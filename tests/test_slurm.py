@@ -90,7 +90,7 @@ def test_a_job_that_cannot_start_is_cancelled_in_one_line(partition, tmp_path, c
     cfg = compose_cfg("debug=smoke", "generation.shard_size=2")
     _corpus(tmp_path / "corpus.jsonl")
     later = {"slurm_additional_parameters": {"begin": "now+1hour"}}  # pending (BeginTime) for an hour
-    workers = _slurm_workers(partition, pending_timeout_min=0.1, submitit=later)
+    workers = _slurm_workers(partition, pending_timeout_min=0.03, submitit=later)  # 1.8 s
     with pytest.raises(PipelineError, match=r"did not start within \d+ s .*pending \(BeginTime\); it is cancelled"):
         run_stage(_job(cfg, tmp_path, "later"), workers)
     assert not [name for name in _queued() if name == "bft-augment"]
