@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # a machine keeps its torch wheel) are passed on.
 SETUP_STAMP := .setup-done
 WHERE_BFT = $(PYTHON) -c "import bft, pathlib, sys; print(sys.executable, pathlib.Path(bft.__file__).resolve().parent)"
-UV_INSTALL = $(PYTHON) -m uv pip install -q --compile-bytecode --python $(PYTHON) $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS))
+UV_INSTALL = $(PYTHON) -m uv pip install -q --compile-bytecode --python $(PYTHON) $(foreach f,$(PIP_FIND_LINKS),--find-links $(f))
 TORCH = torch==2.13.0
 
 setup:
