@@ -20,7 +20,7 @@ TORCH = torch==2.13.0
 setup:
 	@if [ -f $(SETUP_STAMP) ] && [ $(SETUP_STAMP) -nt pyproject.toml ] && [ $(SETUP_STAMP) -nt Makefile ] && \
 		[ "$$(cat $(SETUP_STAMP))" = "$$($(WHERE_BFT) 2>/dev/null)" ]; then exit 0; fi; \
-	$(PYTHON) .ci/requirements_met.py dev 2>/dev/null && met=1 || met=0; \
+	$(PYTHON) .ci/requirements_met.py dev && met=1 || met=0; \
 	[ $$met = 1 ] || $(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install -q uv || true; \
 	$(PYTHON) -c "import importlib.util as u; assert u.find_spec('torch')" 2>/dev/null || \
 		$(UV_INSTALL) "$(TORCH)" || $(PYTHON) -m pip install -q "$(TORCH)" || exit 1; \
