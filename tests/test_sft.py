@@ -343,7 +343,7 @@ def test_a_failing_compiler_gives_a_one_line_config_error(tmp_path: Path, monkey
         raise torch._dynamo.exc.BackendCompilerFailed(broken_toolchain, RuntimeError("cc1plus: not found\nmore"), None)
 
     monkeypatch.setattr(bft.sft.module, "compiled_head_loss", broken_toolchain)
+    trainer = replace(TRAINER, compile=True)  # test_compiled_training_saves_a_loadable_adapter's run: layers cached
     with pytest.raises(ConfigError, match=r"trainer.compile=false") as info:
-        trainer = replace(TRAINER, compile=True)  # the examples of the test above: its compiled layers are cached
         train_sft(SAME_LENGTH_EXAMPLES, "tiny", tmp_path / "run", COMPILE_STAGE, COMPILE_PEFT, trainer, seed=0)
     assert "RuntimeError: cc1plus: not found" in str(info.value) and "\n" not in str(info.value)

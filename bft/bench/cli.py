@@ -50,8 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--roofline-seconds",
         type=float,
-        default=2.0,
-        help="how long each peak-matmul measurement runs, per dtype, at the start and at the end (default 2)",
+        default=None,
+        help="how long each roofline measurement runs (peak matmul per dtype, and copy bandwidth with --device): "
+        "default 2 on the CPU and with --served (at the start and at the end), 1 with --device",
     )
     p.add_argument("--out", type=Path, default=None, help="write the JSON report here")
     p.add_argument("--quick", action="store_true", help="fewer prompts, pairs and steps (about two minutes)")
@@ -93,7 +94,8 @@ def run(args: argparse.Namespace) -> dict:
         },
     }
     t0 = time.perf_counter()
-    start_mm = _matmul_now(args.roofline_seconds)
+    roofline_seconds = 2.0 if args.roofline_seconds is None else args.roofline_seconds
+    start_mm = _matmul_now(roofline_seconds)
     corpus = Path(args.corpus) if args.corpus else None
     gen = measure.generation(
         args.model, n_prompts, new_tokens, args.batch_size, 16 if q else 32, max_batch_tokens=args.max_batch_tokens, corpus=corpus
@@ -108,7 +110,7 @@ def run(args: argparse.Namespace) -> dict:
             "bft_compiled": measure.sft_bft(args.model, steps, compile=True),
             "plain_fp32_lora": measure.sft_plain(args.model, steps),
         }
-    end_mm = _matmul_now(args.roofline_seconds)
+    end_mm = _matmul_now(roofline_seconds)
     # this shared machine's speed drifts: the roofline is the mean of the peaks measured before and after
     report["matmul"] = {key: _mean(start_mm[key], end_mm[key]) for key in start_mm} | {"start": start_mm, "end": end_mm}
     peak = report["matmul"]["bf16_flops"] if gen["dtype"] == "bfloat16" else report["matmul"]["fp32_flops"]
@@ -239,6 +241,7 @@ def run_on_device(args: argparse.Namespace) -> dict:
     from bft.bench.device import run_device
 
     q = args.quick
+    ceiling = {} if args.roofline_seconds is None else {"ceiling_seconds": args.roofline_seconds}
     return run_device(
         args.device,
         shape=args.shape,
@@ -247,6 +250,7 @@ def run_on_device(args: argparse.Namespace) -> dict:
         sft_steps=args.sft_steps or (3 if q else 6),
         skip_sft=args.skip_sft,
         corpus=Path(args.corpus) if args.corpus else None,
+        **ceiling,
     )
 
 
@@ -268,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         from bft.bench.served import render as render_served
 
         corpus = Path(args.corpus) if args.corpus else None
-        report = compare(args.served, args.model, args.prompts or 32, args.new_tokens or 32, corpus)
+        seconds = {} if args.roofline_seconds is None else {"roofline_seconds": args.roofline_seconds}
+        report = compare(args.served, args.model, args.prompts or 32, args.new_tokens or 32, corpus, **seconds)
         Console(width=200).print(render_served(report))
     elif args.device != "cpu":
         from bft.bench.device import render as render_device

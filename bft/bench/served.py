@@ -51,7 +51,15 @@ def _overhead(backend, n: int = 8) -> float:
     return statistics.median(times)
 
 
-def compare(url: str, model: str, n_prompts: int, new_tokens: int, corpus: Path | None, concurrency: int = 64) -> dict[str, Any]:
+def compare(
+    url: str,
+    model: str,
+    n_prompts: int,
+    new_tokens: int,
+    corpus: Path | None,
+    concurrency: int = 64,
+    roofline_seconds: float = 2.0,
+) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     from bft.config.schema import GenerationConfig, ServerConfig
@@ -63,7 +71,7 @@ def compare(url: str, model: str, n_prompts: int, new_tokens: int, corpus: Path 
     local = make_backend(OmegaConf.structured(GenerationConfig(backend="hf", device="cpu")), model)
     docs, source = real_documents(n_prompts, local.tokenizer, corpus)
     prompts = [render_chat(local.tokenizer, backtranslation_prompt(d))[0] for d in docs]
-    peak_start = measure.matmul_flops(torch.float32)
+    peak_start = measure.matmul_flops(torch.float32, seconds=roofline_seconds)
     try:
         _path(served, prompts[:2], 2)  # the server loads the model on its first request
         _path(local, prompts[:2], 2)  # one-time kernel compilation
@@ -71,7 +79,7 @@ def compare(url: str, model: str, n_prompts: int, new_tokens: int, corpus: Path 
         overhead = _overhead(served)
     finally:
         served.close()
-    peak = (peak_start + measure.matmul_flops(torch.float32)) / 2
+    peak = (peak_start + measure.matmul_flops(torch.float32, seconds=roofline_seconds)) / 2
     params = measure.n_params(load_model(model, dtype="float32").model)  # the backend packs its weights as buffers
     for p in paths.values():
         p["roofline_fraction"] = p["processed_tokens_per_s"] * measure.GEN_FLOPS_PER_PARAM * params / peak
